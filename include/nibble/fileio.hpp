@@ -1,0 +1,15 @@
+#pragma once
+// Whole-file reads with errors that name the path, and atomic writes: the bytes go to a
+// temporary file in the same directory, are fsynced, then renamed over the target, so a
+// crash leaves either the old file or the new one, never a torn one.
+#include <string>
+#include <string_view>
+
+namespace nibble {
+
+std::string read_file(const std::string& path);  // throws "PATH: cannot open: REASON"
+void write_file_atomic(const std::string& path, std::string_view bytes);
+bool file_exists(const std::string& path);
+void fsync_directory(const std::string& dir);
+
+}  // namespace nibble

@@ -1,0 +1,35 @@
+#pragma once
+// Spectral split (SPEC §4.3, the Metis-style baseline): G ≈ U_k S_k V_kᵀ + R by randomized
+// SVD (Halko, Martinsson & Tropp 2011) with power iterations; the low-rank factors stay
+// in high precision and only the residual R is quantized.
+#include <cstdint>
+#include <vector>
+
+namespace nibble {
+
+struct SpectralSpec {
+  int rank = 0;            // k
+  int power_iters = 2;     // subspace iterations (each re-orthonormalised)
+  int oversample = 8;      // extra random directions, discarded after the small SVD
+  uint64_t seed = 0;       // Gaussian test matrix from Philox
+  uint32_t stream = 0;
+};
+
+struct LowRank {
+  int64_t rows = 0, cols = 0;
+  int rank = 0;
+  std::vector<float> u;  // [rows, rank], orthonormal columns
+  std::vector<float> s;  // [rank], descending, >= 0
+  std::vector<float> v;  // [cols, rank], orthonormal columns
+
+  // x += U diag(s) Vᵀ (accumulated in float64), or x -= ... with sign = -1.
+  void add_to(float* x, double sign = 1.0) const;
+};
+
+// Throws a user-facing error when rank < 1 or rank > min(rows, cols).
+LowRank randomized_svd(const float* g, int64_t rows, int64_t cols, const SpectralSpec& spec);
+
+// Standard normal deviates from Philox (Box–Muller on pairs of uniforms), element-indexed.
+double philox_normal(uint64_t seed, uint32_t stream, uint64_t i);
+
+}  // namespace nibble

@@ -1,0 +1,38 @@
+#pragma once
+// Per-tensor diagnostics of SPEC §6 (all accumulated in float64).
+#include <array>
+#include <cstdint>
+
+#include "nibble/json.hpp"
+#include "nibble/quant/quantizer.hpp"
+
+namespace nibble {
+
+// Quantization error of x̂ against x:
+//   snr_db = 10 log10(‖x‖² / ‖x − x̂‖²)   (+inf when exact; reported as null in JSON)
+//   rel_err = ‖x − x̂‖ / ‖x‖               (0 when both are zero)
+//   shrinkage = Σ(|x̂| − |x|) / Σ|x|       (negative: magnitudes shrink)
+struct ErrorStats {
+  double snr_db = 0, rel_err = 0, shrinkage = 0;
+  Json to_json() const;
+};
+ErrorStats error_stats(const float* x, const float* xhat, int64_t n);
+
+// How many elements carry each 4-bit code (0..15).
+std::array<int64_t, 16> code_histogram(const QuantizedMatrix& q);
+
+// Anisotropy of an activation-like matrix X [T, K] (rows = tokens):
+//   mean_energy_share = T‖μ‖² / ‖X‖²_F
+//   top1_energy_share = σ₁² / ‖X‖²_F   (power iteration on XᵀX)
+//   cos_mu_v1 = |cos(μ, v₁)|            (v₁ the top right singular vector)
+//   amax_inflation = max|X| / max|X_c|, block_amax_inflation = mean block amax of X over
+//   that of X_c (blocks of `block` along the rows, as the quantizer sees them)
+struct AnisotropyStats {
+  double mean_energy_share = 0, top1_energy_share = 0, cos_mu_v1 = 0;
+  double amax_inflation = 1, block_amax_inflation = 1;
+  Json to_json() const;
+};
+AnisotropyStats anisotropy_stats(const float* x, int64_t rows, int64_t cols, int block,
+                                 int power_iters = 100, uint64_t seed = 0);
+
+}  // namespace nibble

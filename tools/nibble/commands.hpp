@@ -1,0 +1,19 @@
+#pragma once
+// The subcommand table. Each subcommand lives in its own file (quant.cpp, ...).
+#include <string>
+#include <vector>
+
+namespace nibble::cli {
+
+struct Command {
+  const char* name;
+  const char* summary;
+  int (*run)(const std::vector<std::string>& args);  // returns the exit code
+};
+
+const std::vector<Command>& commands();
+
+int run_quant(const std::vector<std::string>& args);
+int run_dequant(const std::vector<std::string>& args);
+
+}  // namespace nibble::cli
