@@ -16,6 +16,7 @@ struct SafeTensors {
   // Tensors in file order (sorted by name when written).
   std::vector<std::pair<std::string, Tensor>> tensors;
   std::map<std::string, std::string> metadata;  // the "__metadata__" entry
+  std::string source;  // the file it was read from (for error messages); may be empty
 
   const Tensor& get(const std::string& name) const;  // throws naming the missing tensor
   const Tensor* find(const std::string& name) const;

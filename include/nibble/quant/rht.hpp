@@ -1,8 +1,9 @@
 #pragma once
 // Random Hadamard transform (SPEC §4.1): each n-block x_b along the last axis becomes
 // y_b = H_n (d ⊙ x_b), H_n the Sylvester Hadamard matrix scaled by 1/√n, d a ±1 vector.
-// Computed as a fast Walsh–Hadamard transform in float64 and rounded once to fp32, so the
-// result is the correctly rounded exact transform (independent of butterfly order).
+// Computed as a fast Walsh–Hadamard transform in float64 and rounded once to fp32: the
+// result is the exact transform to within float64 error before that single rounding, so
+// any careful implementation (and the CUDA kernel, which does the same) agrees with it.
 #include <cstdint>
 #include <vector>
 

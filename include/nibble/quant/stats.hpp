@@ -9,24 +9,35 @@
 namespace nibble {
 
 // Quantization error of x̂ against x:
-//   snr_db = 10 log10(‖x‖² / ‖x − x̂‖²)   (+inf when exact; reported as null in JSON)
-//   rel_err = ‖x − x̂‖ / ‖x‖               (0 when both are zero)
-//   shrinkage = Σ(|x̂| − |x|) / Σ|x|       (negative: magnitudes shrink)
+//   snr_db = 10 log10(‖x‖² / ‖x − x̂‖²)   (+inf when exact, −inf when x = 0 ≠ x̂;
+//                                          non-finite values are null in JSON)
+//   rel_err = ‖x − x̂‖ / ‖x‖               (0 when both are zero, +inf when only x is)
+//   shrinkage = Σ(|x̂| − |x|) / Σ|x|       (negative: magnitudes shrink; 0 when both are
+//                                          zero, +inf when only x is)
 struct ErrorStats {
   double snr_db = 0, rel_err = 0, shrinkage = 0;
   Json to_json() const;
 };
 ErrorStats error_stats(const float* x, const float* xhat, int64_t n);
 
-// How many elements carry each 4-bit code (0..15).
+// How many elements carry each 4-bit code (0..15). Reads the packed codes directly
+// (element 2i in the low nibble); throws when codes is too short for rows × cols.
 std::array<int64_t, 16> code_histogram(const QuantizedMatrix& q);
+// The histogram as a JSON array of 16 integers, code 0 first.
+Json code_histogram_json(const std::array<int64_t, 16>& h);
 
 // Anisotropy of an activation-like matrix X [T, K] (rows = tokens):
 //   mean_energy_share = T‖μ‖² / ‖X‖²_F
 //   top1_energy_share = σ₁² / ‖X‖²_F   (power iteration on XᵀX)
 //   cos_mu_v1 = |cos(μ, v₁)|            (v₁ the top right singular vector)
 //   amax_inflation = max|X| / max|X_c|, block_amax_inflation = mean block amax of X over
-//   that of X_c (blocks of `block` along the rows, as the quantizer sees them)
+//   that of X_c (blocks of `block` along the rows, as the quantizer sees them; a last
+//   partial block when block does not divide cols)
+// μ is the column mean over rows and X_c = X − 1μᵀ. The power iteration starts from Philox
+// normals (seed, stream 0) and stops when the unit vector moves by < 1e-12 or after
+// power_iters rounds. Degenerate inputs give finite values where the ratio is 0/0: an
+// all-zero X gives shares 0, cos 0 and inflations 1 (never NaN); μ = 0 gives cos 0; an
+// X = 1μᵀ ≠ 0 (X_c = 0) gives amax inflations +inf (null in JSON).
 struct AnisotropyStats {
   double mean_energy_share = 0, top1_energy_share = 0, cos_mu_v1 = 0;
   double amax_inflation = 1, block_amax_inflation = 1;
