@@ -26,10 +26,16 @@ struct LowRank {
   void add_to(float* x, double sign = 1.0) const;
 };
 
-// Throws a user-facing error when rank < 1 or rank > min(rows, cols).
+// Throws a user-facing error when rank < 1 or rank > min(rows, cols). The oversampling is
+// capped so that rank + oversample <= min(rows, cols). Ω [cols, l] holds the normals
+// philox_normal(seed, stream, j*l + t). Float64 throughout (Householder QR, one-sided
+// Jacobi SVD of the small projected matrix); deterministic for a given spec whatever the
+// thread count. Keeps an fp32 transposed copy of g while it runs.
 LowRank randomized_svd(const float* g, int64_t rows, int64_t cols, const SpectralSpec& spec);
 
-// Standard normal deviates from Philox (Box–Muller on pairs of uniforms), element-indexed.
+// Standard normal deviates from Philox (Box–Muller on pairs of uniforms), element-indexed:
+// z_i = √(−2 ln(1 − u₁)) cos(2π u₂) with u₁, u₂ the Philox uniforms of elements 2i and 2i+1
+// of (seed, stream); 1 − u₁ ∈ [2⁻²⁴, 1] guards the logarithm against u₁ = 0.
 double philox_normal(uint64_t seed, uint32_t stream, uint64_t i);
 
 }  // namespace nibble
