@@ -8,7 +8,13 @@
 namespace nibble {
 
 std::string read_file(const std::string& path);  // throws "PATH: cannot open: REASON"
-void write_file_atomic(const std::string& path, std::string_view bytes);
+
+// Fsync: the data and the rename reach the disk before returning (checkpoints, anything
+// a crash must not lose). RenameOnly: still atomic (never a torn file), but the kernel
+// flushes when it likes — for bulk outputs such as .npy results that can be recomputed.
+enum class Durability { Fsync, RenameOnly };
+void write_file_atomic(const std::string& path, std::string_view bytes,
+                       Durability durability = Durability::Fsync);
 bool file_exists(const std::string& path);
 void fsync_directory(const std::string& dir);
 

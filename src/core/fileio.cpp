@@ -7,8 +7,6 @@
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
-#include <fstream>
-#include <sstream>
 
 #include "nibble/error.hpp"
 
@@ -17,12 +15,40 @@ namespace nibble {
 std::string read_file(const std::string& path) {
   std::error_code ec;
   if (std::filesystem::is_directory(path, ec)) fail(path, ": is a directory, expected a file");
-  std::ifstream in(path, std::ios::binary);
-  if (!in) fail(path, ": cannot open: ", std::strerror(errno));
-  std::ostringstream os;
-  os << in.rdbuf();
-  if (in.bad()) fail(path, ": read error");
-  return os.str();
+  const int fd = ::open(path.c_str(), O_RDONLY);
+  if (fd < 0) fail(path, ": cannot open: ", std::strerror(errno));
+  struct stat st {};
+  std::string out;
+  if (::fstat(fd, &st) == 0 && S_ISREG(st.st_mode)) out.reserve(static_cast<size_t>(st.st_size));
+  // One read per chunk straight into the string: no stream buffering or extra copies.
+  char buf[1 << 16];
+  for (;;) {
+    if (out.capacity() > out.size()) {
+      const size_t old = out.size();
+      out.resize(out.capacity());
+      const ssize_t n = ::read(fd, out.data() + old, out.size() - old);
+      if (n < 0 && errno == EINTR) { out.resize(old); continue; }
+      if (n < 0) {
+        const std::string why = std::strerror(errno);
+        ::close(fd);
+        fail(path, ": read error: ", why);
+      }
+      out.resize(old + static_cast<size_t>(n));
+      if (n == 0) break;
+      continue;
+    }
+    const ssize_t n = ::read(fd, buf, sizeof buf);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) {
+      const std::string why = std::strerror(errno);
+      ::close(fd);
+      fail(path, ": read error: ", why);
+    }
+    if (n == 0) break;
+    out.append(buf, static_cast<size_t>(n));
+  }
+  ::close(fd);
+  return out;
 }
 
 bool file_exists(const std::string& path) {
@@ -37,7 +63,7 @@ void fsync_directory(const std::string& dir) {
   ::close(fd);
 }
 
-void write_file_atomic(const std::string& path, std::string_view bytes) {
+void write_file_atomic(const std::string& path, std::string_view bytes, Durability durability) {
   const std::filesystem::path target(path);
   const std::string dir = target.has_parent_path() ? target.parent_path().string() : ".";
   std::string tmp = (std::filesystem::path(dir) / ("." + target.filename().string() + ".tmpXXXXXX")).string();
@@ -56,7 +82,8 @@ void write_file_atomic(const std::string& path, std::string_view bytes) {
     done += static_cast<size_t>(n);
   }
   ::fchmod(fd, 0644);
-  if (::fsync(fd) != 0 || ::close(fd) != 0) {
+  const bool durable = durability == Durability::Fsync;
+  if ((durable && ::fsync(fd) != 0) || ::close(fd) != 0) {
     const std::string why = std::strerror(errno);
     ::unlink(tmp.c_str());
     fail(path, ": fsync/close failed: ", why);
@@ -66,7 +93,7 @@ void write_file_atomic(const std::string& path, std::string_view bytes) {
     ::unlink(tmp.c_str());
     fail(path, ": rename failed: ", why);
   }
-  fsync_directory(dir);
+  if (durable) fsync_directory(dir);
 }
 
 }  // namespace nibble

@@ -321,7 +321,8 @@ void write_npy(const std::string& path, const Tensor& t) {
   out.append(pad, ' ');
   out += '\n';
   out.append(reinterpret_cast<const char*>(t.raw()), t.nbytes());
-  write_file_atomic(path, out);
+  // .npy files are results, not checkpoints: atomic, without waiting for the disk.
+  write_file_atomic(path, out, Durability::RenameOnly);
 }
 
 }  // namespace nibble

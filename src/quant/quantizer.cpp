@@ -136,27 +136,38 @@ Scales compute_scales(const float* x, int64_t rows, int64_t cols, const QuantSpe
   return s;
 }
 
-// Visits every element with its code: emit(flat_index, code, block_index).
-template <class Emit>
-void encode_elements(const float* x, int64_t rows, int64_t cols, const QuantSpec& spec,
-                     const Scales& s, Emit emit) {
+// Visits every element with its code: emit(flat_index, code, block_index). Rows are
+// independent (SR draws are indexed by the flat element index), so rows run in parallel.
+template <bool kStochastic, class Emit>
+void encode_elements_impl(const float* x, int64_t rows, int64_t cols, const QuantSpec& spec,
+                          const Scales& s, Emit emit) {
   const Grid g = format_grid(spec.format);
   const int64_t b = spec.block, scols = cols / b;
-  const bool sr = spec.rounding == Rounding::SR;
 #pragma omp parallel for schedule(static)
   for (int64_t r = 0; r < rows; ++r) {
     const int64_t srow = spec.tile2d ? r / b : r;
-    for (int64_t c = 0; c < cols; c += 4) {  // cols is a multiple of 16: groups of 4 stay in a row
-      const uint64_t i0 = static_cast<uint64_t>(r * cols + c);
-      Philox4 rnd{};
-      if (sr) rnd = philox_group(spec.seed, spec.stream, i0 >> 2);
-      const int64_t k = srow * scols + c / b;
-      for (int j = 0; j < 4; ++j) {
-        const float u = sr ? philox_uniform_from_word(rnd.v[j]) : 0.0f;
-        emit(i0 + j, codec::encode_element(g, x[i0 + j], s.mul[k], sr, u), k);
+    for (int64_t sc = 0; sc < scols; ++sc) {
+      const int64_t k = srow * scols + sc;
+      const float mul = s.mul[static_cast<size_t>(k)];
+      const uint64_t base = static_cast<uint64_t>(r * cols + sc * b);
+      for (int64_t j = 0; j < b; j += 4) {  // blocks are multiples of 4: a Philox group each
+        Philox4 rnd{};
+        if constexpr (kStochastic) rnd = philox_group(spec.seed, spec.stream, (base + j) >> 2);
+        for (int l = 0; l < 4; ++l) {
+          const uint64_t i = base + static_cast<uint64_t>(j + l);
+          const float u = kStochastic ? philox_uniform_from_word(rnd.v[l]) : 0.0f;
+          emit(i, codec::encode_element(g, x[i], mul, kStochastic, u), k);
+        }
       }
     }
   }
+}
+
+template <class Emit>
+void encode_elements(const float* x, int64_t rows, int64_t cols, const QuantSpec& spec,
+                     const Scales& s, Emit emit) {
+  if (spec.rounding == Rounding::SR) encode_elements_impl<true>(x, rows, cols, spec, s, emit);
+  else encode_elements_impl<false>(x, rows, cols, spec, s, emit);
 }
 
 }  // namespace
@@ -184,13 +195,22 @@ void dequantize(const QuantizedMatrix& q, float* out) {
   const Grid g = format_grid(q.spec.format);
   const bool mx = !format_has_tensor_scale(q.spec.format);
   const int64_t b = q.spec.block, scols = q.scale_cols();
+  // Decoded block scales and the 16 grid values, looked up per element.
+  std::vector<float> sb(q.scales.size());
+  for (size_t i = 0; i < sb.size(); ++i)
+    sb[i] = mx ? ldexpf(1.0f, static_cast<int>(q.scales[i]) - 127) : e4m3_decode(q.scales[i]);
+  float grid[16];
+  for (int c = 0; c < 16; ++c) grid[c] = grid_decode(g, static_cast<uint8_t>(c));
+  const float s_dec = q.tensor_scale;
+  const uint8_t* codes = q.codes.data();
 #pragma omp parallel for schedule(static)
   for (int64_t r = 0; r < q.rows; ++r) {
     const int64_t srow = q.spec.tile2d ? r / b : r;
-    for (int64_t c = 0; c < q.cols; ++c) {
-      const uint8_t byte = q.scales[static_cast<size_t>(srow * scols + c / b)];
-      const float s_b = mx ? ldexpf(1.0f, static_cast<int>(byte) - 127) : e4m3_decode(byte);
-      out[r * q.cols + c] = codec::decode_element(g, q.code(r, c), s_b, q.tensor_scale);
+    for (int64_t c = 0; c < q.cols; c += 2) {
+      const float s_b = sb[static_cast<size_t>(srow * scols + c / b)];  // c, c+1 share a block
+      const uint8_t byte = codes[(r * q.cols + c) >> 1];
+      out[r * q.cols + c] = (grid[byte & 0xF] * s_b) * s_dec;
+      out[r * q.cols + c + 1] = (grid[byte >> 4] * s_b) * s_dec;
     }
   }
 }

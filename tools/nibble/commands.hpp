@@ -15,5 +15,6 @@ const std::vector<Command>& commands();
 
 int run_quant(const std::vector<std::string>& args);
 int run_dequant(const std::vector<std::string>& args);
+int run_synth(const std::vector<std::string>& args);
 
 }  // namespace nibble::cli
