@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# One call on a GPU machine: build (CUDA for sm_90a + PTX), run the GPU tests and the CPU
+# tests, run the GPU benchmarks, print a short summary table last. Logs and JSON go to
+# $OUT (the device tool's output folder) or ./gpu-check-out.
+#   device run: bash scripts/gpu-check.sh      (carry .deps: GoogleTest sources)
+set -uo pipefail
+cd "$(dirname "$0")/.."
+OUT=${OUT:-$PWD/gpu-check-out}
+mkdir -p "$OUT"
+export PATH=/usr/local/cuda/bin:$PATH
+BUILD=${BUILD_DIR:-build-gpu}
+JOBS=$(nproc)
+
+{
+  date -u +"date: %Y-%m-%dT%H:%M:%SZ"
+  echo "commit: $(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(git diff --quiet 2>/dev/null || echo ' (+uncommitted changes)')"
+  nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv,noheader 2>/dev/null
+  nvcc --version | tail -1
+} | tee "$OUT/env.txt"
+
+gen=""
+command -v ninja >/dev/null && gen="-G Ninja"
+t0=$(date +%s)
+if ! cmake -S . -B "$BUILD" $gen -DCMAKE_BUILD_TYPE=Release >"$OUT/configure.log" 2>&1; then
+  tail -30 "$OUT/configure.log"; exit 1
+fi
+if ! cmake --build "$BUILD" -j"$JOBS" >"$OUT/build.log" 2>&1; then
+  grep -E "error" "$OUT/build.log" | head -30; exit 1
+fi
+echo "build: $(( $(date +%s) - t0 )) s"
+
+ctest --test-dir "$BUILD" -L gpu --output-on-failure >"$OUT/gpu-tests.log" 2>&1
+gpu_rc=$?
+ctest --test-dir "$BUILD" -L cpu -j"$JOBS" >"$OUT/cpu-tests.log" 2>&1
+cpu_rc=$?
+grep -E "tests passed|tests failed" "$OUT/gpu-tests.log" | sed 's/^/gpu tests: /'
+grep -E "tests passed|tests failed" "$OUT/cpu-tests.log" | sed 's/^/cpu tests: /'
+[ $gpu_rc -eq 0 ] || grep -E "Failure|FAILED|Expected|Which is|actual" "$OUT/gpu-tests.log" | head -40
+
+"$BUILD/bench/bench_quant_gpu" --json "$OUT/bench_quant_gpu.json" >"$OUT/bench_quant_gpu.txt" 2>&1
+echo
+echo "=== summary ==="
+cat "$OUT/env.txt"
+echo "gpu tests rc=$gpu_rc, cpu tests rc=$cpu_rc"
+cat "$OUT/bench_quant_gpu.txt"
+exit $(( gpu_rc | cpu_rc ))
