@@ -42,6 +42,7 @@ Args quant_args() {
   a.option("packed", "P.safetensors", "write codes, scales, tensor scale, mean, signs, factors");
   a.option("stats-json", "F.json", "write the statistics as JSON");
   a.flag("quiet", "print nothing but errors");
+  a.flag("brief", "print one summary line instead of the tables");
   a.flag("timings", "print the time of each stage (read, quantize, write, stats) to stderr");
   return a;
 }
@@ -186,7 +187,15 @@ int run_quant(const std::vector<std::string>& argv) {
   if (a.has("stats-json")) write_file_atomic(a.str("stats-json"), j.dump(2) + "\n");
 
   if (a.flag_set("timings")) std::fprintf(stderr, "timings: %s\n", timings.dump().c_str());
-  if (!a.flag_set("quiet")) {
+  if (a.flag_set("brief") && !a.flag_set("quiet")) {
+    std::string what = std::string(format_name(q.format)) + (q.scale_rule == ScaleRule::RCEIL ? " rceil" : "") + (q.tile2d ? " tile2d" : "") +
+                       (q.rounding == Rounding::SR ? " sr" : "") + (t.center ? " center" : "") +
+                       (t.rht ? " rht" + std::to_string(t.rht) : "") +
+                       (t.spectral.rank ? " spectral" + std::to_string(t.spectral.rank) : "");
+    std::printf("%-28s snr %7s dB  rel_err %7s  shrinkage %8s  (%.2f s)\n", what.c_str(),
+                fmt(recon.snr_db, 2).c_str(), fmt(recon.rel_err, 4).c_str(),
+                fmt(recon.shrinkage, 4).c_str(), secs);
+  } else if (!a.flag_set("quiet")) {
     std::printf("nibble quant: %s [%lld x %lld] -> %s (%s, block %d%s%s%s%s, %.3f s)\n", in_path.c_str(),
                 static_cast<long long>(rows), static_cast<long long>(cols), out_path.c_str(),
                 std::string(format_name(q.format)).c_str(), q.block, q.tile2d ? " 2-D tiles" : "",
