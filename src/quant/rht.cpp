@@ -42,9 +42,9 @@ void check_args(int n, int64_t cols) {
   NIBBLE_CHECK(rht_size_valid(n) && cols % n == 0, "rht n=", n, " cols=", cols);
 }
 
-}  // namespace
-
-void rht_forward(float* x, int64_t rows, int64_t cols, int n, const float* signs) {
+// Forward: y = H (d ⊙ x) / √n. Inverse: x = d ⊙ (H y) / √n ((H D)⁻¹ = D H: H_n/√n is
+// symmetric and orthogonal, D is its own inverse).
+void rht_apply(float* x, int64_t rows, int64_t cols, int n, const float* signs, bool inverse) {
   check_args(n, cols);
   const double scale = 1.0 / std::sqrt(static_cast<double>(n));
   const int64_t nblocks = rows * (cols / n);
@@ -52,25 +52,20 @@ void rht_forward(float* x, int64_t rows, int64_t cols, int n, const float* signs
   for (int64_t blk = 0; blk < nblocks; ++blk) {
     double t[128];
     float* p = x + blk * n;
-    for (int j = 0; j < n; ++j) t[j] = static_cast<double>(p[j]) * signs[j];
+    for (int j = 0; j < n; ++j) t[j] = inverse ? static_cast<double>(p[j]) : static_cast<double>(p[j]) * signs[j];
     fwht(t, n);
-    for (int j = 0; j < n; ++j) p[j] = static_cast<float>(t[j] * scale);
+    for (int j = 0; j < n; ++j)
+      p[j] = inverse ? static_cast<float>(t[j] * scale * signs[j]) : static_cast<float>(t[j] * scale);
   }
 }
 
+}  // namespace
+
+void rht_forward(float* x, int64_t rows, int64_t cols, int n, const float* signs) {
+  rht_apply(x, rows, cols, n, signs, false);
+}
 void rht_inverse(float* x, int64_t rows, int64_t cols, int n, const float* signs) {
-  check_args(n, cols);
-  // (H D)^-1 = D H: H_n/√n is symmetric and orthogonal, D is its own inverse.
-  const double scale = 1.0 / std::sqrt(static_cast<double>(n));
-  const int64_t nblocks = rows * (cols / n);
-#pragma omp parallel for schedule(static)
-  for (int64_t blk = 0; blk < nblocks; ++blk) {
-    double t[128];
-    float* p = x + blk * n;
-    for (int j = 0; j < n; ++j) t[j] = static_cast<double>(p[j]);
-    fwht(t, n);
-    for (int j = 0; j < n; ++j) p[j] = static_cast<float>(t[j] * scale * signs[j]);
-  }
+  rht_apply(x, rows, cols, n, signs, true);
 }
 
 std::vector<double> rht_matrix(int n, const float* signs) {

@@ -76,29 +76,26 @@ std::string Args::required(const std::string& name) const {
   return str(name);
 }
 
-int64_t Args::integer(const std::string& name) const {
-  const std::string v = str(name);
-  int64_t out = 0;
+namespace {
+// Strict numeric parse: the whole value must be consumed.
+template <class V>
+V parse_number(const std::string& name, const std::string& v, const char* what) {
+  V out{};
   const auto r = std::from_chars(v.data(), v.data() + v.size(), out);
   if (r.ec != std::errc() || r.ptr != v.data() + v.size() || v.empty())
-    fail("option --", name, ": '", v, "' is not an integer");
+    fail("option --", name, ": '", v, "' is not ", what);
   return out;
+}
+}  // namespace
+
+int64_t Args::integer(const std::string& name) const {
+  return parse_number<int64_t>(name, str(name), "an integer");
 }
 uint64_t Args::unsigned_integer(const std::string& name) const {
-  const std::string v = str(name);
-  uint64_t out = 0;
-  const auto r = std::from_chars(v.data(), v.data() + v.size(), out);
-  if (r.ec != std::errc() || r.ptr != v.data() + v.size() || v.empty())
-    fail("option --", name, ": '", v, "' is not a non-negative integer");
-  return out;
+  return parse_number<uint64_t>(name, str(name), "a non-negative integer");
 }
 double Args::number(const std::string& name) const {
-  const std::string v = str(name);
-  double out = 0;
-  const auto r = std::from_chars(v.data(), v.data() + v.size(), out);
-  if (r.ec != std::errc() || r.ptr != v.data() + v.size() || v.empty())
-    fail("option --", name, ": '", v, "' is not a number");
-  return out;
+  return parse_number<double>(name, str(name), "a number");
 }
 std::string Args::choice(const std::string& name, const std::vector<std::string>& choices) const {
   const std::string v = str(name);
