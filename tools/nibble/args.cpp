@@ -63,6 +63,7 @@ bool Args::has(const std::string& name) const {
   return o && o->def.has_value();
 }
 bool Args::flag_set(const std::string& name) const { return values_.count(name) > 0; }
+bool Args::given(const std::string& name) const { return values_.count(name) > 0; }
 
 std::string Args::str(const std::string& name) const {
   if (auto it = values_.find(name); it != values_.end()) return it->second;

@@ -23,6 +23,7 @@ class Args {
   bool parse(const std::vector<std::string>& argv);
 
   bool has(const std::string& name) const;      // given on the command line (or has a default)
+  bool given(const std::string& name) const;    // given on the command line
   bool flag_set(const std::string& name) const;
   std::string str(const std::string& name) const;  // throws when absent and no default
   std::string required(const std::string& name) const;

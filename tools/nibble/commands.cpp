@@ -4,6 +4,10 @@ namespace nibble::cli {
 
 const std::vector<Command>& commands() {
   static const std::vector<Command> table = {
+      {"train", "train a transformer under a 4-bit recipe (default: tiny model, embedded corpus)", run_train},
+      {"eval", "loss, perplexity and bits/byte of a checkpoint on text or token shards", run_eval},
+      {"sample", "generate text from a checkpoint", run_sample},
+      {"data", "tokenize text files into llm.c-layout token shards", run_data},
       {"quant", "quantize a 2-D .npy array (nvfp4 | mxfp4 | int4, RHT, centring) and report",
        run_quant},
       {"dequant", "reconstruct a float32 .npy array from a packed .safetensors file", run_dequant},

@@ -16,5 +16,9 @@ const std::vector<Command>& commands();
 int run_quant(const std::vector<std::string>& args);
 int run_dequant(const std::vector<std::string>& args);
 int run_synth(const std::vector<std::string>& args);
+int run_train(const std::vector<std::string>& args);
+int run_eval(const std::vector<std::string>& args);
+int run_sample(const std::vector<std::string>& args);
+int run_data(const std::vector<std::string>& args);
 
 }  // namespace nibble::cli

@@ -1,0 +1,302 @@
+#include "nibble/train/trainer.hpp"
+
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <memory>
+
+#include "nibble/data/corpus.hpp"
+#include "nibble/data/dataset.hpp"
+#include "nibble/data/loader.hpp"
+#include "nibble/data/tokenizer.hpp"
+#include "nibble/error.hpp"
+#include "nibble/fileio.hpp"
+#include "nibble/ops/ops.hpp"
+#include "nibble/report/metrics.hpp"
+#include "nibble/report/svg_plot.hpp"
+#include "nibble/train/checkpoint.hpp"
+
+namespace nibble {
+
+namespace fs = std::filesystem;
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+std::string step_name(int64_t step) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "step_%06lld", static_cast<long long>(step));
+  return buf;
+}
+
+std::string fmt_duration(double s) {
+  char buf[32];
+  if (s >= 3600) std::snprintf(buf, sizeof buf, "%dh%02dm", static_cast<int>(s / 3600), static_cast<int>(s / 60) % 60);
+  else if (s >= 60) std::snprintf(buf, sizeof buf, "%dm%02ds", static_cast<int>(s / 60), static_cast<int>(s) % 60);
+  else std::snprintf(buf, sizeof buf, "%.0fs", s);
+  return buf;
+}
+
+// metrics.jsonl, rewritten without rows past `step` when a run resumes (so a resumed run's
+// log has each step once), then appended line by line.
+class MetricsWriter {
+ public:
+  MetricsWriter(const std::string& path, int64_t resume_step) : path_(path) {
+    if (resume_step >= 0 && fs::exists(path)) {
+      std::ifstream in(path);
+      std::string line, kept;
+      while (std::getline(in, line)) {
+        if (line.empty()) continue;
+        try {
+          const Json j = Json::parse(line, path);
+          if (j.contains("step") && j.at("step").as_int64() > resume_step) continue;
+        } catch (const Error&) {
+          continue;  // a torn last line from a killed run
+        }
+        kept += line + "\n";
+      }
+      write_file_atomic(path, kept, Durability::Fsync);
+    } else if (resume_step < 0) {
+      write_file_atomic(path, "", Durability::Fsync);
+    }
+    out_.open(path, std::ios::app);
+    if (!out_) fail(path, ": cannot open for appending");
+  }
+  void write(const Json& row) {
+    out_ << row.dump() << "\n";
+    out_.flush();
+  }
+
+ private:
+  std::string path_;
+  std::ofstream out_;
+};
+
+struct Data {
+  std::unique_ptr<Tokenizer> tokenizer;
+  TokenDataset dataset;
+  std::string source;
+};
+
+Data open_data(const TrainConfig& cfg) {
+  Data d;
+  d.tokenizer = make_tokenizer(cfg.model.tokenizer);
+  if (!cfg.data_dir.empty()) {
+    d.dataset = TokenDataset::open(cfg.data_dir);
+    d.source = cfg.data_dir;
+  } else {
+    d.source = cfg.text_file.empty() ? default_corpus_path() : cfg.text_file;
+    d.dataset = TokenDataset::from_text(d.source, *d.tokenizer, cfg.val_fraction);
+  }
+  if (d.dataset.tokenizer != cfg.model.tokenizer || d.dataset.vocab_size > cfg.model.vocab_size)
+    fail("data ", d.source, " is tokenized with ", d.dataset.tokenizer, " (vocab ", d.dataset.vocab_size,
+         ") but the model '", cfg.model.name, "' uses ", cfg.model.tokenizer, " (vocab ", cfg.model.vocab_size,
+         "): choose a matching --model");
+  for (const std::string& w : d.dataset.warnings) std::fprintf(stderr, "nibble train: warning: %s\n", w.c_str());
+  return d;
+}
+
+double evaluate(Transformer<float>& model, DataLoader& val, int64_t batches, const StepContext& ctx) {
+  val.reset();
+  double sum = 0;
+  for (int64_t i = 0; i < batches; ++i) {
+    const Batch b = val.next();
+    sum += model.forward(b.inputs.data(), b.targets.data(), b.batch_size, b.seq_len, ctx);
+  }
+  return sum / static_cast<double>(batches);
+}
+
+// The loss curves of the whole run (all of metrics.jsonl, also across resumes).
+void write_loss_plot(const std::string& out, const std::string& title) {
+  const report::MetricsLog log = report::read_metrics_jsonl((fs::path(out) / "metrics.jsonl").string());
+  const std::vector<double> steps = log.column("step"), loss = log.column("loss_avg"), val = log.column("val_loss");
+  std::vector<double> vs, vl;
+  for (size_t i = 0; i < steps.size(); ++i)
+    if (std::isfinite(val[i])) {
+      vs.push_back(steps[i]);
+      vl.push_back(val[i]);
+    }
+  std::vector<report::Series> s;
+  s.push_back(report::Series{"train loss (mean over each log window)", steps, loss});
+  if (!vs.empty()) s.push_back(report::Series{"validation loss", vs, vl});
+  report::PlotOptions o;
+  o.title = title;
+  o.x_label = "step";
+  o.y_label = "cross-entropy (nats/token)";
+  report::write_line_plot((fs::path(out) / "loss.svg").string(), s, o);
+}
+
+}  // namespace
+
+TrainResult train(const TrainConfig& cfg_in, const TrainOptions& opts) {
+  TrainConfig cfg = cfg_in;
+  cfg.validate();
+  if (cfg.device == "cuda") fail("--device cuda: the CUDA trainer is not built yet (use --device cpu)");
+  fs::create_directories(cfg.out);
+
+  Transformer<float> model(cfg.model);
+  model.set_recipe(cfg.recipe);
+  OptimizerState opt;
+  opt.m.assign(static_cast<size_t>(model.num_params()), 0.0f);
+  opt.v.assign(static_cast<size_t>(model.num_params()), 0.0f);
+
+  Data data = open_data(cfg);
+  DataLoader train_loader(data.dataset.train, cfg.batch, cfg.seq, cfg.seed, true);
+  DataLoader val_loader(data.dataset.val, cfg.batch, cfg.seq, cfg.seed, false);
+
+  int64_t start = 0;
+  double tokens_seen = 0;
+  if (!opts.resume.empty()) {
+    const std::string dir = resolve_checkpoint_dir(opts.resume);
+    const Checkpoint ck = load_checkpoint(dir, model.params(), true);
+    std::copy(ck.weights.begin(), ck.weights.end(), model.weights());
+    opt = ck.opt;
+    start = ck.trainer.at("step").as_int64();
+    tokens_seen = ck.trainer.at("tokens").as_double();
+    train_loader.restore(LoaderState::from_json(ck.trainer.at("loader")));
+    if (!opts.quiet) std::printf("resuming from %s at step %lld\n", dir.c_str(), static_cast<long long>(start));
+  } else {
+    model.init(cfg.seed);
+  }
+  const Json config_json = cfg.to_json();
+  write_file_atomic((fs::path(cfg.out) / "config.json").string(), config_json.dump(2) + "\n", Durability::Fsync);
+  MetricsWriter metrics((fs::path(cfg.out) / "metrics.jsonl").string(), opts.resume.empty() ? -1 : start);
+  std::unique_ptr<std::ofstream> stats_out;
+  if (cfg.stats_every > 0)
+    stats_out = std::make_unique<std::ofstream>((fs::path(cfg.out) / "stats.jsonl").string(),
+                                                opts.resume.empty() ? std::ios::trunc : std::ios::app);
+
+  if (!opts.quiet)
+    std::printf("nibble train: model %s (%.2fM params), recipe %s, data %s (%lld train tokens), %lld steps x %lld x %lld tokens\n",
+                cfg.model.name.c_str(), model.num_params() / 1e6, cfg.recipe.name.c_str(), data.source.c_str(),
+                static_cast<long long>(data.dataset.train.size()), static_cast<long long>(cfg.steps),
+                static_cast<long long>(cfg.batch), static_cast<long long>(cfg.seq));
+
+  std::vector<const float*> bufs;
+  std::vector<int64_t> sizes;
+  auto checkpoint_trainer_json = [&](int64_t step) {
+    Json t = Json::object();
+    t["step"] = step;
+    t["tokens"] = tokens_seen;
+    t["loader"] = train_loader.state().to_json();
+    t["seed"] = cfg.seed;
+    return t;
+  };
+  std::string last_good = fs::exists(fs::path(cfg.out) / "latest") ? read_file((fs::path(cfg.out) / "latest").string()) : "";
+  while (!last_good.empty() && last_good.back() == '\n') last_good.pop_back();
+
+  TrainResult res;
+  res.out = cfg.out;
+  res.val_loss = NAN;
+  double window_loss = 0;
+  int64_t window_n = 0;
+  const auto t_begin = Clock::now();
+  auto t_window = Clock::now();
+  int64_t tokens_window = 0;
+  const int64_t end = opts.stop_after >= 0 ? std::min(cfg.steps, start + opts.stop_after) : cfg.steps;
+  int64_t step = start;
+  for (; step < end; ++step) {
+    StepContext ctx;
+    ctx.seed = cfg.seed;
+    ctx.step = static_cast<uint64_t>(step);
+    ctx.collect_stats = cfg.stats_every > 0 && step % cfg.stats_every == 0;
+    const Batch batch = train_loader.next();
+    if (opts.before_step) opts.before_step(model, step);
+    model.zero_grad();
+    const double loss = model.forward(batch.inputs.data(), batch.targets.data(), batch.batch_size, batch.seq_len, ctx);
+    if (!std::isfinite(loss))
+      throw NonFiniteLoss(detail::concat("step ", step, ": the loss is ", loss, "; stopping. The last good checkpoint is ",
+                                         last_good.empty() ? "(none)" : (fs::path(cfg.out) / last_good).string()));
+    model.backward(ctx);
+    const float* g = model.grads();
+    const int64_t np = model.num_params();
+    const double gnorm = ops::global_norm(&g, &np, 1);
+    if (!std::isfinite(gnorm))
+      throw NonFiniteLoss(detail::concat("step ", step, ": the gradient norm is ", gnorm, "; stopping. The last good checkpoint is ",
+                                         last_good.empty() ? "(none)" : (fs::path(cfg.out) / last_good).string()));
+    if (cfg.grad_clip > 0 && gnorm > cfg.grad_clip)
+      ops::scale_inplace(model.grads(), np, static_cast<float>(cfg.grad_clip / gnorm));
+    const double lr = cfg.lr_at(step);
+    ++opt.step;
+    for (const ParamInfo& p : model.params())
+      ops::adamw_update(model.weights() + p.offset, model.grads() + p.offset, opt.m.data() + p.offset,
+                        opt.v.data() + p.offset, p.numel, static_cast<float>(lr), static_cast<float>(cfg.beta1),
+                        static_cast<float>(cfg.beta2), static_cast<float>(cfg.eps),
+                        p.decay ? static_cast<float>(cfg.weight_decay) : 0.0f, opt.step);
+    tokens_seen += static_cast<double>(cfg.tokens_per_step());
+    tokens_window += cfg.tokens_per_step();
+    window_loss += loss;
+    ++window_n;
+
+    if (ctx.collect_stats && stats_out) {
+      for (const OperandStats& s : model.operand_stats()) {
+        Json row = Json::object();
+        row["step"] = step;
+        row["layer"] = s.layer;
+        row["gemm"] = s.gemm;
+        row["operand"] = s.operand;
+        for (const auto& [k, v] : s.stats.as_object()) row[k] = v;
+        *stats_out << row.dump() << "\n";
+      }
+      stats_out->flush();
+    }
+
+    const bool last = step + 1 == cfg.steps;
+    const bool eval_now = last || (cfg.eval_every > 0 && (step + 1) % cfg.eval_every == 0);
+    if ((step + 1) % cfg.log_every == 0 || eval_now || step + 1 == end) {
+      const double secs = std::chrono::duration<double>(Clock::now() - t_window).count();
+      const double tps = secs > 0 ? static_cast<double>(tokens_window) / secs : 0;
+      Json row = Json::object();
+      row["step"] = step + 1;
+      row["loss"] = loss;
+      row["loss_avg"] = window_loss / static_cast<double>(window_n);
+      row["lr"] = lr;
+      row["grad_norm"] = gnorm;
+      row["tokens"] = tokens_seen;
+      row["tokens_per_s"] = tps;
+      if (eval_now) {
+        StepContext ectx = ctx;
+        ectx.collect_stats = false;
+        res.val_loss = evaluate(model, val_loader, cfg.eval_batches, ectx);
+        row["val_loss"] = res.val_loss;
+      }
+      metrics.write(row);
+      res.last_loss = window_loss / static_cast<double>(window_n);
+      if (!opts.quiet) {
+        const double elapsed = std::chrono::duration<double>(Clock::now() - t_begin).count();
+        const double per_step = elapsed / static_cast<double>(step + 1 - start);
+        char line[256];
+        std::snprintf(line, sizeof line, "step %6lld/%lld | loss %.4f%s | lr %.2e | %7.0f tok/s | ETA %s",
+                      static_cast<long long>(step + 1), static_cast<long long>(cfg.steps), res.last_loss,
+                      eval_now ? (" | val " + std::to_string(res.val_loss).substr(0, 6)).c_str() : "", lr, tps,
+                      fmt_duration(per_step * static_cast<double>(end - step - 1)).c_str());
+        if (opts.progress_tty && !eval_now) std::printf("\r%-100s", line);
+        else std::printf("%s%s\n", opts.progress_tty ? "\r" : "", line);
+        std::fflush(stdout);
+      }
+      window_loss = 0;
+      window_n = 0;
+      tokens_window = 0;
+      t_window = Clock::now();
+    }
+    const bool save_now = cfg.save_every > 0 && (step + 1) % cfg.save_every == 0 && !last;
+    if (save_now || (step + 1 == end && !last)) {
+      save_checkpoint(cfg.out, step_name(step + 1), model, opt, config_json, checkpoint_trainer_json(step + 1));
+      last_good = step_name(step + 1);
+    }
+  }
+  res.steps = step;
+  res.seconds = std::chrono::duration<double>(Clock::now() - t_begin).count();
+  res.tokens_per_s = res.seconds > 0 ? static_cast<double>(step - start) * cfg.tokens_per_step() / res.seconds : 0;
+  res.stopped_early = step < cfg.steps;
+  if (!res.stopped_early) {
+    save_checkpoint(cfg.out, "final", model, opt, config_json, checkpoint_trainer_json(step));
+  }
+  write_loss_plot(cfg.out, cfg.model.name + " · " + cfg.recipe.name + " · " + std::to_string(cfg.steps) + " steps");
+  return res;
+}
+
+}  // namespace nibble
