@@ -13,6 +13,13 @@ class Error : public std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
+// A NaN or Inf where numbers must be finite (quantizer inputs, losses): a diverged run, not
+// a malformed file. The trainer turns it into a clean stop at the last good checkpoint.
+class NonFiniteValue : public Error {
+ public:
+  using Error::Error;
+};
+
 namespace detail {
 template <class... Parts>
 std::string concat(Parts&&... parts) {

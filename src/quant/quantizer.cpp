@@ -76,7 +76,7 @@ float tensor_amax(const float* x, int64_t n) {
   for (int64_t i = 0; i < n; ++i) {
     const float a = std::fabs(x[i]);
     if (!(a <= 3.4028234664e38f))  // NaN or Inf
-      fail("input has a non-finite value (", x[i], ") at flat index ", i);
+      throw NonFiniteValue(detail::concat("input has a non-finite value (", x[i], ") at flat index ", i));
     m = std::max(m, a);
   }
   return m;

@@ -204,31 +204,44 @@ void widen_degenerate(double& lo, double& hi, bool log) {
     hi = std::min(mid * 2, std::numeric_limits<double>::max());
     return;
   }
-  if (lo < hi) return;
+  // A span of subnormal size counts as empty: Axis::unit would divide by (almost) zero.
+  if (lo < hi && hi * 0.5 - lo * 0.5 >= 1e-290) return;
   // ±10% around the value; ±1 around zero (and around values so tiny that 10% underflows).
-  const double d = std::fabs(lo) >= 1e-290 ? std::fabs(lo) * 0.1 : 1.0;
-  lo = std::max(lo - d, std::numeric_limits<double>::lowest());
-  hi = std::min(hi + d, std::numeric_limits<double>::max());
+  const double mid = lo * 0.5 + hi * 0.5;
+  const double d = std::fabs(mid) >= 1e-290 ? std::fabs(mid) * 0.1 : 1.0;
+  lo = std::max(mid - d, std::numeric_limits<double>::lowest());
+  hi = std::min(mid + d, std::numeric_limits<double>::max());
 }
 
 // Centred moving average over the valid points in each window (invalid points stay NaN and
-// do not count), by prefix sums so that long runs stay O(n).
+// do not count). Window sums come from a segment tree rather than prefix sums: a prefix sum
+// that has passed a loss spike of 1e30 has lost every digit of the 3.0s after it, while a
+// window sum built from tree nodes only ever adds values that lie inside the window. Values
+// are pre-divided by the window so that no partial sum overflows. O(n log n).
 std::vector<double> moving_average(const std::vector<double>& y, const std::vector<bool>& valid,
                                    int window) {
-  const size_t n = y.size();
-  std::vector<double> sum(n + 1, 0.0);
+  const size_t n = y.size(), w = static_cast<size_t>(window);
+  std::vector<double> tree(2 * n, 0.0);
   std::vector<size_t> cnt(n + 1, 0);
   for (size_t i = 0; i < n; ++i) {
-    sum[i + 1] = sum[i] + (valid[i] ? y[i] : 0.0);
+    tree[n + i] = valid[i] ? y[i] / static_cast<double>(w) : 0.0;
     cnt[i + 1] = cnt[i] + (valid[i] ? 1 : 0);
   }
-  const size_t w = static_cast<size_t>(window);
+  for (size_t i = n - 1; i >= 1 && n > 1; --i) tree[i] = tree[2 * i] + tree[2 * i + 1];
+  auto window_sum = [&](size_t a, size_t b) {  // sum over [a, b)
+    double s = 0;
+    for (a += n, b += n; a < b; a >>= 1, b >>= 1) {
+      if (a & 1) s += tree[a++];
+      if (b & 1) s += tree[--b];
+    }
+    return s;
+  };
   std::vector<double> out(n, kNaN);
   for (size_t i = 0; i < n; ++i) {
     if (!valid[i]) continue;
     const size_t a = i >= w / 2 ? i - w / 2 : 0;
     const size_t b = std::min(n, a + w);
-    out[i] = (sum[b] - sum[a]) / static_cast<double>(cnt[b] - cnt[a]);
+    out[i] = window_sum(a, b) * (static_cast<double>(w) / static_cast<double>(cnt[b] - cnt[a]));
   }
   return out;
 }
@@ -550,7 +563,7 @@ std::string line_plot_svg(const std::vector<Series>& series, const PlotOptions& 
       ay.lo = opt.y_min ? *opt.y_min : std::max(ylo - pad, std::numeric_limits<double>::lowest());
       ay.hi = opt.y_max ? *opt.y_max : std::min(yhi + pad, std::numeric_limits<double>::max());
     }
-    if (!(ay.lo < ay.hi)) widen_degenerate(ay.lo, ay.hi, ay.log);
+    widen_degenerate(ay.lo, ay.hi, ay.log);
   }
 
   // ---- series in unit coordinates (0..1 across the plot area), independent of the layout ----
@@ -879,7 +892,7 @@ std::string heatmap_svg(const std::vector<std::string>& row_labels,
   }
   if (opt.v_min) lo = *opt.v_min;
   if (opt.v_max) hi = *opt.v_max;
-  if (!(lo < hi)) widen_degenerate(lo, hi, opt.log_scale);
+  widen_degenerate(lo, hi, opt.log_scale);
   Axis scale;
   scale.lo = lo;
   scale.hi = hi;

@@ -206,17 +206,22 @@ TrainResult train(const TrainConfig& cfg_in, const TrainOptions& opts) {
     const Batch batch = train_loader.next();
     if (opts.before_step) opts.before_step(model, step);
     model.zero_grad();
-    const double loss = model.forward(batch.inputs.data(), batch.targets.data(), batch.batch_size, batch.seq_len, ctx);
-    if (!std::isfinite(loss))
-      throw NonFiniteLoss(detail::concat("step ", step, ": the loss is ", loss, "; stopping. The last good checkpoint is ",
-                                         last_good.empty() ? "(none)" : (fs::path(cfg.out) / last_good).string()));
-    model.backward(ctx);
+    auto diverged = [&](const std::string& what) {
+      return NonFiniteLoss(detail::concat("step ", step, ": ", what, "; stopping. The last good checkpoint is ",
+                                          last_good.empty() ? "(none)" : (fs::path(cfg.out) / last_good).string()));
+    };
+    double loss = 0;
+    try {
+      loss = model.forward(batch.inputs.data(), batch.targets.data(), batch.batch_size, batch.seq_len, ctx);
+      if (!std::isfinite(loss)) throw diverged(detail::concat("the loss is ", loss));
+      model.backward(ctx);
+    } catch (const NonFiniteValue& e) {
+      throw diverged(detail::concat("the model diverged (", e.what(), ")"));
+    }
     const float* g = model.grads();
     const int64_t np = model.num_params();
     const double gnorm = ops::global_norm(&g, &np, 1);
-    if (!std::isfinite(gnorm))
-      throw NonFiniteLoss(detail::concat("step ", step, ": the gradient norm is ", gnorm, "; stopping. The last good checkpoint is ",
-                                         last_good.empty() ? "(none)" : (fs::path(cfg.out) / last_good).string()));
+    if (!std::isfinite(gnorm)) throw diverged(detail::concat("the gradient norm is ", gnorm));
     if (cfg.grad_clip > 0 && gnorm > cfg.grad_clip)
       ops::scale_inplace(model.grads(), np, static_cast<float>(cfg.grad_clip / gnorm));
     const double lr = cfg.lr_at(step);
