@@ -27,12 +27,9 @@
 namespace nibble::ops {
 namespace {
 
-#ifndef NIBBLE_ATT_BR
-#define NIBBLE_ATT_BR 60
-#define NIBBLE_ATT_BC 128
-#endif
-// Query tiles of 60 rows: a multiple of every kernel's MR (12, 6, 4), so no partial panels.
-constexpr int64_t kBr = NIBBLE_ATT_BR, kBc = NIBBLE_ATT_BC;
+// Query tiles of 60 rows: a multiple of every kernel's MR (12, 6, 4), so no partial panels;
+// key tiles of 128 (a multiple of every NR).
+constexpr int64_t kBr = 60, kBc = 128;
 
 void check_shapes(int64_t b, int64_t t, int64_t hq, int64_t hkv, int64_t d) {
   if (b < 0 || t < 0 || hq <= 0 || hkv <= 0 || d <= 0)

@@ -3,9 +3,10 @@
 // float: a cache-blocked GEMM in the GotoBLAS/BLIS style. A register-tiled micro-kernel
 // (AVX-512 12×32, AVX2+FMA 6×16, or a portable 4×8 one using std::fma) computes an MR×NR tile
 // of C over a block of KC values of k, broadcasting elements of op(A) and loading NR-wide rows
-// of op(B). op(A) is read in place (any layout); op(B) is read in place when stored [K, N] and
-// packed into [k][NR] panels, a bounded chunk of columns at a time, when stored [N, K]; partial
-// edge panels are packed with zero padding. OpenMP splits C into MC×NC tiles (static schedule).
+// of op(B). Operands are read in place where the kernel can (op(A) in any layout, op(B) stored
+// [K, N]) unless a long reduction over a wide product makes packing pay; op(B) stored [N, K]
+// is packed into [k][NR] panels, a bounded chunk of columns at a time; partial edge panels are
+// packed with zero padding. OpenMP splits C into MC×NC tiles (static schedule).
 // The micro-kernel starts its accumulators from C (or from 0 for the first k block of a
 // non-accumulating call) and applies one fused multiply-add per k in increasing k, so every
 // C element is the same fp32 FMA chain whatever the blocking, thread count or kernel. The

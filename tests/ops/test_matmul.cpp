@@ -117,7 +117,9 @@ TEST(OpsMatmul, EveryKernelComputesTheExactFmaChain) {
   for (const std::string& kn : kernels) {
     ASSERT_TRUE(ops::set_matmul_kernel(kn.c_str()));
     EXPECT_EQ(std::string(ops::matmul_kernel()), kn);
-    for (const Shape& s : kOddShapes)
+    std::vector<Shape> shapes(std::begin(kOddShapes), std::end(kOddShapes));
+    shapes.push_back({260, 515, 300});  // packed A and B panels
+    for (const Shape& s : shapes)
       for (bool acc : {false, true}) {
         const auto a = random_vec<float>(s.m * s.k, 7), b = random_vec<float>(s.n * s.k, 8);
         const auto c0 = random_vec<float>(s.m * s.n, 9);
@@ -153,30 +155,42 @@ TEST(OpsMatmul, SameBitsWithOneAndTwoThreads) {
 }
 
 TEST(OpsMatmul, TransposedAndStridedFormsLeavePaddingAlone) {
-  const int64_t m = 37, n = 29, k = 301;
-  for (bool ta : {false, true})
-    for (bool tb : {false, true})
-      for (bool acc : {false, true}) {
-        const int64_t lda = (ta ? m : k) + 3, ldb = (tb ? k : n) + 5, ldc = n + 2;
-        const int64_t arows = ta ? k : m, brows = tb ? n : k;
-        const auto a = random_vec<float>(arows * lda, 13), b = random_vec<float>(brows * ldb, 14);
-        const auto c0 = random_vec<float>(m * ldc, 15);
-        std::vector<float> c = c0;
-        ops::gemm(ta, tb, m, n, k, a.data(), lda, b.data(), ldb, c.data(), ldc, acc);
-        const auto ref = fma_chain(a, ta, lda, b, tb, ldb, c0, ldc, m, n, k, acc);
-        for (int64_t i = 0; i < m * ldc; ++i)
-          ASSERT_EQ(c[i], ref[i]) << "ta=" << ta << " tb=" << tb << " acc=" << acc << " at " << i;
-        // float64: same forms against naive float64 sums
-        std::vector<double> ad(a.begin(), a.end()), bd(b.begin(), b.end()), cd(c0.begin(), c0.end());
-        ops::gemm(ta, tb, m, n, k, ad.data(), lda, bd.data(), ldb, cd.data(), ldc, acc);
-        for (int64_t i = 0; i < m; ++i)
-          for (int64_t j = 0; j < ldc; ++j) {
-            double s = j < n && acc ? double(c0[i * ldc + j]) : (j < n ? 0.0 : double(c0[i * ldc + j]));
-            if (j < n)
-              for (int64_t p = 0; p < k; ++p) s += a_at(ad, ta, lda, i, p) * b_at(bd, tb, ldb, p, j);
-            ASSERT_NEAR(cd[i * ldc + j], s, 1e-12) << "double ta=" << ta << " tb=" << tb << " " << i << "," << j;
-          }
+  // Small: operands read in place (edge panels packed). Large (k > 256, m, n ≥ 512): packed.
+  struct Case {
+    Shape s;
+    bool ta, tb, acc;
+  };
+  std::vector<Case> cases;
+  for (const Shape& s : {Shape{37, 29, 301}, Shape{37, 70, 301}, Shape{514, 515, 260}})
+    for (bool ta : {false, true})
+      for (bool tb : {false, true})
+        for (bool acc : {false, true})
+          if (s.m < 100 || acc) cases.push_back({s, ta, tb, acc});  // the large shape: accumulate only
+  for (const Case& cs : cases) {
+    const int64_t m = cs.s.m, n = cs.s.n, k = cs.s.k;
+    const bool ta = cs.ta, tb = cs.tb, acc = cs.acc;
+    const int64_t lda = (ta ? m : k) + 3, ldb = (tb ? k : n) + 5, ldc = n + 2;
+    const int64_t arows = ta ? k : m, brows = tb ? n : k;
+    const auto a = random_vec<float>(arows * lda, 13), b = random_vec<float>(brows * ldb, 14);
+    const auto c0 = random_vec<float>(m * ldc, 15);
+    std::vector<float> c = c0;
+    ops::gemm(ta, tb, m, n, k, a.data(), lda, b.data(), ldb, c.data(), ldc, acc);
+    const auto ref = fma_chain(a, ta, lda, b, tb, ldb, c0, ldc, m, n, k, acc);
+    for (int64_t i = 0; i < m * ldc; ++i)
+      ASSERT_EQ(c[i], ref[i]) << m << "x" << n << "x" << k << " ta=" << ta << " tb=" << tb << " acc=" << acc
+                              << " at " << i;
+    if (m > 100) continue;
+    // float64: the same forms against naive float64 sums (padding columns j ≥ n untouched)
+    std::vector<double> ad(a.begin(), a.end()), bd(b.begin(), b.end()), cd(c0.begin(), c0.end());
+    ops::gemm(ta, tb, m, n, k, ad.data(), lda, bd.data(), ldb, cd.data(), ldc, acc);
+    for (int64_t i = 0; i < m; ++i)
+      for (int64_t j = 0; j < ldc; ++j) {
+        double sum = (j >= n || acc) ? double(c0[i * ldc + j]) : 0.0;
+        if (j < n)
+          for (int64_t p = 0; p < k; ++p) sum += a_at(ad, ta, lda, i, p) * b_at(bd, tb, ldb, p, j);
+        ASSERT_NEAR(cd[i * ldc + j], sum, 1e-12) << "double ta=" << ta << " tb=" << tb << " " << i << "," << j;
       }
+  }
 }
 
 TEST(OpsMatmul, EmptyReductionZeroesOrKeeps) {

@@ -617,6 +617,25 @@ TEST(ReportSvgPlot, SmoothingKeepsTheRawCurveFaint) {
   for (const auto& p : pts) EXPECT_NEAR(p.y, pts[0].y, 0.06);  // every 2-window averages to 1
 }
 
+TEST(ReportSvgPlot, SmoothingSurvivesALossSpike) {
+  // A diverging step (1e30) must not wipe out the precision of the curve after it.
+  Series s{"spiky", {}, {}};
+  for (int i = 0; i < 30; ++i) {
+    s.x.push_back(i);
+    s.y.push_back(i == 5 ? 1e30 : 3.0);
+  }
+  PlotOptions o;
+  o.smooth = 3;
+  o.y_min = 0;
+  o.y_max = 10;
+  const Xml x = well_formed(line_plot_svg({s}, o));
+  const Area a = plot_area(x);
+  const auto pts = points_of(children(x, find_all(x, "g", "series").at(0), "polyline").at(0));
+  ASSERT_EQ(pts.size(), 30u);
+  for (size_t i = 8; i < pts.size(); ++i) EXPECT_NEAR(pts[i].y, a.y + a.h * 0.7, 0.06) << i;
+  for (size_t i = 0; i < 4; ++i) EXPECT_NEAR(pts[i].y, a.y + a.h * 0.7, 0.06) << i;
+}
+
 TEST(ReportSvgPlot, ExplicitColoursAndDashes) {
   Series a{"a", {0, 1}, {0, 1}, "#ff00ff", true};
   Series b{"b", {0, 1}, {1, 0}};

@@ -58,7 +58,7 @@ inline float exp_f32(float x) {
 // ---- GEMM ---------------------------------------------------------------------------
 // C[M,N] = A[M,K] · B[N,K]ᵀ (both operands laid out along the reduction dim K), or
 // C += ... when accumulate. The float path uses a cache-blocked, OpenMP-parallel kernel
-// (or BLAS sgemm when built with it); double uses plain loops.
+// (see gemm); double uses plain loops.
 template <class T>
 void matmul_nt(const T* a, const T* b, T* c, int64_t m, int64_t n, int64_t k, bool accumulate = false);
 // General row-major GEMM: C[M,N] = op(A)·op(B) (or C += when accumulate), op(A) [M,K],
@@ -94,7 +94,7 @@ void embedding_backward(const int32_t* tokens, const T* dout, T* dwte, int64_t n
 // rstd[n] = 1 / sqrt(mean(x[n]²) + eps) is saved for the backward.
 template <class T>
 void rmsnorm_forward(const T* x, const T* w, T* y, T* rstd, int64_t n, int64_t c, T eps);
-// dx = ..., dw += ...
+// dx = ..., dw += ... (dx may alias dy)
 template <class T>
 void rmsnorm_backward(const T* dy, const T* x, const T* w, const T* rstd, T* dx, T* dw, int64_t n, int64_t c);
 
@@ -116,7 +116,9 @@ void rope_backward(T* dx, int64_t b, int64_t t, int64_t h, int64_t d, double bas
 template <class T>
 void attention_forward(const T* q, const T* k, const T* v, T* out, T* lse, int64_t b, int64_t t,
                        int64_t hq, int64_t hkv, int64_t d);
-// dq, dk, dv are written (not accumulated).
+// dq, dk, dv are written (not accumulated). Threads split (batch, kv head).
+// float (both directions): scores and products through gemm, exponentials by exp_f32,
+// probability sums and Δ = rowsum(dO ⊙ O) in float64.
 template <class T>
 void attention_backward(const T* dout, const T* q, const T* k, const T* v, const T* out, const T* lse,
                         T* dq, T* dk, T* dv, int64_t b, int64_t t, int64_t hq, int64_t hkv, int64_t d);
@@ -124,6 +126,7 @@ void attention_backward(const T* dout, const T* q, const T* k, const T* v, const
 // ---- SwiGLU: out = silu(gate) ⊙ up, silu(g) = g·σ(g) -------------------------------------
 template <class T>
 void swiglu_forward(const T* gate, const T* up, T* out, int64_t n);
+// dgate, dup written; they may alias dout. float: σ through exp_f32.
 template <class T>
 void swiglu_backward(const T* dout, const T* gate, const T* up, T* dgate, T* dup, int64_t n);
 
@@ -144,6 +147,9 @@ void add_inplace(T* y, const T* x, int64_t n);  // y += x
 // AdamW (decoupled weight decay), step t ≥ 1, bias-corrected:
 //   m = β1 m + (1−β1) g;  v = β2 v + (1−β2) g²
 //   p −= lr · ( (m/(1−β1ᵗ)) / (sqrt(v/(1−β2ᵗ)) + eps) + wd · p )
+// The bias corrections 1−βᵗ are computed in float64 and rounded to fp32; the per-element math
+// is fp32, one IEEE operation at a time in this order (same bits on the AVX and scalar paths).
+// t < 1 throws nibble::Error.
 void adamw_update(float* p, const float* g, float* m, float* v, int64_t n, float lr, float beta1,
                   float beta2, float eps, float weight_decay, int64_t t);
 // sqrt(Σ g²) over several buffers (float64 accumulation, fixed order).

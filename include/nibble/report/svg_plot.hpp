@@ -29,9 +29,12 @@ struct PlotOptions {
 // The chart as an SVG document. Layout: the plot area is the <rect class="plot-area">; x and
 // y map linearly (or log10) from the data range onto it, y padded by 5% unless fixed. Each
 // series is a <g class="series"> with one <polyline> per unbroken run of finite points (one
-// point alone is a <circle>); runs longer than 2000 points are reduced by min/max bucketing.
-// With no drawable point at all the chart says "no data". Throws nibble::Error on x/y length
-// mismatches, a non-positive fixed range on a log axis, y_min >= y_max or a tiny canvas.
+// point alone is a <circle>); a series' points beyond 2000 are reduced by min/max bucketing
+// (downsample_minmax), shared among its runs by length. The legend goes where it hides no
+// data: a corner, an edge middle or the centre of the plot area, else outside on the right
+// when the canvas has the width. With no drawable point at all the chart says "no data".
+// Throws nibble::Error on x/y length mismatches, a non-positive fixed range on a log axis,
+// y_min >= y_max or a canvas too small for axes.
 std::string line_plot_svg(const std::vector<Series>& series, const PlotOptions& options);
 
 // Writes line_plot_svg(...) atomically (nibble::write_file_atomic).
