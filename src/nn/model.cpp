@@ -11,9 +11,33 @@ namespace nibble {
 
 namespace {
 constexpr uint32_t kHeadLinearId = 255;
-constexpr const char* kSlots[7] = {"self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj",
-                                   "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj"};
 std::string layer_prefix(int l) { return "model.layers." + std::to_string(l) + "."; }
+
+// out[n, :] = concat over parts of in_p[n, :] (and the inverse), for the fused projections.
+template <class T>
+void split_columns(const T* in, int64_t n, std::initializer_list<std::pair<T*, int64_t>> parts) {
+  int64_t width = 0;
+  for (const auto& p : parts) width += p.second;
+  for (int64_t r = 0; r < n; ++r) {
+    int64_t off = 0;
+    for (const auto& [dst, w] : parts) {
+      std::copy(in + r * width + off, in + r * width + off + w, dst + r * w);
+      off += w;
+    }
+  }
+}
+template <class T>
+void join_columns(T* out, int64_t n, std::initializer_list<std::pair<const T*, int64_t>> parts) {
+  int64_t width = 0;
+  for (const auto& p : parts) width += p.second;
+  for (int64_t r = 0; r < n; ++r) {
+    int64_t off = 0;
+    for (const auto& [src, w] : parts) {
+      std::copy(src + r * w, src + r * w + w, out + r * width + off);
+      off += w;
+    }
+  }
+}
 }  // namespace
 
 template <class T>
@@ -59,13 +83,15 @@ Transformer<T>::Transformer(const ModelConfig& cfg) : cfg_(cfg) {
   w_.assign(static_cast<size_t>(n), T(0));
   g_.assign(static_cast<size_t>(n), T(0));
   blocks_.resize(static_cast<size_t>(cfg.n_layers));
+  const int64_t qkv_width = (cfg.n_heads + 2 * cfg.n_kv_heads) * hd;
   for (int l = 0; l < cfg.n_layers; ++l) {
     Block& b = blocks_[static_cast<size_t>(l)];
-    QuantLinear<T>* lin[7] = {&b.q, &b.k, &b.v, &b.o, &b.gate, &b.up, &b.down};
-    for (int s = 0; s < 7; ++s) {
-      const ParamInfo& pi = param(layer_prefix(l) + kSlots[s] + ".weight");
-      *lin[s] = QuantLinear<T>(layer_prefix(l) + kSlots[s], pi.shape[1], pi.shape[0], static_cast<uint32_t>(l * 7 + s));
-    }
+    const std::string p = layer_prefix(l);
+    const uint32_t id = static_cast<uint32_t>(l * 4);
+    b.qkv = QuantLinear<T>(p + "self_attn.qkv_proj", c, qkv_width, id);
+    b.o = QuantLinear<T>(p + "self_attn.o_proj", cfg.n_heads * hd, c, id + 1);
+    b.gate_up = QuantLinear<T>(p + "mlp.gate_up_proj", c, 2 * f, id + 2);
+    b.down = QuantLinear<T>(p + "mlp.down_proj", f, c, id + 3);
   }
   head_ = QuantLinear<T>("lm_head", c, cfg.vocab_size, kHeadLinearId);
   bind();
@@ -76,11 +102,16 @@ template <class T>
 void Transformer<T>::bind() {
   for (int l = 0; l < cfg_.n_layers; ++l) {
     Block& b = blocks_[static_cast<size_t>(l)];
-    QuantLinear<T>* lin[7] = {&b.q, &b.k, &b.v, &b.o, &b.gate, &b.up, &b.down};
-    for (int s = 0; s < 7; ++s) {
-      const std::string n = layer_prefix(l) + kSlots[s] + ".weight";
-      lin[s]->bind(ptr(n), gptr(n));
-    }
+    const std::string p = layer_prefix(l);
+    // q, k, v (and gate, up) are adjacent in the flat buffer: the fused weight starts at q (gate).
+    NIBBLE_CHECK(param(p + "self_attn.k_proj.weight").offset == param(p + "self_attn.q_proj.weight").offset + param(p + "self_attn.q_proj.weight").numel &&
+                     param(p + "self_attn.v_proj.weight").offset == param(p + "self_attn.k_proj.weight").offset + param(p + "self_attn.k_proj.weight").numel &&
+                     param(p + "mlp.up_proj.weight").offset == param(p + "mlp.gate_proj.weight").offset + param(p + "mlp.gate_proj.weight").numel,
+                 "fused projections must be contiguous");
+    b.qkv.bind(ptr(p + "self_attn.q_proj.weight"), gptr(p + "self_attn.q_proj.weight"));
+    b.o.bind(ptr(p + "self_attn.o_proj.weight"), gptr(p + "self_attn.o_proj.weight"));
+    b.gate_up.bind(ptr(p + "mlp.gate_proj.weight"), gptr(p + "mlp.gate_proj.weight"));
+    b.down.bind(ptr(p + "mlp.down_proj.weight"), gptr(p + "mlp.down_proj.weight"));
     b.attn_norm = ptr(layer_prefix(l) + "input_layernorm.weight");
     b.d_attn_norm = gptr(layer_prefix(l) + "input_layernorm.weight");
     b.mlp_norm = ptr(layer_prefix(l) + "post_attention_layernorm.weight");
@@ -119,7 +150,7 @@ void Transformer<T>::set_recipe(const Recipe& r) {
     Block& b = blocks_[static_cast<size_t>(l)];
     Recipe use = r.block_in_high_precision(l, cfg_.n_layers) ? hp : r;
     if constexpr (!std::is_same_v<T, float>) use = r;  // double: exact only (checked by the layer)
-    for (QuantLinear<T>* lin : {&b.q, &b.k, &b.v, &b.o, &b.gate, &b.up, &b.down}) lin->set_recipe(use);
+    for (QuantLinear<T>* lin : {&b.qkv, &b.o, &b.gate_up, &b.down}) lin->set_recipe(use);
   }
   if constexpr (std::is_same_v<T, float>) head_.set_recipe(hp);
   else head_.set_recipe(r);
@@ -148,6 +179,8 @@ void Transformer<T>::ensure_buffers(int64_t b, int64_t t) {
     bl.g_act.assign(n * f, T(0));
     bl.u_act.assign(n * f, T(0));
     bl.s_act.assign(n * f, T(0));
+    bl.qkv_act.assign(n * (qd + 2 * kd), T(0));
+    bl.gu_act.assign(n * 2 * f, T(0));
   }
   x_final_.assign(n * c, T(0));
   hf_.assign(n * c, T(0));
@@ -172,9 +205,8 @@ double Transformer<T>::forward(const int32_t* tokens, const int32_t* targets, in
   for (Block& bl : blocks_) {
     bl.x_in = x;
     ops::rmsnorm_forward(x.data(), bl.attn_norm, bl.h1.data(), bl.rstd1.data(), n, c, eps);
-    bl.q.forward(bl.h1.data(), bl.q_act.data(), n, ctx);
-    bl.k.forward(bl.h1.data(), bl.k_act.data(), n, ctx);
-    bl.v.forward(bl.h1.data(), bl.v_act.data(), n, ctx);
+    bl.qkv.forward(bl.h1.data(), bl.qkv_act.data(), n, ctx);
+    split_columns<T>(bl.qkv_act.data(), n, {{bl.q_act.data(), hq * hd}, {bl.k_act.data(), hkv * hd}, {bl.v_act.data(), hkv * hd}});
     ops::rope_forward(bl.q_act.data(), b, t, hq, hd, cfg_.rope_theta);
     ops::rope_forward(bl.k_act.data(), b, t, hkv, hd, cfg_.rope_theta);
     ops::attention_forward(bl.q_act.data(), bl.k_act.data(), bl.v_act.data(), bl.att.data(), bl.lse.data(), b, t, hq, hkv, hd);
@@ -182,8 +214,8 @@ double Transformer<T>::forward(const int32_t* tokens, const int32_t* targets, in
     ops::add_inplace(x.data(), tmp.data(), n * c);
     bl.x2 = x;
     ops::rmsnorm_forward(x.data(), bl.mlp_norm, bl.h2.data(), bl.rstd2.data(), n, c, eps);
-    bl.gate.forward(bl.h2.data(), bl.g_act.data(), n, ctx);
-    bl.up.forward(bl.h2.data(), bl.u_act.data(), n, ctx);
+    bl.gate_up.forward(bl.h2.data(), bl.gu_act.data(), n, ctx);
+    split_columns<T>(bl.gu_act.data(), n, {{bl.g_act.data(), cfg_.ffn_dim}, {bl.u_act.data(), cfg_.ffn_dim}});
     ops::swiglu_forward(bl.g_act.data(), bl.u_act.data(), bl.s_act.data(), n * cfg_.ffn_dim);
     bl.down.forward(bl.s_act.data(), tmp.data(), n, ctx);
     ops::add_inplace(x.data(), tmp.data(), n * c);
@@ -211,14 +243,14 @@ void Transformer<T>::backward(const StepContext& ctx) {
   std::vector<T> ds(static_cast<size_t>(n * f)), dg(static_cast<size_t>(n * f)), du(static_cast<size_t>(n * f));
   std::vector<T> dq(static_cast<size_t>(n * hq * hd)), dk(static_cast<size_t>(n * hkv * hd)), dv(static_cast<size_t>(n * hkv * hd));
   std::vector<T> datt(static_cast<size_t>(n * hq * hd));
+  std::vector<T> dqkv(static_cast<size_t>(n * (hq + 2 * hkv) * hd)), dgu(static_cast<size_t>(n * 2 * f));
   for (int l = cfg_.n_layers - 1; l >= 0; --l) {
     Block& bl = blocks_[static_cast<size_t>(l)];
     // MLP: x3 = x2 + down(swiglu(gate(h2), up(h2))), h2 = rmsnorm(x2)
     bl.down.backward(dx.data(), ds.data(), n, ctx);
     ops::swiglu_backward(ds.data(), bl.g_act.data(), bl.u_act.data(), dg.data(), du.data(), n * f);
-    bl.gate.backward(dg.data(), dh.data(), n, ctx);
-    bl.up.backward(du.data(), tmp.data(), n, ctx);
-    ops::add_inplace(dh.data(), tmp.data(), n * c);
+    join_columns<T>(dgu.data(), n, {{dg.data(), f}, {du.data(), f}});
+    bl.gate_up.backward(dgu.data(), dh.data(), n, ctx);
     ops::rmsnorm_backward(dh.data(), bl.x2.data(), bl.mlp_norm, bl.rstd2.data(), tmp.data(), bl.d_mlp_norm, n, c);
     ops::add_inplace(dx.data(), tmp.data(), n * c);  // dx now = d(x2)
     // attention: x2 = x + o(attn(rope(q(h1)), rope(k(h1)), v(h1))), h1 = rmsnorm(x)
@@ -227,11 +259,8 @@ void Transformer<T>::backward(const StepContext& ctx) {
                             dq.data(), dk.data(), dv.data(), b, t, hq, hkv, hd);
     ops::rope_backward(dq.data(), b, t, hq, hd, cfg_.rope_theta);
     ops::rope_backward(dk.data(), b, t, hkv, hd, cfg_.rope_theta);
-    bl.q.backward(dq.data(), dh.data(), n, ctx);
-    bl.k.backward(dk.data(), tmp.data(), n, ctx);
-    ops::add_inplace(dh.data(), tmp.data(), n * c);
-    bl.v.backward(dv.data(), tmp.data(), n, ctx);
-    ops::add_inplace(dh.data(), tmp.data(), n * c);
+    join_columns<T>(dqkv.data(), n, {{dq.data(), hq * hd}, {dk.data(), hkv * hd}, {dv.data(), hkv * hd}});
+    bl.qkv.backward(dqkv.data(), dh.data(), n, ctx);
     ops::rmsnorm_backward(dh.data(), bl.x_in.data(), bl.attn_norm, bl.rstd1.data(), tmp.data(), bl.d_attn_norm, n, c);
     ops::add_inplace(dx.data(), tmp.data(), n * c);
   }
@@ -242,7 +271,7 @@ template <class T>
 std::vector<OperandStats> Transformer<T>::operand_stats() {
   std::vector<OperandStats> out;
   for (Block& bl : blocks_)
-    for (QuantLinear<T>* lin : {&bl.q, &bl.k, &bl.v, &bl.o, &bl.gate, &bl.up, &bl.down})
+    for (QuantLinear<T>* lin : {&bl.qkv, &bl.o, &bl.gate_up, &bl.down})
       for (auto& s : lin->stats()) out.push_back(s);
   return out;
 }

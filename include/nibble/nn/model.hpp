@@ -6,6 +6,13 @@
 // in recipe.high_precision_blocks use bf16); the embedding, the head, norms, softmax and the
 // loss stay in high precision (SPEC §5). Parameters live in one flat buffer (fp32 master
 // weights) with HF-style names, so the optimizer and checkpoints see one array.
+//
+// Projections that read the same input run as one fused GEMM, as fused-QKV trainers do:
+// q/k/v_proj (adjacent in the buffer) form one [(Hq+2Hkv)·D, C] weight "qkv_proj", and
+// gate/up_proj one [2F, C] weight "gate_up_proj". The input is quantized once, and a 4-bit
+// tensor scale covers the fused weight (and the fused dY), as in Transformer Engine's fused
+// layers. Block boundaries inside it are multiples of 32, so 1×16/1×32 blocks and 16×16
+// tiles never straddle two projections.
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -89,13 +96,14 @@ class Transformer {
 
  private:
   struct Block {
-    QuantLinear<T> q, k, v, o, gate, up, down;
+    QuantLinear<T> qkv, o, gate_up, down;
     T* attn_norm = nullptr;
     T* mlp_norm = nullptr;
     T* d_attn_norm = nullptr;
     T* d_mlp_norm = nullptr;
     // saved activations
     std::vector<T> x_in, h1, rstd1, q_act, k_act, v_act, att, lse, x2, h2, rstd2, g_act, u_act, s_act;
+    std::vector<T> qkv_act, gu_act;  // the fused projections' outputs, split into the above
   };
   void add_param(const std::string& name, Shape shape, bool decay);
   T* ptr(const std::string& name);
