@@ -34,6 +34,7 @@ Json TrainConfig::to_json() const {
   j["min_lr_ratio"] = min_lr_ratio;
   j["warmup_steps"] = warmup();
   j["weight_decay"] = weight_decay;
+  j["decay_all"] = decay_all;
   j["beta1"] = beta1;
   j["beta2"] = beta2;
   j["eps"] = eps;
@@ -67,6 +68,7 @@ TrainConfig TrainConfig::from_json(const Json& j, const std::string& what) {
       else if (k == "min_lr_ratio") c.min_lr_ratio = v.as_double();
       else if (k == "warmup_steps") c.warmup_steps = v.as_int64();
       else if (k == "weight_decay") c.weight_decay = v.as_double();
+      else if (k == "decay_all") c.decay_all = v.as_bool();
       else if (k == "beta1") c.beta1 = v.as_double();
       else if (k == "beta2") c.beta2 = v.as_double();
       else if (k == "eps") c.eps = v.as_double();

@@ -230,7 +230,7 @@ TrainResult train(const TrainConfig& cfg_in, const TrainOptions& opts) {
       ops::adamw_update(model.weights() + p.offset, model.grads() + p.offset, opt.m.data() + p.offset,
                         opt.v.data() + p.offset, p.numel, static_cast<float>(lr), static_cast<float>(cfg.beta1),
                         static_cast<float>(cfg.beta2), static_cast<float>(cfg.eps),
-                        p.decay ? static_cast<float>(cfg.weight_decay) : 0.0f, opt.step);
+                        (p.decay || cfg.decay_all) ? static_cast<float>(cfg.weight_decay) : 0.0f, opt.step);
     tokens_seen += static_cast<double>(cfg.tokens_per_step());
     tokens_window += cfg.tokens_per_step();
     window_loss += loss;

@@ -171,3 +171,35 @@ TEST(TrainLoop, DataAndModelMustAgree) {
   c.text_file = d.file("missing.txt");
   EXPECT_THROW(train(c, quiet()), Error);
 }
+
+TEST(TrainLoop, WeightDecaySkipsNormsAndEmbeddingsUnlessAsked) {
+  // One step twice, without and with --decay-all: the Adam update is the same, so for norms
+  // and embeddings the two results differ by exactly the decay term −lr·wd·p, and for
+  // projections (decayed either way) not at all.
+  ScratchDir d;
+  TrainConfig c = small_run(d, "bf16");
+  c.steps = 1;
+  c.weight_decay = 0.5;
+  c.warmup_steps = 0;
+  c.eval_every = 0;
+  TrainOptions o = quiet();
+  std::vector<float> before;
+  o.before_step = [&](Transformer<float>& m, int64_t) { before.assign(m.weights(), m.weights() + m.num_params()); };
+  train(c, o);
+  const Checkpoint a = load_checkpoint(c.out + "/final", Transformer<float>(c.model).params(), true);
+  c.decay_all = true;
+  c.out = d.file("run2");
+  train(c, o);
+  const Checkpoint b = load_checkpoint(c.out + "/final", Transformer<float>(c.model).params(), true);
+  Transformer<float> model(c.model);
+  const double lr = c.lr_at(0);
+  for (const char* name : {"model.norm.weight", "model.embed_tokens.weight", "model.layers.0.mlp.up_proj.weight"}) {
+    const ParamInfo& p = model.param(name);
+    for (int64_t j = 0; j < 3; ++j) {
+      const size_t i = static_cast<size_t>(p.offset + j);
+      const float decay_term = static_cast<float>(lr * c.weight_decay) * before[i];
+      if (p.decay) EXPECT_NEAR(a.weights[i], b.weights[i], 1e-7) << name;  // decayed in both runs
+      else EXPECT_NEAR(a.weights[i] - b.weights[i], decay_term, 1e-6 + 1e-3 * std::fabs(decay_term)) << name;
+    }
+  }
+}

@@ -36,6 +36,7 @@ Args train_args() {
   a.option("min-lr-ratio", "R", "final learning rate as a fraction of --lr", "0.1");
   a.option("warmup", "N", "warmup steps [default: min(100, steps/10)]");
   a.option("weight-decay", "W", "AdamW decoupled weight decay (projections and head only)", "0.1");
+  a.flag("decay-all", "apply weight decay to norms and embeddings too");
   a.option("grad-clip", "C", "clip the global gradient norm to C (0 = off)", "1.0");
   a.option("seed", "N", "seed of the initialization, data order and all 4-bit randomness", "1");
   a.option("out", "DIR", "output directory [default: runs/<model>-<recipe>]");
@@ -81,6 +82,7 @@ int run_train(const std::vector<std::string>& argv) {
   if (a.has("warmup")) cfg.warmup_steps = a.integer("warmup");
   if (given("weight-decay")) cfg.weight_decay = a.number("weight-decay");
   if (given("grad-clip")) cfg.grad_clip = a.number("grad-clip");
+  if (a.flag_set("decay-all")) cfg.decay_all = true;
   if (given("seed")) cfg.seed = a.unsigned_integer("seed");
   if (given("device")) cfg.device = a.choice("device", {"cpu", "cuda", "auto"});
   if (cfg.device == "auto") cfg.device = "cpu";  // the CUDA trainer comes with the CUDA backend

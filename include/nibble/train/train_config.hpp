@@ -23,6 +23,7 @@ struct TrainConfig {
   double min_lr_ratio = 0.1;  // cosine decays to lr·min_lr_ratio
   int64_t warmup_steps = -1;  // −1: min(100, steps/10)
   double weight_decay = 0.1;
+  bool decay_all = false;     // also decay norms and embeddings (default: 2-D projections and head only)
   double beta1 = 0.9, beta2 = 0.95, eps = 1e-8;
   double grad_clip = 1.0;     // 0: off
   uint64_t seed = 1;
