@@ -1,5 +1,6 @@
 // CPU reference of the block quantizers (SPEC §3). The arithmetic lives in
-// nibble/quant/block_codec.hpp, shared with the CUDA kernels; this file walks the blocks.
+// nibble/quant/block_codec.hpp, shared with the CUDA kernels; quantizer_fast.cpp walks the
+// blocks (a portable kernel and an AVX-512 one, the same bits).
 #include "nibble/quant/quantizer.hpp"
 
 #include <algorithm>
@@ -9,6 +10,7 @@
 #include "nibble/error.hpp"
 #include "nibble/philox.hpp"
 #include "nibble/quant/block_codec.hpp"
+#include "quant/quantizer_fast.hpp"
 
 namespace nibble {
 
@@ -71,106 +73,12 @@ uint8_t QuantizedMatrix::scale_byte(int64_t r, int64_t c) const {
   return scales[static_cast<size_t>(sr * scale_cols() + c / spec.block)];
 }
 
-float tensor_amax(const float* x, int64_t n) {
-  float m = 0.0f;
-  for (int64_t i = 0; i < n; ++i) {
-    const float a = std::fabs(x[i]);
-    if (!(a <= 3.4028234664e38f))  // NaN or Inf
-      throw NonFiniteValue(detail::concat("input has a non-finite value (", x[i], ") at flat index ", i));
-    m = std::max(m, a);
-  }
-  return m;
-}
+float tensor_amax(const float* x, int64_t n) { return quant_impl::tensor_amax_fast(x, n); }
 
 float tensor_encode_scale(Format f, float amax) {
   if (!format_has_tensor_scale(f)) return 1.0f;
   return codec::tensor_encode_scale(grid_max(format_grid(f)), amax);
 }
-
-namespace {
-
-// Block scales for the whole matrix (one byte per block or tile), plus the tensor scale.
-struct Scales {
-  std::vector<uint8_t> bytes;
-  std::vector<float> value;  // s_b (the decoded scale)
-  std::vector<float> mul;    // what x is multiplied by before rounding
-  float amax = 0, s_enc = 1, s_dec = 1;
-};
-
-Scales compute_scales(const float* x, int64_t rows, int64_t cols, const QuantSpec& spec) {
-  Scales s;
-  const int64_t b = spec.block;
-  const int64_t srows = spec.tile2d ? rows / b : rows, scols = cols / b;
-  const size_t nblocks = static_cast<size_t>(srows * scols);
-  s.bytes.resize(nblocks);
-  s.value.resize(nblocks);
-  s.mul.resize(nblocks);
-  s.amax = tensor_amax(x, rows * cols);
-  const bool tensor_scaled = format_has_tensor_scale(spec.format);
-  if (tensor_scaled) {
-    s.s_enc = tensor_encode_scale(spec.format, s.amax);
-    s.s_dec = 1.0f / s.s_enc;
-  }
-  const float inv_gmax = 1.0f / grid_max(format_grid(spec.format));
-  const int64_t rows_per_block = spec.tile2d ? b : 1;
-#pragma omp parallel for schedule(static)
-  for (int64_t sr = 0; sr < srows; ++sr) {
-    for (int64_t sc = 0; sc < scols; ++sc) {
-      float a_b = 0.0f;
-      for (int64_t r = sr * rows_per_block; r < (sr + 1) * rows_per_block; ++r) {
-        const float* p = x + r * cols + sc * b;
-        for (int64_t j = 0; j < b; ++j) a_b = std::max(a_b, std::fabs(p[j]));
-      }
-      const size_t k = static_cast<size_t>(sr * scols + sc);
-      if (tensor_scaled) {
-        s.bytes[k] = codec::e4m3_block_scale(a_b, s.s_enc, inv_gmax);
-        s.value[k] = e4m3_decode(s.bytes[k]);
-        s.mul[k] = codec::e4m3_encode_multiplier(s.value[k], s.s_dec);
-      } else {
-        s.bytes[k] = codec::e8m0_block_scale(a_b, spec.scale_rule == ScaleRule::RCEIL);
-        s.value[k] = ldexpf(1.0f, static_cast<int>(s.bytes[k]) - 127);
-        s.mul[k] = ldexpf(1.0f, 127 - static_cast<int>(s.bytes[k]));
-      }
-    }
-  }
-  return s;
-}
-
-// Visits every element with its code: emit(flat_index, code, block_index). Rows are
-// independent (SR draws are indexed by the flat element index), so rows run in parallel.
-template <bool kStochastic, class Emit>
-void encode_elements_impl(const float* x, int64_t rows, int64_t cols, const QuantSpec& spec,
-                          const Scales& s, Emit emit) {
-  const Grid g = format_grid(spec.format);
-  const int64_t b = spec.block, scols = cols / b;
-#pragma omp parallel for schedule(static)
-  for (int64_t r = 0; r < rows; ++r) {
-    const int64_t srow = spec.tile2d ? r / b : r;
-    for (int64_t sc = 0; sc < scols; ++sc) {
-      const int64_t k = srow * scols + sc;
-      const float mul = s.mul[static_cast<size_t>(k)];
-      const uint64_t base = static_cast<uint64_t>(r * cols + sc * b);
-      for (int64_t j = 0; j < b; j += 4) {  // blocks are multiples of 4: a Philox group each
-        Philox4 rnd{};
-        if constexpr (kStochastic) rnd = philox_group(spec.seed, spec.stream, (base + j) >> 2);
-        for (int l = 0; l < 4; ++l) {
-          const uint64_t i = base + static_cast<uint64_t>(j + l);
-          const float u = kStochastic ? philox_uniform_from_word(rnd.v[l]) : 0.0f;
-          emit(i, codec::encode_element(g, x[i], mul, kStochastic, u), k);
-        }
-      }
-    }
-  }
-}
-
-template <class Emit>
-void encode_elements(const float* x, int64_t rows, int64_t cols, const QuantSpec& spec,
-                     const Scales& s, Emit emit) {
-  if (spec.rounding == Rounding::SR) encode_elements_impl<true>(x, rows, cols, spec, s, emit);
-  else encode_elements_impl<false>(x, rows, cols, spec, s, emit);
-}
-
-}  // namespace
 
 QuantizedMatrix quantize(const float* x, int64_t rows, int64_t cols, const QuantSpec& spec) {
   validate_quant_shape(spec, rows, cols);
@@ -178,16 +86,14 @@ QuantizedMatrix quantize(const float* x, int64_t rows, int64_t cols, const Quant
   q.spec = spec;
   q.rows = rows;
   q.cols = cols;
-  Scales s = compute_scales(x, rows, cols, spec);
-  q.codes.assign(static_cast<size_t>(rows * cols / 2), 0);
-  uint8_t* codes = q.codes.data();
-  // Two neighbouring elements share a byte; both are written by the same thread (same row).
-  encode_elements(x, rows, cols, spec, s, [codes](uint64_t i, uint8_t code, int64_t) {
-    set_nibble(codes, static_cast<size_t>(i), code);
-  });
-  q.scales = std::move(s.bytes);
-  q.tensor_amax = format_has_tensor_scale(spec.format) ? s.amax : 0.0f;
-  q.tensor_scale = s.s_dec;
+  q.codes.resize(static_cast<size_t>(rows * cols / 2));
+  q.scales.resize(static_cast<size_t>(q.scale_rows() * q.scale_cols()));
+  quant_impl::Output out;
+  out.codes = q.codes.data();
+  out.scales = q.scales.data();
+  const quant_impl::TensorScale ts = quant_impl::run(x, rows, cols, spec, out);
+  q.tensor_amax = format_has_tensor_scale(spec.format) ? ts.amax : 0.0f;
+  q.tensor_scale = ts.s_dec;
   return q;
 }
 
@@ -223,12 +129,9 @@ std::vector<float> dequantize(const QuantizedMatrix& q) {
 
 void quantize_dequantize(const float* x, int64_t rows, int64_t cols, const QuantSpec& spec,
                          float* out) {
-  validate_quant_shape(spec, rows, cols);
-  const Scales s = compute_scales(x, rows, cols, spec);
-  const Grid g = format_grid(spec.format);
-  encode_elements(x, rows, cols, spec, s, [&](uint64_t i, uint8_t code, int64_t k) {
-    out[i] = codec::decode_element(g, code, s.value[k], s.s_dec);
-  });
+  quant_impl::Output o;
+  o.values = out;
+  quant_impl::run(x, rows, cols, spec, o);
 }
 
 }  // namespace nibble
