@@ -29,7 +29,7 @@ Args train_args() {
   a.option("data", "DIR", "token shards written by nibble data (or llm.c)");
   a.option("text", "FILE", "a UTF-8 text file, tokenized on the fly (last --val-fraction held out)");
   a.option("val-fraction", "F", "validation share of --text / the default corpus", "0.02");
-  a.option("steps", "N", "optimizer steps", "600");
+  a.option("steps", "N", "optimizer steps", "1500");
   a.option("batch", "B", "sequences per step", "16");
   a.option("seq", "T", "tokens per sequence", "128");
   a.option("lr", "X", "peak learning rate (linear warmup, cosine decay to lr*min-lr-ratio)", "2e-3");
@@ -45,7 +45,7 @@ Args train_args() {
   a.option("log-every", "N", "log a metrics row every N steps", "10");
   a.option("eval-every", "N", "validation loss every N steps (0 = at the end only)", "100");
   a.option("eval-batches", "N", "validation batches per evaluation", "8");
-  a.option("save-every", "N", "checkpoint every N steps (0 = final only)", "200");
+  a.option("save-every", "N", "checkpoint every N steps (0 = final only)", "500");
   a.option("stats-every", "N", "log SPEC §6 statistics of every layer's X, W, dY every N steps", "0");
   a.option("stop-after", "N", "stop after N more steps, leaving a resumable checkpoint");
   a.flag("quiet", "no progress output");

@@ -16,7 +16,7 @@ struct TrainConfig {
   // fly; empty both = the embedded default corpus.
   std::string data_dir, text_file;
   double val_fraction = 0.02;  // for text files
-  int64_t steps = 600;
+  int64_t steps = 1500;
   int64_t batch = 16;
   int64_t seq = 128;
   double lr = 2e-3;
@@ -30,7 +30,7 @@ struct TrainConfig {
   int64_t log_every = 10;
   int64_t eval_every = 100;   // 0: only at the end
   int64_t eval_batches = 8;
-  int64_t save_every = 200;   // 0: only the final checkpoint
+  int64_t save_every = 500;   // 0: only the final checkpoint
   int64_t stats_every = 0;    // 0: off
   std::string device = "cpu";
   std::string out = "runs/tiny";
