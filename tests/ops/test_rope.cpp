@@ -9,16 +9,12 @@
 
 #include "nibble/error.hpp"
 #include "nibble/ops/ops.hpp"
+#include "support/random_data.hpp"
 
 using namespace nibble;
+using nibble::testing::random_vec;
 
 namespace {
-std::vector<double> random_vec(size_t n, uint64_t seed) {
-  std::mt19937_64 rng(seed);
-  std::vector<double> x(n);
-  for (auto& e : x) e = -1.0 + 2.0 * static_cast<double>(rng() >> 11) * 0x1.0p-53;
-  return x;
-}
 }  // namespace
 
 TEST(OpsRope, HandExampleRotatesPairsHalfADimensionApart) {
