@@ -165,9 +165,12 @@ struct Axis {
   std::vector<std::string> labels;
 
   double unit(double v) const {  // 0 at lo, 1 at hi
-    if (log) return (std::log10(v) - std::log10(lo)) / (std::log10(hi) - std::log10(lo));
-    // Halved first: hi - lo overflows for ranges wider than the largest double.
-    return (v * 0.5 - lo * 0.5) / (hi * 0.5 - lo * 0.5);
+    // Halved first (linear): hi - lo overflows for ranges wider than the largest double.
+    const double u = log ? (std::log10(v) - std::log10(lo)) / (std::log10(hi) - std::log10(lo))
+                         : (v * 0.5 - lo * 0.5) / (hi * 0.5 - lo * 0.5);
+    // At the edges of the double range a compiler's libm may still round a span to zero or
+    // infinity (seen with g++ 13 at 1e308 on a log axis): never emit NaN coordinates.
+    return std::isfinite(u) ? u : 0.5;
   }
   void make_ticks(int target) {
     ticks = log ? log_ticks(lo, hi, target) : nice_ticks(lo, hi, target);
