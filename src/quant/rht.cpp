@@ -27,10 +27,16 @@ void validate_rht(int n, int64_t cols, const std::vector<float>& signs) {
 
 namespace {
 
-// In-place unnormalised Walsh–Hadamard transform (Sylvester order) of n doubles.
-void fwht(double* t, int n) {
-  for (int h = 1; h < n; h <<= 1)
-    for (int i = 0; i < n; i += h << 1)
+void check_args(int n, int64_t cols) {
+  NIBBLE_CHECK(rht_size_valid(n) && cols % n == 0, "rht n=", n, " cols=", cols);
+}
+
+// The butterflies of fwht() with the block size known at compile time, so that they unroll
+// and vectorise; same operations in the same order, so the same bits.
+template <int N>
+inline void fwht_n(double* t) {
+  for (int h = 1; h < N; h <<= 1)
+    for (int i = 0; i < N; i += h << 1)
       for (int j = i; j < i + h; ++j) {
         const double a = t[j], b = t[j + h];
         t[j] = a + b;
@@ -38,34 +44,50 @@ void fwht(double* t, int n) {
       }
 }
 
-void check_args(int n, int64_t cols) {
-  NIBBLE_CHECK(rht_size_valid(n) && cols % n == 0, "rht n=", n, " cols=", cols);
-}
-
 // Forward: y = H (d ⊙ x) / √n. Inverse: x = d ⊙ (H y) / √n ((H D)⁻¹ = D H: H_n/√n is
 // symmetric and orthogonal, D is its own inverse).
-void rht_apply(float* x, int64_t rows, int64_t cols, int n, const float* signs, bool inverse) {
-  check_args(n, cols);
-  const double scale = 1.0 / std::sqrt(static_cast<double>(n));
-  const int64_t nblocks = rows * (cols / n);
+template <int N, bool kInverse>
+void rht_blocks(float* x, int64_t nblocks, const float* signs) {
+  const double scale = 1.0 / std::sqrt(static_cast<double>(N));
+  double d[N];
+  for (int j = 0; j < N; ++j) d[j] = signs[j];
 #pragma omp parallel for schedule(static)
   for (int64_t blk = 0; blk < nblocks; ++blk) {
-    double t[128];
-    float* p = x + blk * n;
-    for (int j = 0; j < n; ++j) t[j] = inverse ? static_cast<double>(p[j]) : static_cast<double>(p[j]) * signs[j];
-    fwht(t, n);
-    for (int j = 0; j < n; ++j)
-      p[j] = inverse ? static_cast<float>(t[j] * scale * signs[j]) : static_cast<float>(t[j] * scale);
+    double t[N];
+    float* p = x + blk * N;
+    if constexpr (kInverse) {
+      for (int j = 0; j < N; ++j) t[j] = static_cast<double>(p[j]);
+    } else {
+      for (int j = 0; j < N; ++j) t[j] = static_cast<double>(p[j]) * d[j];
+    }
+    fwht_n<N>(t);
+    if constexpr (kInverse) {
+      for (int j = 0; j < N; ++j) p[j] = static_cast<float>(t[j] * scale * d[j]);
+    } else {
+      for (int j = 0; j < N; ++j) p[j] = static_cast<float>(t[j] * scale);
+    }
+  }
+}
+
+template <bool kInverse>
+void rht_apply(float* x, int64_t rows, int64_t cols, int n, const float* signs) {
+  check_args(n, cols);
+  const int64_t nblocks = rows * (cols / n);
+  switch (n) {
+    case 16: rht_blocks<16, kInverse>(x, nblocks, signs); break;
+    case 32: rht_blocks<32, kInverse>(x, nblocks, signs); break;
+    case 64: rht_blocks<64, kInverse>(x, nblocks, signs); break;
+    default: rht_blocks<128, kInverse>(x, nblocks, signs); break;
   }
 }
 
 }  // namespace
 
 void rht_forward(float* x, int64_t rows, int64_t cols, int n, const float* signs) {
-  rht_apply(x, rows, cols, n, signs, false);
+  rht_apply<false>(x, rows, cols, n, signs);
 }
 void rht_inverse(float* x, int64_t rows, int64_t cols, int n, const float* signs) {
-  rht_apply(x, rows, cols, n, signs, true);
+  rht_apply<true>(x, rows, cols, n, signs);
 }
 
 std::vector<double> rht_matrix(int n, const float* signs) {
