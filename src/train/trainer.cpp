@@ -175,8 +175,6 @@ TrainResult train(const TrainConfig& cfg_in, const TrainOptions& opts) {
                 static_cast<long long>(data.dataset.train.size()), static_cast<long long>(cfg.steps),
                 static_cast<long long>(cfg.batch), static_cast<long long>(cfg.seq));
 
-  std::vector<const float*> bufs;
-  std::vector<int64_t> sizes;
   auto checkpoint_trainer_json = [&](int64_t step) {
     Json t = Json::object();
     t["step"] = step;
@@ -190,6 +188,7 @@ TrainResult train(const TrainConfig& cfg_in, const TrainOptions& opts) {
 
   TrainResult res;
   res.out = cfg.out;
+  res.num_params = model.num_params();
   res.val_loss = NAN;
   double window_loss = 0;
   int64_t window_n = 0;

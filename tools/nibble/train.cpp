@@ -109,7 +109,7 @@ int run_train(const std::vector<std::string>& argv) {
   if (!opts.quiet) {
     Table t({"run", cfg.out});
     char buf[128];
-    t.row({"model", cfg.model.name + " (" + fmt(static_cast<double>(Transformer<float>(cfg.model).num_params()) / 1e6, 2) + "M params)"});
+    t.row({"model", cfg.model.name + " (" + fmt(static_cast<double>(r.num_params) / 1e6, 2) + "M params)"});
     t.row({"recipe", cfg.recipe.name});
     std::snprintf(buf, sizeof buf, "%lld of %lld (%.2fM tokens this session)", static_cast<long long>(r.steps),
                   static_cast<long long>(cfg.steps), r.tokens_per_s * r.seconds / 1e6);

@@ -26,6 +26,7 @@ struct TrainResult {
   double tokens_per_s = 0;    // over this session's steps
   double seconds = 0;
   std::string out;
+  int64_t num_params = 0;
   bool stopped_early = false;
 };
 
