@@ -1,6 +1,7 @@
-// CUDA twin of src/quant/rht.cpp: the random Hadamard transform, one thread per n-block,
-// float64 butterflies in the CPU's order and a single rounding to fp32, so the result is
-// bit-identical to the CPU reference.
+// CUDA twin of src/quant/rht.cpp: the random Hadamard transform with float64 butterflies in
+// the CPU's stage order and a single rounding to fp32, so the result is bit-identical to the
+// CPU reference.
+#include <algorithm>
 #include <cmath>
 
 #include "core/cuda/check.cuh"
@@ -11,27 +12,53 @@ namespace nibble::cuda {
 
 namespace {
 
+// One n-block per group of LANES = min(n, 32) lanes; each lane holds n/LANES elements at
+// positions lane + LANES·i (coalesced loads and stores). Butterfly stages with stride h < LANES
+// exchange values between lanes with shuffles, wider stages combine a lane's own registers.
+// Every output is produced by the same float64 additions in the same stage order as the CPU's
+// fwht(): lower = a + b, upper = a − b with a the lower and b the upper element of a pair.
 template <int N, bool kInverse>
 __global__ void rht_kernel(float* __restrict__ x, int64_t nblocks, const float* __restrict__ signs, double scale) {
-  const int64_t blk = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
-  if (blk >= nblocks) return;
-  float* p = x + blk * N;
-  double t[N];
+  constexpr int kLanes = N < 32 ? N : 32;
+  constexpr int kPerLane = N / kLanes;
+  const int64_t g = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  const int64_t blk = g / kLanes;
+  const int lane = static_cast<int>(g % kLanes);
+  const bool live = blk < nblocks;  // dead lanes still take part in the shuffles
+  float* p = x + (live ? blk : 0) * N;
+  double t[kPerLane];
 #pragma unroll
-  for (int j = 0; j < N; ++j) t[j] = kInverse ? static_cast<double>(p[j]) : static_cast<double>(p[j]) * signs[j];
+  for (int i = 0; i < kPerLane; ++i) {
+    const int pos = lane + kLanes * i;
+    const double v = live ? static_cast<double>(p[pos]) : 0.0;
+    t[i] = kInverse ? v : v * static_cast<double>(signs[pos]);
+  }
 #pragma unroll
-  for (int h = 1; h < N; h <<= 1)
+  for (int h = 1; h < N; h <<= 1) {
+    if (h < kLanes) {
+      const bool upper = (lane & h) != 0;
 #pragma unroll
-    for (int i = 0; i < N; i += h << 1)
-#pragma unroll
-      for (int j = i; j < i + h; ++j) {
-        const double a = t[j], b = t[j + h];
-        t[j] = a + b;
-        t[j + h] = a - b;
+      for (int i = 0; i < kPerLane; ++i) {
+        const double other = __shfl_xor_sync(0xffffffffu, t[i], h);
+        t[i] = upper ? other - t[i] : t[i] + other;
       }
+    } else {
+      const int stride = h / kLanes;
 #pragma unroll
-  for (int j = 0; j < N; ++j)
-    p[j] = kInverse ? static_cast<float>(t[j] * scale * signs[j]) : static_cast<float>(t[j] * scale);
+      for (int i = 0; i < kPerLane; ++i)
+        if ((i & stride) == 0) {
+          const double a = t[i], b = t[i + stride];
+          t[i] = a + b;
+          t[i + stride] = a - b;
+        }
+    }
+  }
+  if (!live) return;
+#pragma unroll
+  for (int i = 0; i < kPerLane; ++i) {
+    const int pos = lane + kLanes * i;
+    p[pos] = kInverse ? static_cast<float>(t[i] * scale * static_cast<double>(signs[pos])) : static_cast<float>(t[i] * scale);
+  }
 }
 
 template <bool kInverse>
@@ -40,8 +67,9 @@ void launch_rht(float* d_x, int64_t rows, int64_t cols, int n, const float* d_si
   const int64_t nblocks = rows * (cols / n);
   if (nblocks == 0) return;
   const double scale = 1.0 / std::sqrt(static_cast<double>(n));
-  constexpr int kThreads = 128;
-  const unsigned grid = static_cast<unsigned>((nblocks + kThreads - 1) / kThreads);
+  constexpr int kThreads = 256;
+  const int64_t threads = nblocks * std::min(n, 32);
+  const unsigned grid = static_cast<unsigned>((threads + kThreads - 1) / kThreads);
   switch (n) {
     case 16: rht_kernel<16, kInverse><<<grid, kThreads, 0, st>>>(d_x, nblocks, d_signs, scale); break;
     case 32: rht_kernel<32, kInverse><<<grid, kThreads, 0, st>>>(d_x, nblocks, d_signs, scale); break;
