@@ -4,7 +4,6 @@
 
 #include <unistd.h>
 
-#include <atomic>
 #include <cmath>
 #include <cstring>
 #include <filesystem>
@@ -13,6 +12,7 @@
 
 #include "nibble/error.hpp"
 #include "nibble/fileio.hpp"
+#include "support/cli_runner.hpp"
 #include "nibble/npy.hpp"
 
 using namespace nibble;
@@ -22,18 +22,9 @@ namespace {
 
 class NpyFile : public ::testing::Test {
  protected:
-  void SetUp() override {
-    static std::atomic<int> counter{0};
-    dir_ = fs::temp_directory_path() /
-           ("nibble_npy_test_" + std::to_string(::getpid()) + "_" + std::to_string(counter++));
-    fs::remove_all(dir_);
-    fs::create_directories(dir_);
-  }
-  void TearDown() override {
-    std::error_code ec;
-    fs::remove_all(dir_, ec);
-  }
-  std::string path(const std::string& name) const { return (dir_ / name).string(); }
+  // A fresh directory per test, removed afterwards (tests/support/cli_runner.hpp).
+  nibble::testing::ScratchDir scratch_;
+  std::string path(const std::string& name) const { return scratch_.file(name); }
   std::string put(const std::string& name, const std::string& bytes) const {
     const std::string p = path(name);
     write_file_atomic(p, bytes);
@@ -52,7 +43,6 @@ class NpyFile : public ::testing::Test {
       EXPECT_EQ(msg.find('\n'), std::string::npos) << "not one line: " << msg;
     }
   }
-  fs::path dir_;
 };
 
 std::string sp(size_t n) { return std::string(n, ' '); }

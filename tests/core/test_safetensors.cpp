@@ -4,7 +4,6 @@
 
 #include <unistd.h>
 
-#include <atomic>
 #include <cmath>
 #include <cstring>
 #include <filesystem>
@@ -14,6 +13,7 @@
 #include "nibble/dtype.hpp"
 #include "nibble/error.hpp"
 #include "nibble/fileio.hpp"
+#include "support/cli_runner.hpp"
 #include "nibble/safetensors.hpp"
 
 using namespace nibble;
@@ -60,19 +60,9 @@ bool same_tensor(const Tensor& a, const Tensor& b) {
 
 class SafeTensorsFile : public ::testing::Test {
  protected:
-  void SetUp() override {
-    static std::atomic<int> counter{0};
-    dir_ = fs::temp_directory_path() /
-           ("nibble_st_test_" + std::to_string(::getpid()) + "_" + std::to_string(counter++));
-    fs::remove_all(dir_);
-    fs::create_directories(dir_);
-  }
-  void TearDown() override {
-    std::error_code ec;
-    fs::remove_all(dir_, ec);
-  }
-  std::string path(const std::string& name) const { return (dir_ / name).string(); }
-  fs::path dir_;
+  // A fresh directory per test, removed afterwards (tests/support/cli_runner.hpp).
+  nibble::testing::ScratchDir scratch_;
+  std::string path(const std::string& name) const { return scratch_.file(name); }
 };
 
 }  // namespace
