@@ -40,16 +40,58 @@ void join_columns(T* out, int64_t n, std::initializer_list<std::pair<const T*, i
 }
 }  // namespace
 
-template <class T>
-void Transformer<T>::add_param(const std::string& name, Shape shape, bool decay) {
+namespace {
+void add_param(std::vector<ParamInfo>& params, const std::string& name, Shape shape, bool decay) {
   ParamInfo p;
   p.name = name;
   p.numel = shape_numel(shape);
   p.shape = std::move(shape);
-  p.offset = params_.empty() ? 0 : params_.back().offset + params_.back().numel;
+  p.offset = params.empty() ? 0 : params.back().offset + params.back().numel;
   p.decay = decay;
-  params_.push_back(std::move(p));
+  params.push_back(std::move(p));
 }
+}  // namespace
+
+std::vector<ParamInfo> transformer_param_layout(const ModelConfig& cfg) {
+  cfg.validate();
+  std::vector<ParamInfo> ps;
+  const int64_t c = cfg.dim, hd = cfg.head_dim(), f = cfg.ffn_dim;
+  add_param(ps, "model.embed_tokens.weight", {cfg.vocab_size, c}, false);
+  for (int l = 0; l < cfg.n_layers; ++l) {
+    const std::string p = layer_prefix(l);
+    add_param(ps, p + "input_layernorm.weight", {c}, false);
+    add_param(ps, p + "self_attn.q_proj.weight", {cfg.n_heads * hd, c}, true);
+    add_param(ps, p + "self_attn.k_proj.weight", {cfg.n_kv_heads * hd, c}, true);
+    add_param(ps, p + "self_attn.v_proj.weight", {cfg.n_kv_heads * hd, c}, true);
+    add_param(ps, p + "self_attn.o_proj.weight", {c, cfg.n_heads * hd}, true);
+    add_param(ps, p + "post_attention_layernorm.weight", {c}, false);
+    add_param(ps, p + "mlp.gate_proj.weight", {f, c}, true);
+    add_param(ps, p + "mlp.up_proj.weight", {f, c}, true);
+    add_param(ps, p + "mlp.down_proj.weight", {c, f}, true);
+  }
+  add_param(ps, "model.norm.weight", {c}, false);
+  if (!cfg.tied_embeddings) add_param(ps, "lm_head.weight", {cfg.vocab_size, c}, true);
+  return ps;
+}
+
+template <class T>
+void transformer_init(const ModelConfig& cfg, const std::vector<ParamInfo>& params, T* weights, uint64_t seed) {
+  const double out_scale = 1.0 / std::sqrt(2.0 * cfg.n_layers);
+  for (size_t i = 0; i < params.size(); ++i) {
+    const ParamInfo& p = params[i];
+    T* w = weights + p.offset;
+    if (p.shape.size() == 1) {  // norm weights
+      std::fill(w, w + p.numel, T(1));
+      continue;
+    }
+    const bool out_proj = p.name.find("o_proj") != std::string::npos || p.name.find("down_proj") != std::string::npos;
+    const double std = cfg.init_std * (out_proj ? out_scale : 1.0);
+    for (int64_t j = 0; j < p.numel; ++j)
+      w[j] = static_cast<T>(std * philox_normal(seed, static_cast<uint32_t>(0x1000 + i), static_cast<uint64_t>(j)));
+  }
+}
+template void transformer_init<float>(const ModelConfig&, const std::vector<ParamInfo>&, float*, uint64_t);
+template void transformer_init<double>(const ModelConfig&, const std::vector<ParamInfo>&, double*, uint64_t);
 
 template <class T>
 const ParamInfo& Transformer<T>::param(const std::string& name) const {
@@ -62,23 +104,8 @@ template <class T> T* Transformer<T>::gptr(const std::string& n) { return g_.dat
 
 template <class T>
 Transformer<T>::Transformer(const ModelConfig& cfg) : cfg_(cfg) {
-  cfg_.validate();
+  params_ = transformer_param_layout(cfg_);
   const int64_t c = cfg.dim, hd = cfg.head_dim(), f = cfg.ffn_dim;
-  add_param("model.embed_tokens.weight", {cfg.vocab_size, c}, false);
-  for (int l = 0; l < cfg.n_layers; ++l) {
-    const std::string p = layer_prefix(l);
-    add_param(p + "input_layernorm.weight", {c}, false);
-    add_param(p + "self_attn.q_proj.weight", {cfg.n_heads * hd, c}, true);
-    add_param(p + "self_attn.k_proj.weight", {cfg.n_kv_heads * hd, c}, true);
-    add_param(p + "self_attn.v_proj.weight", {cfg.n_kv_heads * hd, c}, true);
-    add_param(p + "self_attn.o_proj.weight", {c, cfg.n_heads * hd}, true);
-    add_param(p + "post_attention_layernorm.weight", {c}, false);
-    add_param(p + "mlp.gate_proj.weight", {f, c}, true);
-    add_param(p + "mlp.up_proj.weight", {f, c}, true);
-    add_param(p + "mlp.down_proj.weight", {c, f}, true);
-  }
-  add_param("model.norm.weight", {c}, false);
-  if (!cfg.tied_embeddings) add_param("lm_head.weight", {cfg.vocab_size, c}, true);
   const int64_t n = params_.back().offset + params_.back().numel;
   w_.assign(static_cast<size_t>(n), T(0));
   g_.assign(static_cast<size_t>(n), T(0));
@@ -128,19 +155,7 @@ void Transformer<T>::zero_grad() {
 
 template <class T>
 void Transformer<T>::init(uint64_t seed) {
-  const double out_scale = 1.0 / std::sqrt(2.0 * cfg_.n_layers);
-  for (size_t i = 0; i < params_.size(); ++i) {
-    const ParamInfo& p = params_[i];
-    T* w = w_.data() + p.offset;
-    if (p.shape.size() == 1) {  // norm weights
-      std::fill(w, w + p.numel, T(1));
-      continue;
-    }
-    const bool out_proj = p.name.find("o_proj") != std::string::npos || p.name.find("down_proj") != std::string::npos;
-    const double std = cfg_.init_std * (out_proj ? out_scale : 1.0);
-    for (int64_t j = 0; j < p.numel; ++j)
-      w[j] = static_cast<T>(std * philox_normal(seed, static_cast<uint32_t>(0x1000 + i), static_cast<uint64_t>(j)));
-  }
+  transformer_init(cfg_, params_, w_.data(), seed);
 }
 
 template <class T>

@@ -47,16 +47,25 @@ void load_into(const SafeTensors& st, const std::string& prefix, const std::vect
 
 void set_checkpoint_fault_hook(std::function<void(const std::string&)> hook) { fault_hook() = std::move(hook); }
 
-SafeTensors model_to_safetensors(const Transformer<float>& model) {
+SafeTensors model_to_safetensors(const ModelWeights& model) {
   SafeTensors st;
-  for (const auto& p : model.params()) st.add(p.name, slice_tensor(model.weights(), p));
+  for (const auto& p : model.params) st.add(p.name, slice_tensor(model.weights, p));
   st.metadata["format"] = "pt";
   st.metadata["producer"] = "nibble";
-  st.metadata["model"] = model.config().to_json().dump();
+  st.metadata["model"] = model.config.to_json().dump();
   return st;
+}
+SafeTensors model_to_safetensors(const Transformer<float>& model) {
+  return model_to_safetensors(ModelWeights{model.config(), model.params(), model.weights()});
 }
 
 void save_checkpoint(const std::string& out_dir, const std::string& name, const Transformer<float>& model,
+                     const OptimizerState& opt, const Json& config, const Json& trainer, bool update_latest) {
+  save_checkpoint(out_dir, name, ModelWeights{model.config(), model.params(), model.weights()}, opt, config,
+                  trainer, update_latest);
+}
+
+void save_checkpoint(const std::string& out_dir, const std::string& name, const ModelWeights& model,
                      const OptimizerState& opt, const Json& config, const Json& trainer, bool update_latest) {
   fs::create_directories(out_dir);
   const fs::path final_dir = fs::path(out_dir) / name;
@@ -67,7 +76,7 @@ void save_checkpoint(const std::string& out_dir, const std::string& name, const 
   try {
     write_file((tmp / "model.safetensors").string(), serialize_safetensors(model_to_safetensors(model)));
     SafeTensors o;
-    for (const auto& p : model.params()) {
+    for (const auto& p : model.params) {
       o.add("exp_avg." + p.name, slice_tensor(opt.m.data(), p));
       o.add("exp_avg_sq." + p.name, slice_tensor(opt.v.data(), p));
     }

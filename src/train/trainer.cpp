@@ -17,6 +17,7 @@
 #include "nibble/report/metrics.hpp"
 #include "nibble/report/svg_plot.hpp"
 #include "nibble/train/checkpoint.hpp"
+#include "nibble/train/engine.hpp"
 
 namespace nibble {
 
@@ -99,12 +100,12 @@ Data open_data(const TrainConfig& cfg) {
   return d;
 }
 
-double evaluate(Transformer<float>& model, DataLoader& val, int64_t batches, const StepContext& ctx) {
+double evaluate(TrainEngine& model, DataLoader& val, int64_t batches, const StepContext& ctx) {
   val.reset();
   double sum = 0;
   for (int64_t i = 0; i < batches; ++i) {
     const Batch b = val.next();
-    sum += model.forward(b.inputs.data(), b.targets.data(), b.batch_size, b.seq_len, ctx);
+    sum += model.forward(b.inputs.data(), b.targets.data(), b.batch_size, b.seq_len, ctx, /*need_backward=*/false);
   }
   return sum / static_cast<double>(batches);
 }
@@ -134,14 +135,25 @@ void write_loss_plot(const std::string& out, const std::string& title) {
 TrainResult train(const TrainConfig& cfg_in, const TrainOptions& opts) {
   TrainConfig cfg = cfg_in;
   cfg.validate();
-  if (cfg.device == "cuda") fail("--device cuda: the CUDA trainer is not built yet (use --device cpu)");
+  cfg.device = resolve_device(cfg.device);
   fs::create_directories(cfg.out);
 
-  Transformer<float> model(cfg.model);
+  std::unique_ptr<TrainEngine> engine = make_engine(cfg.device, cfg.model);
+  TrainEngine& model = *engine;
   model.set_recipe(cfg.recipe);
-  OptimizerState opt;
-  opt.m.assign(static_cast<size_t>(model.num_params()), 0.0f);
-  opt.v.assign(static_cast<size_t>(model.num_params()), 0.0f);
+  const AdamHyper hyper{static_cast<float>(cfg.beta1), static_cast<float>(cfg.beta2), static_cast<float>(cfg.eps),
+                        static_cast<float>(cfg.weight_decay), cfg.decay_all};
+  int64_t adam_step = 0;
+  // Host copies of the state for checkpoints (fetched from the engine when one is written).
+  std::vector<float> host_weights;
+  auto save = [&](const std::string& name, const Json& trainer_json) {
+    host_weights.resize(static_cast<size_t>(model.num_params()));
+    model.get_weights(host_weights.data());
+    OptimizerState opt = model.get_optimizer();
+    opt.step = adam_step;
+    save_checkpoint(cfg.out, name, ModelWeights{model.config(), model.params(), host_weights.data()}, opt,
+                    cfg.to_json(), trainer_json);
+  };
 
   Data data = open_data(cfg);
   DataLoader train_loader(data.dataset.train, cfg.batch, cfg.seq, cfg.seed, true);
@@ -152,8 +164,9 @@ TrainResult train(const TrainConfig& cfg_in, const TrainOptions& opts) {
   if (!opts.resume.empty()) {
     const std::string dir = resolve_checkpoint_dir(opts.resume);
     const Checkpoint ck = load_checkpoint(dir, model.params(), true);
-    std::copy(ck.weights.begin(), ck.weights.end(), model.weights());
-    opt = ck.opt;
+    model.set_weights(ck.weights.data());
+    model.set_optimizer(ck.opt);
+    adam_step = ck.opt.step;
     start = ck.trainer.at("step").as_int64();
     tokens_seen = ck.trainer.at("tokens").as_double();
     train_loader.restore(LoaderState::from_json(ck.trainer.at("loader")));
@@ -169,6 +182,8 @@ TrainResult train(const TrainConfig& cfg_in, const TrainOptions& opts) {
     stats_out = std::make_unique<std::ofstream>((fs::path(cfg.out) / "stats.jsonl").string(),
                                                 opts.resume.empty() ? std::ios::trunc : std::ios::app);
 
+  if (!opts.quiet)
+    std::printf("nibble train: device %s\n", model.device().c_str());
   if (!opts.quiet)
     std::printf("nibble train: model %s (%.2fM params), recipe %s, data %s (%lld train tokens), %lld steps x %lld x %lld tokens\n",
                 cfg.model.name.c_str(), model.num_params() / 1e6, cfg.recipe.name.c_str(), data.source.c_str(),
@@ -203,7 +218,10 @@ TrainResult train(const TrainConfig& cfg_in, const TrainOptions& opts) {
     ctx.step = static_cast<uint64_t>(step);
     ctx.collect_stats = cfg.stats_every > 0 && step % cfg.stats_every == 0;
     const Batch batch = train_loader.next();
-    if (opts.before_step) opts.before_step(model, step);
+    if (opts.before_step) {
+      if (!model.cpu_model()) fail("TrainOptions.before_step needs the CPU engine");
+      opts.before_step(*model.cpu_model(), step);
+    }
     model.zero_grad();
     auto diverged = [&](const std::string& what) {
       return NonFiniteLoss(detail::concat("step ", step, ": ", what, "; stopping. The last good checkpoint is ",
@@ -217,19 +235,12 @@ TrainResult train(const TrainConfig& cfg_in, const TrainOptions& opts) {
     } catch (const NonFiniteValue& e) {
       throw diverged(detail::concat("the model diverged (", e.what(), ")"));
     }
-    const float* g = model.grads();
-    const int64_t np = model.num_params();
-    const double gnorm = ops::global_norm(&g, &np, 1);
+    const double gnorm = model.grad_norm();
     if (!std::isfinite(gnorm)) throw diverged(detail::concat("the gradient norm is ", gnorm));
-    if (cfg.grad_clip > 0 && gnorm > cfg.grad_clip)
-      ops::scale_inplace(model.grads(), np, static_cast<float>(cfg.grad_clip / gnorm));
+    const float clip = cfg.grad_clip > 0 && gnorm > cfg.grad_clip ? static_cast<float>(cfg.grad_clip / gnorm) : 1.0f;
     const double lr = cfg.lr_at(step);
-    ++opt.step;
-    for (const ParamInfo& p : model.params())
-      ops::adamw_update(model.weights() + p.offset, model.grads() + p.offset, opt.m.data() + p.offset,
-                        opt.v.data() + p.offset, p.numel, static_cast<float>(lr), static_cast<float>(cfg.beta1),
-                        static_cast<float>(cfg.beta2), static_cast<float>(cfg.eps),
-                        (p.decay || cfg.decay_all) ? static_cast<float>(cfg.weight_decay) : 0.0f, opt.step);
+    ++adam_step;
+    model.optimizer_step(hyper, static_cast<float>(lr), clip, adam_step);
     tokens_seen += static_cast<double>(cfg.tokens_per_step());
     tokens_window += cfg.tokens_per_step();
     window_loss += loss;
@@ -288,16 +299,17 @@ TrainResult train(const TrainConfig& cfg_in, const TrainOptions& opts) {
     }
     const bool save_now = cfg.save_every > 0 && (step + 1) % cfg.save_every == 0 && !last;
     if (save_now || (step + 1 == end && !last)) {
-      save_checkpoint(cfg.out, step_name(step + 1), model, opt, config_json, checkpoint_trainer_json(step + 1));
+      save(step_name(step + 1), checkpoint_trainer_json(step + 1));
       last_good = step_name(step + 1);
     }
   }
   res.steps = step;
+  model.synchronize();
   res.seconds = std::chrono::duration<double>(Clock::now() - t_begin).count();
   res.tokens_per_s = res.seconds > 0 ? static_cast<double>(step - start) * cfg.tokens_per_step() / res.seconds : 0;
   res.stopped_early = step < cfg.steps;
   if (!res.stopped_early) {
-    save_checkpoint(cfg.out, "final", model, opt, config_json, checkpoint_trainer_json(step));
+    save("final", checkpoint_trainer_json(step));
   }
   write_loss_plot(cfg.out, cfg.model.name + " · " + cfg.recipe.name + " · " + std::to_string(cfg.steps) + " steps");
   return res;

@@ -17,7 +17,8 @@ struct CliResult {
 };
 
 inline CliResult run_nibble(const std::string& args) {
-  const std::string cmd = std::string(NIBBLE_CLI_PATH) + " " + args + " 2>&1";
+  // The CPU tests pin the CPU engine (the CLI default, auto, would pick a GPU where one exists).
+  const std::string cmd = "NIBBLE_DEVICE=cpu " + std::string(NIBBLE_CLI_PATH) + " " + args + " 2>&1";
   CliResult r;
   FILE* p = popen(cmd.c_str(), "r");
   if (!p) return r;

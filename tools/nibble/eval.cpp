@@ -25,10 +25,10 @@ int run_eval(const std::vector<std::string>& argv) {
   a.option("seq", "T", "tokens per window [default: the training --seq]");
   a.option("batch", "B", "windows per forward", "8");
   a.option("max-batches", "N", "stop after N batches (0 = all)", "0");
-  a.option("device", "D", "cpu | cuda | auto", "cpu");
+  a.option("device", "D", "cpu | cuda | auto (the GPU when one is present; default $NIBBLE_DEVICE or auto)", default_device());
   if (!a.parse(argv)) return 0;
   if (a.has("text") == a.has("data")) fail("give exactly one of --text FILE and --data DIR");
-  LoadedModel m = load_model(a.required("checkpoint"));
+  LoadedModel m = load_model(a.required("checkpoint"), a.choice("device", {"cpu", "cuda", "auto"}));
   const int64_t seq = a.has("seq") ? a.integer("seq") : m.cfg.seq;
   const int64_t batch = a.integer("batch");
   if (seq < 1 || seq > m.cfg.model.max_seq) fail("--seq ", seq, " must be in [1, ", m.cfg.model.max_seq, "]");
@@ -57,7 +57,7 @@ int run_eval(const std::vector<std::string>& argv) {
   double sum = 0;
   for (int64_t i = 0; i < nb; ++i) {
     const Batch b = loader.next();
-    sum += m.model->forward(b.inputs.data(), b.targets.data(), b.batch_size, b.seq_len, ctx);
+    sum += m.model->forward(b.inputs.data(), b.targets.data(), b.batch_size, b.seq_len, ctx, false);
   }
   const double loss = sum / static_cast<double>(nb);
   const double evaluated = static_cast<double>(nb * batch * seq);

@@ -1,9 +1,11 @@
 #pragma once
 // Loading a trained model for eval / sample: config.json → model + recipe, weights.
+#include <cstdlib>
 #include <memory>
 #include <string>
 
 #include "nibble/nn/model.hpp"
+#include "nibble/train/engine.hpp"
 #include "nibble/train/checkpoint.hpp"
 #include "nibble/train/train_config.hpp"
 
@@ -12,17 +14,24 @@ namespace nibble::cli {
 struct LoadedModel {
   std::string dir;
   TrainConfig cfg;
-  std::unique_ptr<Transformer<float>> model;
+  std::unique_ptr<TrainEngine> model;
 };
 
-inline LoadedModel load_model(const std::string& path) {
+// The --device default: $NIBBLE_DEVICE when set (cpu | cuda | auto), else auto.
+inline std::string default_device() {
+  const char* e = std::getenv("NIBBLE_DEVICE");
+  return e && *e ? e : "auto";
+}
+
+// device: cpu | cuda | auto (the engine that runs the forward passes).
+inline LoadedModel load_model(const std::string& path, const std::string& device) {
   LoadedModel m;
   m.dir = resolve_checkpoint_dir(path);
   m.cfg = TrainConfig::from_json(read_checkpoint_config(m.dir), m.dir + "/config.json");
-  m.model = std::make_unique<Transformer<float>>(m.cfg.model);
+  m.model = make_engine(device, m.cfg.model);
   m.model->set_recipe(m.cfg.recipe);
   const Checkpoint ck = load_checkpoint(m.dir, m.model->params(), false);
-  std::copy(ck.weights.begin(), ck.weights.end(), m.model->weights());
+  m.model->set_weights(ck.weights.data());
   return m;
 }
 

@@ -23,9 +23,9 @@ int run_sample(const std::vector<std::string>& argv) {
   a.option("temperature", "T", "softmax temperature (0 = greedy)", "0.8");
   a.option("top-k", "K", "sample among the K most likely tokens (0 = all)", "40");
   a.option("seed", "N", "Philox seed of the sampler", "1");
-  a.option("device", "D", "cpu | cuda | auto", "cpu");
+  a.option("device", "D", "cpu | cuda | auto (the GPU when one is present; default $NIBBLE_DEVICE or auto)", default_device());
   if (!a.parse(argv)) return 0;
-  LoadedModel m = load_model(a.required("checkpoint"));
+  LoadedModel m = load_model(a.required("checkpoint"), a.choice("device", {"cpu", "cuda", "auto"}));
   std::unique_ptr<Tokenizer> tok = make_tokenizer(m.cfg.model.tokenizer);
   const int64_t n_new = a.integer("tokens");
   const double temp = a.number("temperature");
@@ -35,7 +35,7 @@ int run_sample(const std::vector<std::string>& argv) {
   std::vector<int32_t> ids = {tok->eot()};
   const std::vector<int32_t> p = tok->encode(a.str("prompt"));
   ids.insert(ids.end(), p.begin(), p.end());
-  const int64_t vocab = tok->vocab_size(), padded = m.cfg.model.vocab_size;
+  const int64_t vocab = tok->vocab_size();  // logits beyond it are padding rows
   std::fputs(a.str("prompt").c_str(), stdout);
   StepContext ctx;
   ctx.seed = m.cfg.seed;
@@ -43,8 +43,9 @@ int run_sample(const std::vector<std::string>& argv) {
   for (int64_t i = 0; i < n_new; ++i) {
     const int64_t ctx_len = std::min<int64_t>(static_cast<int64_t>(ids.size()), m.cfg.model.max_seq);
     const int32_t* window = ids.data() + ids.size() - static_cast<size_t>(ctx_len);
-    m.model->forward(window, nullptr, 1, ctx_len, ctx);
-    const float* logits = m.model->logits() + (ctx_len - 1) * padded;
+    m.model->forward(window, nullptr, 1, ctx_len, ctx, false);
+    const std::vector<float> row = m.model->logits_row(ctx_len - 1);
+    const float* logits = row.data();
     std::vector<int32_t> order(static_cast<size_t>(vocab));
     std::iota(order.begin(), order.end(), 0);
     int32_t next;

@@ -6,6 +6,7 @@
 #include <filesystem>
 
 #include "args.hpp"
+#include "model_loading.hpp"
 #include "commands.hpp"
 #include "nibble/error.hpp"
 #include "nibble/fileio.hpp"
@@ -41,7 +42,7 @@ Args train_args() {
   a.option("seed", "N", "seed of the initialization, data order and all 4-bit randomness", "1");
   a.option("out", "DIR", "output directory [default: runs/<model>-<recipe>]");
   a.option("resume", "DIR", "continue a run (its directory or a checkpoint directory); other\noptions given override the saved configuration");
-  a.option("device", "D", "cpu | cuda | auto", "cpu");
+  a.option("device", "D", "cpu | cuda | auto (the GPU when one is present; default $NIBBLE_DEVICE or auto)", default_device());
   a.option("log-every", "N", "log a metrics row every N steps", "10");
   a.option("eval-every", "N", "validation loss every N steps (0 = at the end only)", "100");
   a.option("eval-batches", "N", "validation batches per evaluation", "8");
@@ -84,8 +85,8 @@ int run_train(const std::vector<std::string>& argv) {
   if (given("grad-clip")) cfg.grad_clip = a.number("grad-clip");
   if (a.flag_set("decay-all")) cfg.decay_all = true;
   if (given("seed")) cfg.seed = a.unsigned_integer("seed");
-  if (given("device")) cfg.device = a.choice("device", {"cpu", "cuda", "auto"});
-  if (cfg.device == "auto") cfg.device = "cpu";  // the CUDA trainer comes with the CUDA backend
+  // The device is a property of this process, not of the run: a resumed run picks its own.
+  cfg.device = a.choice("device", {"cpu", "cuda", "auto"});
   if (given("log-every")) cfg.log_every = a.integer("log-every");
   if (given("eval-every")) cfg.eval_every = a.integer("eval-every");
   if (given("eval-batches")) cfg.eval_batches = a.integer("eval-batches");

@@ -63,6 +63,14 @@ struct ParamInfo {
   bool decay = false;  // weight decay applies (2-D projection and head weights)
 };
 
+// The flat parameter buffer's layout (names, shapes, offsets) of a model: every engine (CPU,
+// CUDA) and the checkpoints use this one order.
+std::vector<ParamInfo> transformer_param_layout(const ModelConfig& cfg);
+// GPT-2-style init from Philox(seed) into a flat buffer of that layout: N(0, init_std),
+// output projections scaled by 1/sqrt(2·n_layers), norm weights 1.
+template <class T>
+void transformer_init(const ModelConfig& cfg, const std::vector<ParamInfo>& params, T* w, uint64_t seed);
+
 template <class T>
 class Transformer {
  public:
@@ -105,7 +113,6 @@ class Transformer {
     std::vector<T> x_in, h1, rstd1, q_act, k_act, v_act, att, lse, x2, h2, rstd2, g_act, u_act, s_act;
     std::vector<T> qkv_act, gu_act;  // the fused projections' outputs, split into the above
   };
-  void add_param(const std::string& name, Shape shape, bool decay);
   T* ptr(const std::string& name);
   T* gptr(const std::string& name);
   void bind();

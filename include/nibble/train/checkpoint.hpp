@@ -31,8 +31,17 @@ struct Checkpoint {
   bool has_optimizer = false;
 };
 
+// A model's weights as a host view (whichever engine produced them).
+struct ModelWeights {
+  const ModelConfig& config;
+  const std::vector<ParamInfo>& params;
+  const float* weights;
+};
+
 // Writes OUT/<name> atomically and (when update_latest) points OUT/latest at it.
 void save_checkpoint(const std::string& out_dir, const std::string& name, const Transformer<float>& model,
+                     const OptimizerState& opt, const Json& config, const Json& trainer, bool update_latest = true);
+void save_checkpoint(const std::string& out_dir, const std::string& name, const ModelWeights& model,
                      const OptimizerState& opt, const Json& config, const Json& trainer, bool update_latest = true);
 
 // `path`: a checkpoint directory, or a run directory (then OUT/latest is followed).
@@ -44,6 +53,7 @@ Json read_checkpoint_config(const std::string& dir);
 
 // Model weights as safetensors (HF-style names, F32).
 SafeTensors model_to_safetensors(const Transformer<float>& model);
+SafeTensors model_to_safetensors(const ModelWeights& model);
 
 // Test hook: called after each file of a checkpoint is written; a throw simulates a failure.
 void set_checkpoint_fault_hook(std::function<void(const std::string& file)> hook);

@@ -1,0 +1,67 @@
+#pragma once
+// A training engine: one model with its fp32 master weights, gradients and AdamW state on
+// one device. The trainer, eval and sample drive an engine and never look at where it runs:
+//   "cpu"  — Transformer<float>, the reference (src/train/engine_cpu.cpp)
+//   "cuda" — the CUDA backend (src/nn/cuda), tested against the CPU op by op
+// Weights and optimizer moments cross the engine boundary only as host copies (checkpoints,
+// resume), so both engines write the same checkpoint format and can resume each other's runs.
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "nibble/nn/model.hpp"
+#include "nibble/train/checkpoint.hpp"
+
+namespace nibble {
+
+struct AdamHyper {
+  float beta1 = 0.9f, beta2 = 0.95f, eps = 1e-8f, weight_decay = 0.0f;
+  bool decay_all = false;  // weight decay on every tensor (default: 2-D projections only)
+};
+
+class TrainEngine {
+ public:
+  virtual ~TrainEngine() = default;
+  virtual std::string device() const = 0;  // "cpu" or the GPU's summary
+  virtual const ModelConfig& config() const = 0;
+  virtual const std::vector<ParamInfo>& params() const = 0;
+  virtual int64_t num_params() const = 0;
+
+  virtual void init(uint64_t seed) = 0;  // Transformer::init's values on every engine
+  virtual void set_recipe(const Recipe& r) = 0;
+  virtual void set_weights(const float* w) = 0;       // host, num_params() floats
+  virtual void get_weights(float* w) const = 0;
+  virtual void set_optimizer(const OptimizerState& s) = 0;
+  virtual OptimizerState get_optimizer() const = 0;
+
+  // Mean cross-entropy over the batch (targets −1 ignored). With targets == nullptr only the
+  // logits are computed (sampling); with need_backward the step's backward may follow.
+  virtual double forward(const int32_t* tokens, const int32_t* targets, int64_t b, int64_t t,
+                         const StepContext& ctx, bool need_backward = true) = 0;
+  virtual void zero_grad() = 0;
+  virtual void backward(const StepContext& ctx) = 0;  // accumulates into the gradients
+  virtual double grad_norm() = 0;                     // float64 sqrt(Σ g²)
+  // Scales the gradients by grad_scale (clipping), then one AdamW step t ≥ 1 on every tensor
+  // (decay on the tensors marked `decay`, or all with decay_all).
+  virtual void optimizer_step(const AdamHyper& h, float lr, float grad_scale, int64_t t) = 0;
+  // Host copy of the last forward's logits of row `row` (b·T + t), vocab_size floats.
+  virtual std::vector<float> logits_row(int64_t row) = 0;
+  // SPEC §6 statistics of the last step run with ctx.collect_stats.
+  virtual std::vector<OperandStats> operand_stats() = 0;
+  // The CPU reference model (tests' hooks); nullptr on other engines.
+  virtual Transformer<float>* cpu_model() { return nullptr; }
+  // Waits for queued device work (timing); a no-op on the CPU.
+  virtual void synchronize() {}
+};
+
+// device: "cpu", "cuda" or "auto" (the GPU when one is present). Errors name the device.
+std::unique_ptr<TrainEngine> make_engine(const std::string& device, const ModelConfig& cfg);
+// "cpu" or "cuda": what "auto" resolves to on this machine.
+std::string resolve_device(const std::string& device);
+
+// The CPU engine (always available) and the CUDA one (throws in a CPU-only build).
+std::unique_ptr<TrainEngine> make_cpu_engine(const ModelConfig& cfg);
+std::unique_ptr<TrainEngine> make_cuda_engine(const ModelConfig& cfg);
+
+}  // namespace nibble

@@ -1,0 +1,66 @@
+// The CPU engine: the reference Transformer<float> and its AdamW state in host memory.
+#include <algorithm>
+
+#include "nibble/error.hpp"
+#include "nibble/ops/ops.hpp"
+#include "nibble/train/engine.hpp"
+
+namespace nibble {
+namespace {
+
+class CpuEngine final : public TrainEngine {
+ public:
+  explicit CpuEngine(const ModelConfig& cfg) : model_(cfg) {
+    opt_.m.assign(static_cast<size_t>(model_.num_params()), 0.0f);
+    opt_.v.assign(opt_.m.size(), 0.0f);
+  }
+  std::string device() const override { return "cpu"; }
+  const ModelConfig& config() const override { return model_.config(); }
+  const std::vector<ParamInfo>& params() const override { return model_.params(); }
+  int64_t num_params() const override { return model_.num_params(); }
+  void init(uint64_t seed) override { model_.init(seed); }
+  void set_recipe(const Recipe& r) override { model_.set_recipe(r); }
+  void set_weights(const float* w) override { std::copy(w, w + num_params(), model_.weights()); }
+  void get_weights(float* w) const override { std::copy(model_.weights(), model_.weights() + num_params(), w); }
+  void set_optimizer(const OptimizerState& s) override {
+    NIBBLE_CHECK(static_cast<int64_t>(s.m.size()) == num_params() && s.v.size() == s.m.size(), "optimizer state size");
+    opt_ = s;
+  }
+  OptimizerState get_optimizer() const override { return opt_; }
+  double forward(const int32_t* tokens, const int32_t* targets, int64_t b, int64_t t, const StepContext& ctx,
+                 bool) override {
+    return model_.forward(tokens, targets, b, t, ctx);
+  }
+  void zero_grad() override { model_.zero_grad(); }
+  void backward(const StepContext& ctx) override { model_.backward(ctx); }
+  double grad_norm() override {
+    const float* g = model_.grads();
+    const int64_t n = num_params();
+    return ops::global_norm(&g, &n, 1);
+  }
+  void optimizer_step(const AdamHyper& h, float lr, float grad_scale, int64_t t) override {
+    if (grad_scale != 1.0f) ops::scale_inplace(model_.grads(), num_params(), grad_scale);
+    opt_.step = t;
+    for (const ParamInfo& p : model_.params())
+      ops::adamw_update(model_.weights() + p.offset, model_.grads() + p.offset, opt_.m.data() + p.offset,
+                        opt_.v.data() + p.offset, p.numel, lr, h.beta1, h.beta2, h.eps,
+                        (p.decay || h.decay_all) ? h.weight_decay : 0.0f, t);
+  }
+  std::vector<float> logits_row(int64_t row) override {
+    const int64_t v = config().vocab_size;
+    const float* l = model_.logits() + row * v;
+    return std::vector<float>(l, l + v);
+  }
+  std::vector<OperandStats> operand_stats() override { return model_.operand_stats(); }
+  Transformer<float>* cpu_model() override { return &model_; }
+
+ private:
+  Transformer<float> model_;
+  OptimizerState opt_;
+};
+
+}  // namespace
+
+std::unique_ptr<TrainEngine> make_cpu_engine(const ModelConfig& cfg) { return std::make_unique<CpuEngine>(cfg); }
+
+}  // namespace nibble
