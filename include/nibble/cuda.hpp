@@ -28,6 +28,11 @@ void quantize_dequantize(const float* d_x, int64_t rows, int64_t cols, const Qua
 void quantize_packed(const float* d_x, int64_t rows, int64_t cols, const QuantSpec& spec,
                      uint8_t* d_codes, uint8_t* d_scales, float* d_tensor, QuantScratch* scratch,
                      void* stream = nullptr);
+// A GEMM operand (SPEC §5): q·s_b for every element (exact in bf16; fp32 when !bf16) into
+// d_out ([rows, cols] bf16 or fp32), with the tensor amax and S_dec in d_tensor[0], d_tensor[1]
+// for the GEMM's alpha (mxfp4: 0 and 1). dequantize(quantize(x)) = d_out · S_dec.
+void quantize_for_gemm(const float* d_x, int64_t rows, int64_t cols, const QuantSpec& spec, bool bf16,
+                       void* d_out, float* d_tensor, QuantScratch* scratch, void* stream = nullptr);
 // Throws nibble::Error naming the first problem if the last quantization saw NaN/Inf.
 void check_finite(QuantScratch* scratch, void* stream = nullptr);
 

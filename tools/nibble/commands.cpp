@@ -8,6 +8,7 @@ const std::vector<Command>& commands() {
       {"eval", "loss, perplexity and bits/byte of a checkpoint on text or token shards", run_eval},
       {"sample", "generate text from a checkpoint", run_sample},
       {"data", "tokenize text files into llm.c-layout token shards", run_data},
+      {"bench", "quantizer, GEMM and training throughput of this machine (tables + JSON)", run_bench},
       {"quant", "quantize a 2-D .npy array (nvfp4 | mxfp4 | int4, RHT, centring) and report",
        run_quant},
       {"dequant", "reconstruct a float32 .npy array from a packed .safetensors file", run_dequant},

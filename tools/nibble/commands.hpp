@@ -20,5 +20,6 @@ int run_train(const std::vector<std::string>& args);
 int run_eval(const std::vector<std::string>& args);
 int run_sample(const std::vector<std::string>& args);
 int run_data(const std::vector<std::string>& args);
+int run_bench(const std::vector<std::string>& args);
 
 }  // namespace nibble::cli

@@ -10,6 +10,8 @@
 #include <climits>
 #include <cstdint>
 
+#include <cuda_bf16.h>
+
 #include "core/cuda/check.cuh"
 #include "nibble/cuda.hpp"
 #include "nibble/philox.hpp"
@@ -80,7 +82,12 @@ __global__ void amax_kernel(const float* __restrict__ x, int64_t n, bool vec4, Q
   }
 }
 
+// What a quantizer launch writes: dequantized fp32 values (x̂ = q·s_b·S_dec), packed codes
+// and scale bytes, or a GEMM operand: q·s_b (exact in bf16) with S_dec left to the GEMM's alpha.
+enum class OutMode : uint8_t { Dequant, Packed, GemmBf16, GemmF32 };
+
 struct KernelSpec {
+  OutMode mode;
   Grid grid;
   bool mx;            // e8m0 scales, no tensor scale
   bool rceil;
@@ -121,7 +128,7 @@ __device__ __forceinline__ void tensor_scales(const KernelSpec& k, const QuantSc
 // Rounds B values (one block row) and writes them out: dequantized floats or packed codes.
 template <int B>
 __device__ __forceinline__ void encode_and_store(const KernelSpec& k, const float (&v)[B], uint64_t base,
-                                                 const BlockScale& bs, float s_dec, float* out, uint8_t* codes) {
+                                                 const BlockScale& bs, float s_dec, void* out, uint8_t* codes) {
   uint8_t q[B];
 #pragma unroll
   for (int j = 0; j < B; j += 4) {
@@ -133,7 +140,22 @@ __device__ __forceinline__ void encode_and_store(const KernelSpec& k, const floa
       q[j + l] = codec::encode_element(k.grid, v[j + l], bs.mul, k.stochastic, u);
     }
   }
-  if (codes) {
+  if (k.mode == OutMode::GemmBf16) {
+    uint4* dst = reinterpret_cast<uint4*>(static_cast<__nv_bfloat16*>(out) + base);
+#pragma unroll
+    for (int j = 0; j < B; j += 8) {
+      __align__(16) __nv_bfloat16 h[8];
+#pragma unroll
+      for (int l = 0; l < 8; ++l) h[l] = __float2bfloat16_rn(grid_decode(k.grid, q[j + l]) * bs.value);
+      dst[j / 8] = *reinterpret_cast<const uint4*>(h);
+    }
+  } else if (k.mode == OutMode::GemmF32) {
+    float4* dst = reinterpret_cast<float4*>(static_cast<float*>(out) + base);
+#pragma unroll
+    for (int j = 0; j < B; j += 4)
+      dst[j / 4] = make_float4(grid_decode(k.grid, q[j]) * bs.value, grid_decode(k.grid, q[j + 1]) * bs.value,
+                               grid_decode(k.grid, q[j + 2]) * bs.value, grid_decode(k.grid, q[j + 3]) * bs.value);
+  } else if (codes) {
     uint32_t w[B / 8];
 #pragma unroll
     for (int i = 0; i < B / 8; ++i) {
@@ -145,7 +167,7 @@ __device__ __forceinline__ void encode_and_store(const KernelSpec& k, const floa
 #pragma unroll
     for (int i = 0; i < B / 8; ++i) dst[i] = w[i];
   } else {
-    float4* dst = reinterpret_cast<float4*>(out + base);
+    float4* dst = reinterpret_cast<float4*>(static_cast<float*>(out) + base);
 #pragma unroll
     for (int j = 0; j < B; j += 4) {
       float4 o;
@@ -161,7 +183,7 @@ __device__ __forceinline__ void encode_and_store(const KernelSpec& k, const floa
 // One thread per 1×B block along the last axis.
 template <int B>
 __global__ void quant_rows_kernel(const float* __restrict__ x, KernelSpec k, const QuantScratch::Device* s,
-                                  float* out, uint8_t* codes, uint8_t* scales, float* tensor) {
+                                  void* out, uint8_t* codes, uint8_t* scales, float* tensor) {
   const int64_t nblk = k.rows * k.cols / B;
   const int64_t blk = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   if (blk >= nblk) return;
@@ -188,7 +210,7 @@ __global__ void quant_rows_kernel(const float* __restrict__ x, KernelSpec k, con
 // across them with shuffles (B = 16: half a warp, B = 32: a warp).
 template <int B>
 __global__ void quant_tiles_kernel(const float* __restrict__ x, KernelSpec k, const QuantScratch::Device* s,
-                                   float* out, uint8_t* codes, uint8_t* scales, float* tensor) {
+                                   void* out, uint8_t* codes, uint8_t* scales, float* tensor) {
   const int64_t scols = k.cols / B, ntiles = (k.rows / B) * scols;
   const int64_t g = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   const int64_t tile = g / B;
@@ -219,8 +241,9 @@ __global__ void quant_tiles_kernel(const float* __restrict__ x, KernelSpec k, co
   if (tensor && tile == 0 && rr == 0) { tensor[0] = k.mx ? 0.0f : amax; tensor[1] = s_dec; }
 }
 
-KernelSpec kernel_spec(const QuantSpec& spec, int64_t rows, int64_t cols) {
+KernelSpec kernel_spec(const QuantSpec& spec, int64_t rows, int64_t cols, OutMode mode) {
   KernelSpec k;
+  k.mode = mode;
   k.grid = format_grid(spec.format);
   k.mx = !format_has_tensor_scale(spec.format);
   k.rceil = spec.scale_rule == ScaleRule::RCEIL;
@@ -232,7 +255,7 @@ KernelSpec kernel_spec(const QuantSpec& spec, int64_t rows, int64_t cols) {
   return k;
 }
 
-void launch(const float* d_x, int64_t rows, int64_t cols, const QuantSpec& spec, float* d_out,
+void launch(const float* d_x, int64_t rows, int64_t cols, const QuantSpec& spec, OutMode mode, void* d_out,
             uint8_t* d_codes, uint8_t* d_scales, float* d_tensor, QuantScratch* scratch, cudaStream_t st) {
   validate_quant_shape(spec, rows, cols);
   NIBBLE_CHECK(scratch && scratch->d, "quantizer scratch not allocated");
@@ -244,7 +267,7 @@ void launch(const float* d_x, int64_t rows, int64_t cols, const QuantSpec& spec,
   const int64_t amax_blocks = std::min<int64_t>((n / 4 + kThreads - 1) / kThreads, 132 * 8);
   amax_kernel<<<static_cast<unsigned>(std::max<int64_t>(amax_blocks, 1)), kThreads, 0, st>>>(d_x, n, true, scratch->d);
   NIBBLE_CUDA_CHECK_LAUNCH();
-  const KernelSpec k = kernel_spec(spec, rows, cols);
+  const KernelSpec k = kernel_spec(spec, rows, cols, mode);
   const int64_t threads = spec.tile2d ? n / spec.block : n / spec.block;  // one per block row
   const unsigned grid = static_cast<unsigned>((threads + kThreads - 1) / kThreads);
   if (spec.tile2d) {
@@ -273,13 +296,20 @@ void free_quant_scratch(QuantScratch* s) {
 void quantize_dequantize(const float* d_x, int64_t rows, int64_t cols, const QuantSpec& spec, float* d_out,
                          QuantScratch* scratch, void* stream) {
   NIBBLE_CHECK(reinterpret_cast<uintptr_t>(d_out) % 16 == 0, "output must be 16-byte aligned");
-  launch(d_x, rows, cols, spec, d_out, nullptr, nullptr, nullptr, scratch, as_stream(stream));
+  launch(d_x, rows, cols, spec, OutMode::Dequant, d_out, nullptr, nullptr, nullptr, scratch, as_stream(stream));
+}
+
+void quantize_for_gemm(const float* d_x, int64_t rows, int64_t cols, const QuantSpec& spec, bool bf16, void* d_out,
+                       float* d_tensor, QuantScratch* scratch, void* stream) {
+  NIBBLE_CHECK(reinterpret_cast<uintptr_t>(d_out) % 16 == 0, "output must be 16-byte aligned");
+  launch(d_x, rows, cols, spec, bf16 ? OutMode::GemmBf16 : OutMode::GemmF32, d_out, nullptr, nullptr, d_tensor,
+         scratch, as_stream(stream));
 }
 
 void quantize_packed(const float* d_x, int64_t rows, int64_t cols, const QuantSpec& spec, uint8_t* d_codes,
                      uint8_t* d_scales, float* d_tensor, QuantScratch* scratch, void* stream) {
   NIBBLE_CHECK(reinterpret_cast<uintptr_t>(d_codes) % 8 == 0, "codes must be 8-byte aligned");
-  launch(d_x, rows, cols, spec, nullptr, d_codes, d_scales, d_tensor, scratch, as_stream(stream));
+  launch(d_x, rows, cols, spec, OutMode::Packed, nullptr, d_codes, d_scales, d_tensor, scratch, as_stream(stream));
 }
 
 void check_finite(QuantScratch* scratch, void* stream) {

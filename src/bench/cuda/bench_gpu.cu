@@ -1,0 +1,188 @@
+// Kernel benchmarks of `nibble bench` (see nibble/bench.hpp). Times are medians over
+// repetitions after warm-up, measured with CUDA events on one stream.
+#include <cuda_bf16.h>
+
+#include <algorithm>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "core/cuda/check.cuh"
+#include "core/cuda/scratch.cuh"
+#include "nibble/bench.hpp"
+#include "nibble/cuda.hpp"
+#include "nibble/philox.hpp"
+#include "nibble/quant/rht.hpp"
+#include "nibble/quant/synthetic.hpp"
+#include "nn/cuda/linear_cuda.hpp"
+#include "ops/cuda/gemm.hpp"
+
+namespace nibble::bench {
+namespace {
+
+double median_ms(const std::function<void()>& f, int warm = 3, int reps = 15) {
+  for (int i = 0; i < warm; ++i) f();
+  cudaEvent_t a, b;
+  NIBBLE_CUDA_CHECK(cudaEventCreate(&a));
+  NIBBLE_CUDA_CHECK(cudaEventCreate(&b));
+  std::vector<float> t;
+  for (int i = 0; i < reps; ++i) {
+    NIBBLE_CUDA_CHECK(cudaEventRecord(a));
+    f();
+    NIBBLE_CUDA_CHECK(cudaEventRecord(b));
+    NIBBLE_CUDA_CHECK(cudaEventSynchronize(b));
+    float ms = 0;
+    NIBBLE_CUDA_CHECK(cudaEventElapsedTime(&ms, a, b));
+    t.push_back(ms);
+  }
+  cudaEventDestroy(a);
+  cudaEventDestroy(b);
+  std::sort(t.begin(), t.end());
+  return t[t.size() / 2];
+}
+
+__global__ void fill_normal(float* x, int64_t n, float scale, uint32_t stream) {
+  const int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i < n) x[i] = scale * (philox_uniform(7, stream, static_cast<uint64_t>(i)) * 2.0f - 1.0f);
+}
+__global__ void to_bf16(const float* x, __nv_bfloat16* y, int64_t n) {
+  const int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i < n) y[i] = __float2bfloat16_rn(x[i]);
+}
+float* random_device(cuda::DeviceScratch& d, int64_t n, float scale, uint32_t stream) {
+  float* p = d.as<float>(static_cast<size_t>(n));
+  fill_normal<<<static_cast<unsigned>((n + 255) / 256), 256>>>(p, n, scale, stream);
+  NIBBLE_CUDA_CHECK_LAUNCH();
+  return p;
+}
+
+}  // namespace
+
+Json gpu_quantizer_bench(int64_t rows, int64_t cols) {
+  const size_t n = static_cast<size_t>(rows * cols);
+  cuda::DeviceScratch dx, dy, dc, ds, dt, dsg;
+  SyntheticSpec ss;
+  ss.rows = rows;
+  ss.cols = cols;
+  const std::vector<float> hx = synthetic_matrix(ss);
+  float* x = dx.as<float>(n);
+  float* y = dy.as<float>(n);
+  uint8_t* codes = dc.as<uint8_t>(n / 2);
+  uint8_t* scales = ds.as<uint8_t>(n / 16);
+  float* tensor = dt.as<float>(2);
+  NIBBLE_CUDA_CHECK(cudaMemcpy(x, hx.data(), n * 4, cudaMemcpyHostToDevice));
+  cuda::QuantScratch* scratch = cuda::make_quant_scratch();
+  Json out = Json::object();
+  Json rowsj = Json::array();
+  const double copy_ms = median_ms([&] { NIBBLE_CUDA_CHECK(cudaMemcpyAsync(y, x, n * 4, cudaMemcpyDeviceToDevice)); });
+  const double copy_gbs = 2.0 * static_cast<double>(n) * 4 / copy_ms / 1e6;
+  auto report = [&](const std::string& name, double ms, double bytes) {
+    Json r = Json::object();
+    r["op"] = name;
+    r["ms"] = ms;
+    r["gb_per_s"] = bytes / ms / 1e6;
+    r["pct_of_copy"] = 100.0 * (bytes / ms / 1e6) / copy_gbs;
+    rowsj.push_back(r);
+  };
+  report("device copy (ceiling)", copy_ms, 2.0 * static_cast<double>(n) * 4);
+  for (Format f : {Format::NVFP4, Format::MXFP4, Format::INT4}) {
+    for (Rounding rnd : {Rounding::RNE, Rounding::SR}) {
+      QuantSpec s = QuantSpec::for_format(f);
+      s.rounding = rnd;
+      const std::string tag = std::string(format_name(f)) + (rnd == Rounding::SR ? " SR" : "");
+      report(tag + " quant-dequant fp32", median_ms([&] { cuda::quantize_dequantize(x, rows, cols, s, y, scratch); }),
+             2.0 * static_cast<double>(n) * 4);
+      report(tag + " quantize packed",
+             median_ms([&] { cuda::quantize_packed(x, rows, cols, s, codes, scales, tensor, scratch); }),
+             static_cast<double>(n) * 4 + static_cast<double>(n) / 2 + static_cast<double>(n) / s.block);
+      report(tag + " GEMM operand bf16",
+             median_ms([&] { cuda::quantize_for_gemm(x, rows, cols, s, true, y, tensor, scratch); }),
+             static_cast<double>(n) * 6);
+    }
+  }
+  float* signs = dsg.as<float>(128);
+  const std::vector<float> hs = rht_signs(128, 0, 0);
+  NIBBLE_CUDA_CHECK(cudaMemcpy(signs, hs.data(), 128 * 4, cudaMemcpyHostToDevice));
+  for (int rn : {16, 128})
+    report("rht" + std::to_string(rn) + " forward (in place)", median_ms([&] { cuda::rht_forward(y, rows, cols, rn, signs); }),
+           2.0 * static_cast<double>(n) * 4);
+  NIBBLE_CUDA_CHECK(cudaDeviceSynchronize());
+  cuda::free_quant_scratch(scratch);
+  out["device"] = cuda::device_summary();
+  out["rows"] = rows;
+  out["cols"] = cols;
+  out["copy_gb_per_s"] = copy_gbs;
+  out["results"] = rowsj;
+  return out;
+}
+
+Json gpu_gemm_bench(const std::vector<GemmShape>& shapes, const std::vector<std::string>& recipes) {
+  Json rows = Json::array();
+  for (const GemmShape& sh : shapes) {
+    cuda::DeviceScratch dx, dw, ddw, ddy, dy, ddx, ab, bb;
+    float* x = random_device(dx, sh.tokens * sh.in, 1.0f, 1);
+    float* w = random_device(dw, sh.out * sh.in, 0.05f, 2);
+    float* g = random_device(ddy, sh.tokens * sh.out, 1e-3f, 3);
+    float* dwp = ddw.as<float>(static_cast<size_t>(sh.out * sh.in));
+    float* y = dy.as<float>(static_cast<size_t>(sh.tokens * sh.out));
+    float* dxp = ddx.as<float>(static_cast<size_t>(sh.tokens * sh.in));
+    auto* a16 = ab.as<__nv_bfloat16>(static_cast<size_t>(sh.tokens * sh.in));
+    auto* b16 = bb.as<__nv_bfloat16>(static_cast<size_t>(sh.out * sh.in));
+    to_bf16<<<static_cast<unsigned>((sh.tokens * sh.in + 255) / 256), 256>>>(x, a16, sh.tokens * sh.in);
+    to_bf16<<<static_cast<unsigned>((sh.out * sh.in + 255) / 256), 256>>>(w, b16, sh.out * sh.in);
+    NIBBLE_CUDA_CHECK_LAUNCH();
+    const double flops = 2.0 * static_cast<double>(sh.tokens) * static_cast<double>(sh.in) * static_cast<double>(sh.out);
+    const double base_ms = median_ms([&] {
+      cuda::gemm_nt(cuda::GemmDtype::BF16, a16, b16, y, sh.tokens, sh.out, sh.in, nullptr, false, nullptr);
+    });
+    const double base_tflops = flops / base_ms / 1e9;
+    auto add = [&](const std::string& recipe, const std::string& what, double ms, double fl) {
+      Json r = Json::object();
+      r["shape"] = sh.name;
+      r["tokens"] = sh.tokens;
+      r["in"] = sh.in;
+      r["out"] = sh.out;
+      r["recipe"] = recipe;
+      r["op"] = what;
+      r["ms"] = ms;
+      r["tflops"] = fl / ms / 1e9;
+      r["pct_of_cublas_bf16"] = 100.0 * (fl / ms / 1e9) / base_tflops;
+      rows.push_back(r);
+    };
+    add("-", "cuBLASLt bf16 GEMM (ceiling)", base_ms, flops);
+    cuda::LinearWorkspace ws;
+    for (const std::string& rn : recipes) {
+      cuda::CudaLinear lin("bench", sh.in, sh.out, 0);
+      lin.bind(w, dwp);
+      lin.set_recipe(Recipe::preset(rn));
+      StepContext ctx;
+      ctx.seed = 1;
+      add(rn, "linear forward", median_ms([&] { lin.forward(x, y, sh.tokens, ctx, ws, nullptr); }), flops);
+      add(rn, "linear forward+backward", median_ms([&] {
+            lin.forward(x, y, sh.tokens, ctx, ws, nullptr);
+            lin.backward(g, dxp, sh.tokens, ctx, ws, nullptr);
+          }),
+          3 * flops);
+    }
+    NIBBLE_CUDA_CHECK(cudaDeviceSynchronize());
+  }
+  Json out = Json::object();
+  out["device"] = cuda::device_summary();
+  out["results"] = rows;
+  return out;
+}
+
+double gpu_bf16_peak_flops() {
+  int dev = 0;
+  NIBBLE_CUDA_CHECK(cudaGetDevice(&dev));
+  cudaDeviceProp p{};
+  NIBBLE_CUDA_CHECK(cudaGetDeviceProperties(&p, dev));
+  const std::string name = p.name;
+  // Dense bf16 tensor-core peaks from NVIDIA's data sheets (SXM parts).
+  if (name.find("H100") != std::string::npos && name.find("PCIe") != std::string::npos) return 756e12;
+  if (name.find("H100") != std::string::npos || name.find("H200") != std::string::npos) return 989.4e12;
+  if (name.find("A100") != std::string::npos) return 312e12;
+  return 0.0;
+}
+
+}  // namespace nibble::bench

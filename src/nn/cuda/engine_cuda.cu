@@ -1,0 +1,398 @@
+// The CUDA engine: Transformer<float>'s forward and backward (src/nn/model.cpp) op for op on
+// one GPU, fp32 master weights, gradients and AdamW moments in device memory, every GEMM
+// through CudaLinear. All work is queued on one stream; the host waits only for the loss and
+// the gradient norm (two doubles per step).
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <numeric>
+
+#include "core/cuda/check.cuh"
+#include "core/cuda/scratch.cuh"
+#include "nibble/cuda.hpp"
+#include "nibble/error.hpp"
+#include "nibble/train/engine.hpp"
+#include "nn/cuda/linear_cuda.hpp"
+#include "ops/cuda/ops_cuda.hpp"
+
+namespace nibble {
+namespace {
+
+using cuda::CudaLinear;
+using cuda::DeviceScratch;
+namespace gops = cuda::ops;
+
+constexpr uint32_t kHeadLinearId = 255;
+std::string layer_prefix(int l) { return "model.layers." + std::to_string(l) + "."; }
+
+class CudaEngine final : public TrainEngine {
+ public:
+  explicit CudaEngine(const ModelConfig& cfg) : cfg_(cfg), params_(transformer_param_layout(cfg)) {
+    np_ = params_.back().offset + params_.back().numel;
+    // A blocking stream: plain cudaMemcpy calls (uploads, downloads) stay ordered with its work.
+    NIBBLE_CUDA_CHECK(cudaStreamCreate(&st_));
+    const size_t bytes = static_cast<size_t>(np_) * sizeof(float);
+    w_.ensure(bytes);
+    g_.ensure(bytes);
+    m_.ensure(bytes);
+    v_.ensure(bytes);
+    NIBBLE_CUDA_CHECK(cudaMemsetAsync(w_.get<void>(), 0, bytes, st_));
+    NIBBLE_CUDA_CHECK(cudaMemsetAsync(g_.get<void>(), 0, bytes, st_));
+    NIBBLE_CUDA_CHECK(cudaMemsetAsync(m_.get<void>(), 0, bytes, st_));
+    NIBBLE_CUDA_CHECK(cudaMemsetAsync(v_.get<void>(), 0, bytes, st_));
+    build_layers();
+    build_adam_chunks();
+    set_recipe(Recipe::preset("bf16"));
+  }
+  ~CudaEngine() override {
+    cudaStreamSynchronize(st_);
+    cudaStreamDestroy(st_);
+  }
+
+  std::string device() const override { return cuda::device_summary(); }
+  const ModelConfig& config() const override { return cfg_; }
+  const std::vector<ParamInfo>& params() const override { return params_; }
+  int64_t num_params() const override { return np_; }
+
+  void init(uint64_t seed) override {
+    std::vector<float> h(static_cast<size_t>(np_));
+    transformer_init(cfg_, params_, h.data(), seed);
+    set_weights(h.data());
+  }
+  void set_recipe(const Recipe& r) override {
+    const Recipe hp = r.high_precision();
+    for (int l = 0; l < cfg_.n_layers; ++l) {
+      Block& b = blocks_[static_cast<size_t>(l)];
+      const Recipe& use = r.block_in_high_precision(l, cfg_.n_layers) ? hp : r;
+      for (CudaLinear* lin : {&b.qkv, &b.o, &b.gate_up, &b.down}) lin->set_recipe(use);
+    }
+    head_.set_recipe(hp);
+  }
+  void set_weights(const float* w) override { upload(w_, w, np_); }
+  void get_weights(float* w) const override { download(w_, w, np_); }
+  void set_optimizer(const OptimizerState& s) override {
+    NIBBLE_CHECK(static_cast<int64_t>(s.m.size()) == np_ && s.v.size() == s.m.size(), "optimizer state size");
+    upload(m_, s.m.data(), np_);
+    upload(v_, s.v.data(), np_);
+  }
+  OptimizerState get_optimizer() const override {
+    OptimizerState s;
+    s.m.resize(static_cast<size_t>(np_));
+    s.v.resize(static_cast<size_t>(np_));
+    download(m_, s.m.data(), np_);
+    download(v_, s.v.data(), np_);
+    return s;
+  }
+
+  double forward(const int32_t* tokens, const int32_t* targets, int64_t b, int64_t t, const StepContext& ctx,
+                 bool need_backward) override;
+  void zero_grad() override {
+    NIBBLE_CUDA_CHECK(cudaMemsetAsync(g_.get<void>(), 0, static_cast<size_t>(np_) * sizeof(float), st_));
+  }
+  void backward(const StepContext& ctx) override;
+  double grad_norm() override {
+    double* part = norm_partials_.as<double>(static_cast<size_t>(gops::global_norm_partials()) + 1);
+    gops::global_sumsq(g_.get<float>(), np_, part, part + gops::global_norm_partials(), st_);
+    double s = 0;
+    NIBBLE_CUDA_CHECK(cudaMemcpyAsync(&s, part + gops::global_norm_partials(), sizeof s, cudaMemcpyDeviceToHost, st_));
+    NIBBLE_CUDA_CHECK(cudaStreamSynchronize(st_));
+    return std::sqrt(s);
+  }
+  void optimizer_step(const AdamHyper& h, float lr, float grad_scale, int64_t t) override {
+    if (h.decay_all != chunks_decay_all_) build_adam_chunks(h.decay_all);
+    gops::AdamChunks c;
+    c.start = chunk_start_.get<int64_t>();
+    c.len = chunk_len_.get<int32_t>();
+    c.decay = chunk_decay_.get<uint8_t>();
+    c.count = n_chunks_;
+    gops::adamw_update(w_.get<float>(), g_.get<float>(), m_.get<float>(), v_.get<float>(), c, lr, h.beta1, h.beta2,
+                       h.eps, h.weight_decay, t, grad_scale, st_);
+  }
+  std::vector<float> logits_row(int64_t row) override {
+    NIBBLE_CHECK(row >= 0 && row < n_, "logits row ", row, " out of range");
+    std::vector<float> h(static_cast<size_t>(cfg_.vocab_size));
+    NIBBLE_CUDA_CHECK(cudaMemcpyAsync(h.data(), logits_.get<float>() + row * cfg_.vocab_size, h.size() * sizeof(float),
+                                      cudaMemcpyDeviceToHost, st_));
+    NIBBLE_CUDA_CHECK(cudaStreamSynchronize(st_));
+    return h;
+  }
+  std::vector<OperandStats> operand_stats() override {
+    std::vector<OperandStats> out;
+    for (Block& bl : blocks_)
+      for (CudaLinear* lin : {&bl.qkv, &bl.o, &bl.gate_up, &bl.down})
+        for (auto& s : lin->stats()) out.push_back(s);
+    return out;
+  }
+  void synchronize() override { NIBBLE_CUDA_CHECK(cudaStreamSynchronize(st_)); }
+
+ private:
+  struct Block {
+    CudaLinear qkv, o, gate_up, down;
+    float* attn_norm = nullptr;
+    float* mlp_norm = nullptr;
+    float* d_attn_norm = nullptr;
+    float* d_mlp_norm = nullptr;
+    // saved activations
+    DeviceScratch x_in, h1, rstd1, qkv_act, att, lse, x2, h2, rstd2, gu_act, s_act;
+  };
+
+  const ParamInfo& param(const std::string& name) const {
+    for (const auto& p : params_)
+      if (p.name == name) return p;
+    fail("model has no parameter named '", name, "'");
+  }
+  float* ptr(const std::string& n) { return w_.get<float>() + param(n).offset; }
+  float* gptr(const std::string& n) { return g_.get<float>() + param(n).offset; }
+
+  void upload(DeviceScratch& d, const float* h, int64_t n) {
+    NIBBLE_CUDA_CHECK(cudaStreamSynchronize(st_));
+    NIBBLE_CUDA_CHECK(cudaMemcpy(d.get<float>(), h, static_cast<size_t>(n) * sizeof(float), cudaMemcpyHostToDevice));
+  }
+  void download(const DeviceScratch& d, float* h, int64_t n) const {
+    NIBBLE_CUDA_CHECK(cudaStreamSynchronize(st_));
+    NIBBLE_CUDA_CHECK(cudaMemcpy(h, d.get<float>(), static_cast<size_t>(n) * sizeof(float), cudaMemcpyDeviceToHost));
+  }
+
+  void build_layers() {
+    const int64_t c = cfg_.dim, hd = cfg_.head_dim(), f = cfg_.ffn_dim;
+    const int64_t qkv_width = (cfg_.n_heads + 2 * cfg_.n_kv_heads) * hd;
+    blocks_ = std::vector<Block>(static_cast<size_t>(cfg_.n_layers));
+    for (int l = 0; l < cfg_.n_layers; ++l) {
+      Block& b = blocks_[static_cast<size_t>(l)];
+      const std::string p = layer_prefix(l);
+      const uint32_t id = static_cast<uint32_t>(l * 4);
+      b.qkv = CudaLinear(p + "self_attn.qkv_proj", c, qkv_width, id);
+      b.o = CudaLinear(p + "self_attn.o_proj", cfg_.n_heads * hd, c, id + 1);
+      b.gate_up = CudaLinear(p + "mlp.gate_up_proj", c, 2 * f, id + 2);
+      b.down = CudaLinear(p + "mlp.down_proj", f, c, id + 3);
+      b.qkv.bind(ptr(p + "self_attn.q_proj.weight"), gptr(p + "self_attn.q_proj.weight"));
+      b.o.bind(ptr(p + "self_attn.o_proj.weight"), gptr(p + "self_attn.o_proj.weight"));
+      b.gate_up.bind(ptr(p + "mlp.gate_proj.weight"), gptr(p + "mlp.gate_proj.weight"));
+      b.down.bind(ptr(p + "mlp.down_proj.weight"), gptr(p + "mlp.down_proj.weight"));
+      b.attn_norm = ptr(p + "input_layernorm.weight");
+      b.d_attn_norm = gptr(p + "input_layernorm.weight");
+      b.mlp_norm = ptr(p + "post_attention_layernorm.weight");
+      b.d_mlp_norm = gptr(p + "post_attention_layernorm.weight");
+    }
+    const std::string hw = cfg_.tied_embeddings ? "model.embed_tokens.weight" : "lm_head.weight";
+    head_ = CudaLinear("lm_head", c, cfg_.vocab_size, kHeadLinearId);
+    head_.bind(ptr(hw), gptr(hw));
+  }
+
+  // AdamW runs over all parameters in one launch: chunks of at most 64K elements, each inside
+  // one tensor so that it has one weight-decay flag.
+  void build_adam_chunks(bool decay_all = false) {
+    constexpr int64_t kChunk = 1 << 16;
+    std::vector<int64_t> start;
+    std::vector<int32_t> len;
+    std::vector<uint8_t> decay;
+    for (const ParamInfo& p : params_)
+      for (int64_t o = 0; o < p.numel; o += kChunk) {
+        start.push_back(p.offset + o);
+        len.push_back(static_cast<int32_t>(std::min(kChunk, p.numel - o)));
+        decay.push_back(p.decay || decay_all ? 1 : 0);
+      }
+    n_chunks_ = static_cast<int64_t>(start.size());
+    NIBBLE_CUDA_CHECK(cudaStreamSynchronize(st_));
+    NIBBLE_CUDA_CHECK(cudaMemcpy(chunk_start_.as<int64_t>(start.size()), start.data(), start.size() * 8, cudaMemcpyHostToDevice));
+    NIBBLE_CUDA_CHECK(cudaMemcpy(chunk_len_.as<int32_t>(len.size()), len.data(), len.size() * 4, cudaMemcpyHostToDevice));
+    NIBBLE_CUDA_CHECK(cudaMemcpy(chunk_decay_.as<uint8_t>(decay.size()), decay.data(), decay.size(), cudaMemcpyHostToDevice));
+    chunks_decay_all_ = decay_all;
+  }
+
+  void ensure_buffers(int64_t b, int64_t t) {
+    if (b == b_ && t == t_) return;
+    const int64_t n = b * t, c = cfg_.dim, qd = cfg_.n_heads * cfg_.head_dim(), kd = cfg_.kv_dim();
+    const int64_t f = cfg_.ffn_dim, v = cfg_.vocab_size;
+    auto fl = [](DeviceScratch& d, int64_t count) { d.as<float>(static_cast<size_t>(count)); };
+    for (Block& bl : blocks_) {
+      fl(bl.x_in, n * c);
+      fl(bl.h1, n * c);
+      fl(bl.rstd1, n);
+      fl(bl.qkv_act, n * (qd + 2 * kd));
+      fl(bl.att, n * qd);
+      fl(bl.lse, b * cfg_.n_heads * t);
+      fl(bl.x2, n * c);
+      fl(bl.h2, n * c);
+      fl(bl.rstd2, n);
+      fl(bl.gu_act, n * 2 * f);
+      fl(bl.s_act, n * f);
+    }
+    fl(tmp_, n * c);
+    fl(x_final_, n * c);
+    fl(hf_, n * c);
+    fl(rstd_f_, n);
+    fl(logits_, n * v);
+    tokens_d_.as<int32_t>(static_cast<size_t>(n));
+    targets_d_.as<int32_t>(static_cast<size_t>(n));
+    row_loss_.as<double>(static_cast<size_t>(n) + 1);
+    if (t != t_) {
+      const int64_t hd = cfg_.head_dim();
+      std::vector<double> tab(static_cast<size_t>(2 * t * (hd / 2)));
+      gops::rope_table(tab.data(), t, hd, cfg_.rope_theta);
+      NIBBLE_CUDA_CHECK(cudaStreamSynchronize(st_));
+      NIBBLE_CUDA_CHECK(cudaMemcpy(rope_.as<double>(tab.size()), tab.data(), tab.size() * sizeof(double), cudaMemcpyHostToDevice));
+    }
+    b_ = b;
+    t_ = t;
+    n_ = n;
+  }
+
+  void ensure_backward_buffers() {
+    const int64_t n = n_, c = cfg_.dim, hd = cfg_.head_dim();
+    const int64_t qkv_width = (cfg_.n_heads + 2 * cfg_.n_kv_heads) * hd, f = cfg_.ffn_dim;
+    auto fl = [](DeviceScratch& d, int64_t count) { return d.as<float>(static_cast<size_t>(count)); };
+    fl(dx_, n * c);
+    fl(dh_, n * c);
+    fl(dtmp_, n * c);
+    fl(ds_, n * f);
+    fl(dgu_, n * 2 * f);
+    fl(datt_, n * cfg_.n_heads * hd);
+    fl(dqkv_, n * qkv_width);
+    fl(delta_, b_ * cfg_.n_heads * t_);
+    fl(norm_scratch_, gops::rmsnorm_partials_floats(n, c));
+  }
+
+  void rmsnorm_backward(const float* dy, const float* x, const float* w, const float* rstd, float* dx, float* dw) {
+    gops::rmsnorm_backward(dy, x, w, rstd, dx, dw, norm_scratch_.get<float>(), n_, cfg_.dim, st_);
+  }
+  void copy(float* dst, const float* src, int64_t n) {
+    NIBBLE_CUDA_CHECK(cudaMemcpyAsync(dst, src, static_cast<size_t>(n) * sizeof(float), cudaMemcpyDeviceToDevice, st_));
+  }
+
+  ModelConfig cfg_;
+  std::vector<ParamInfo> params_;
+  int64_t np_ = 0;
+  cudaStream_t st_ = nullptr;
+  DeviceScratch w_, g_, m_, v_;
+  DeviceScratch chunk_start_, chunk_len_, chunk_decay_;
+  int64_t n_chunks_ = 0;
+  bool chunks_decay_all_ = false;
+  std::vector<Block> blocks_;
+  CudaLinear head_;
+  cuda::LinearWorkspace ws_;
+  int64_t b_ = 0, t_ = 0, n_ = 0;
+  std::vector<int32_t> tokens_;
+  bool have_targets_ = false;
+  DeviceScratch tokens_d_, targets_d_, rope_, row_loss_, norm_partials_;
+  DeviceScratch tmp_, x_final_, hf_, rstd_f_, logits_;
+  DeviceScratch dx_, dh_, dtmp_, ds_, dgu_, datt_, dqkv_, delta_, norm_scratch_;
+  DeviceScratch emb_unique_, emb_starts_, emb_order_;
+};
+
+double CudaEngine::forward(const int32_t* tokens, const int32_t* targets, int64_t b, int64_t t, const StepContext& ctx,
+                           bool need_backward) {
+  if (t > cfg_.max_seq) fail("sequence length ", t, " exceeds the model's max_seq ", cfg_.max_seq);
+  const int64_t n = b * t, c = cfg_.dim, hq = cfg_.n_heads, hkv = cfg_.n_kv_heads, hd = cfg_.head_dim();
+  const int64_t v = cfg_.vocab_size, f = cfg_.ffn_dim, qkv_width = (hq + 2 * hkv) * hd;
+  for (int64_t i = 0; i < n; ++i)
+    if (tokens[i] < 0 || tokens[i] >= v) fail("token id ", tokens[i], " at position ", i, " is outside the vocabulary [0, ", v, ")");
+  if (targets)
+    for (int64_t i = 0; i < n; ++i)
+      if (targets[i] < -1 || targets[i] >= v)
+        fail("cross_entropy: target ", targets[i], " of row ", i, " is outside [0, ", v, ") and is not -1 (ignore)");
+  ensure_buffers(b, t);
+  tokens_.assign(tokens, tokens + n);
+  NIBBLE_CUDA_CHECK(cudaMemcpyAsync(tokens_d_.get<int32_t>(), tokens, static_cast<size_t>(n) * 4, cudaMemcpyHostToDevice, st_));
+  const float eps = static_cast<float>(cfg_.norm_eps);
+  const double* rope = rope_.get<double>();
+  float* tmp = tmp_.get<float>();
+  gops::embedding_forward(tokens_d_.get<int32_t>(), ptr("model.embed_tokens.weight"), blocks_[0].x_in.get<float>(), n, c, st_);
+  for (size_t l = 0; l < blocks_.size(); ++l) {
+    Block& bl = blocks_[l];
+    float* qkv = bl.qkv_act.get<float>();
+    gops::rmsnorm_forward(bl.x_in.get<float>(), bl.attn_norm, bl.h1.get<float>(), bl.rstd1.get<float>(), n, c, eps, st_);
+    bl.qkv.forward(bl.h1.get<float>(), qkv, n, ctx, ws_, st_);
+    gops::rope_apply(qkv, qkv_width, b, t, hq, hd, rope, false, st_);
+    gops::rope_apply(qkv + hq * hd, qkv_width, b, t, hkv, hd, rope, false, st_);
+    gops::attention_forward(qkv, qkv + hq * hd, qkv + (hq + hkv) * hd, qkv_width, qkv_width, bl.att.get<float>(),
+                            bl.lse.get<float>(), b, t, hq, hkv, hd, st_);
+    bl.o.forward(bl.att.get<float>(), tmp, n, ctx, ws_, st_);
+    copy(bl.x2.get<float>(), bl.x_in.get<float>(), n * c);
+    gops::add_inplace(bl.x2.get<float>(), tmp, n * c, st_);
+    gops::rmsnorm_forward(bl.x2.get<float>(), bl.mlp_norm, bl.h2.get<float>(), bl.rstd2.get<float>(), n, c, eps, st_);
+    bl.gate_up.forward(bl.h2.get<float>(), bl.gu_act.get<float>(), n, ctx, ws_, st_);
+    gops::swiglu_forward(bl.gu_act.get<float>(), bl.s_act.get<float>(), n, f, st_);
+    bl.down.forward(bl.s_act.get<float>(), tmp, n, ctx, ws_, st_);
+    float* next = l + 1 < blocks_.size() ? blocks_[l + 1].x_in.get<float>() : x_final_.get<float>();
+    copy(next, bl.x2.get<float>(), n * c);
+    gops::add_inplace(next, tmp, n * c, st_);
+  }
+  gops::rmsnorm_forward(x_final_.get<float>(), ptr("model.norm.weight"), hf_.get<float>(), rstd_f_.get<float>(), n, c, eps, st_);
+  head_.forward(hf_.get<float>(), logits_.get<float>(), n, ctx, ws_, st_);
+  have_targets_ = false;
+  if (!targets) {
+    NIBBLE_CUDA_CHECK(cudaStreamSynchronize(st_));
+    return 0.0;
+  }
+  NIBBLE_CUDA_CHECK(cudaMemcpyAsync(targets_d_.get<int32_t>(), targets, static_cast<size_t>(n) * 4, cudaMemcpyHostToDevice, st_));
+  double* rl = row_loss_.get<double>();
+  if (need_backward) {
+    gops::cross_entropy(logits_.get<float>(), targets_d_.get<int32_t>(), n, v, rl, rl + n, st_);
+    have_targets_ = true;
+  } else {
+    gops::cross_entropy_loss(logits_.get<float>(), targets_d_.get<int32_t>(), n, v, rl, rl + n, st_);
+  }
+  double loss = 0;
+  NIBBLE_CUDA_CHECK(cudaMemcpyAsync(&loss, rl + n, sizeof loss, cudaMemcpyDeviceToHost, st_));
+  NIBBLE_CUDA_CHECK(cudaStreamSynchronize(st_));
+  return loss;
+}
+
+void CudaEngine::backward(const StepContext& ctx) {
+  NIBBLE_CHECK(have_targets_, "backward needs a forward with targets (and need_backward)");
+  ensure_backward_buffers();
+  const int64_t b = b_, t = t_, n = n_, c = cfg_.dim, hq = cfg_.n_heads, hkv = cfg_.n_kv_heads, hd = cfg_.head_dim();
+  const int64_t f = cfg_.ffn_dim, qkv_width = (hq + 2 * hkv) * hd;
+  float *dx = dx_.get<float>(), *dh = dh_.get<float>(), *tmp = dtmp_.get<float>();
+  float *ds = ds_.get<float>(), *dgu = dgu_.get<float>(), *datt = datt_.get<float>(), *dqkv = dqkv_.get<float>();
+  const double* rope = rope_.get<double>();
+  // The logits buffer now holds dlogits (cross_entropy wrote them in place).
+  head_.backward(logits_.get<float>(), dh, n, ctx, ws_, st_);
+  rmsnorm_backward(dh, x_final_.get<float>(), ptr("model.norm.weight"), rstd_f_.get<float>(), dx, gptr("model.norm.weight"));
+  for (int l = cfg_.n_layers - 1; l >= 0; --l) {
+    Block& bl = blocks_[static_cast<size_t>(l)];
+    const float* qkv = bl.qkv_act.get<float>();
+    bl.down.backward(dx, ds, n, ctx, ws_, st_);
+    gops::swiglu_backward(ds, bl.gu_act.get<float>(), dgu, n, f, st_);
+    bl.gate_up.backward(dgu, dh, n, ctx, ws_, st_);
+    rmsnorm_backward(dh, bl.x2.get<float>(), bl.mlp_norm, bl.rstd2.get<float>(), tmp, bl.d_mlp_norm);
+    gops::add_inplace(dx, tmp, n * c, st_);
+    bl.o.backward(dx, datt, n, ctx, ws_, st_);
+    gops::attention_backward(datt, qkv, qkv + hq * hd, qkv + (hq + hkv) * hd, qkv_width, qkv_width, bl.att.get<float>(),
+                             bl.lse.get<float>(), dqkv, dqkv + hq * hd, dqkv + (hq + hkv) * hd, qkv_width, qkv_width,
+                             delta_.get<float>(), b, t, hq, hkv, hd, st_);
+    gops::rope_apply(dqkv, qkv_width, b, t, hq, hd, rope, true, st_);
+    gops::rope_apply(dqkv + hq * hd, qkv_width, b, t, hkv, hd, rope, true, st_);
+    bl.qkv.backward(dqkv, dh, n, ctx, ws_, st_);
+    rmsnorm_backward(dh, bl.x_in.get<float>(), bl.attn_norm, bl.rstd1.get<float>(), tmp, bl.d_attn_norm);
+    gops::add_inplace(dx, tmp, n * c, st_);
+  }
+  // Embedding backward without atomics: the step's rows grouped by token id (a counting sort
+  // on the host), each token's rows summed in increasing order.
+  std::vector<int32_t> order(static_cast<size_t>(n));
+  std::iota(order.begin(), order.end(), 0);
+  std::stable_sort(order.begin(), order.end(), [&](int32_t a, int32_t b2) { return tokens_[a] < tokens_[b2]; });
+  std::vector<int32_t> unique, starts;
+  for (int64_t i = 0; i < n; ++i)
+    if (i == 0 || tokens_[order[i]] != tokens_[order[i - 1]]) {
+      unique.push_back(tokens_[order[i]]);
+      starts.push_back(static_cast<int32_t>(i));
+    }
+  starts.push_back(static_cast<int32_t>(n));
+  int32_t* du = emb_unique_.as<int32_t>(unique.size());
+  int32_t* dst = emb_starts_.as<int32_t>(starts.size());
+  int32_t* dor = emb_order_.as<int32_t>(order.size());
+  // Pageable host memory: the copies complete before the calls return, so the vectors may die.
+  NIBBLE_CUDA_CHECK(cudaMemcpyAsync(du, unique.data(), unique.size() * 4, cudaMemcpyHostToDevice, st_));
+  NIBBLE_CUDA_CHECK(cudaMemcpyAsync(dst, starts.data(), starts.size() * 4, cudaMemcpyHostToDevice, st_));
+  NIBBLE_CUDA_CHECK(cudaMemcpyAsync(dor, order.data(), order.size() * 4, cudaMemcpyHostToDevice, st_));
+  gops::embedding_backward(du, dst, dor, static_cast<int64_t>(unique.size()), dx, gptr("model.embed_tokens.weight"), c, st_);
+  NIBBLE_CUDA_CHECK(cudaStreamSynchronize(st_));
+}
+
+}  // namespace
+
+std::unique_ptr<TrainEngine> make_cuda_engine(const ModelConfig& cfg) { return std::make_unique<CudaEngine>(cfg); }
+
+}  // namespace nibble

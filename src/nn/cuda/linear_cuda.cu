@@ -1,0 +1,193 @@
+// CudaLinear: QuantLinear's forward/backward (src/nn/linear.cpp) step for step on the GPU.
+#include "nn/cuda/linear_cuda.hpp"
+
+#include <cstring>
+
+#include "core/cuda/check.cuh"
+#include "nibble/dtype.hpp"
+#include "nibble/error.hpp"
+#include "nibble/quant/rht.hpp"
+#include "nibble/quant/stats.hpp"
+#include "nn/cuda/operand.hpp"
+
+namespace nibble::cuda {
+namespace {
+
+// The GEMM runs in fp32 when an operand must stay fp32 (the exact reference recipe), else bf16.
+GemmDtype gemm_dtype(const GemmSpec& g) {
+  return g.a.kind == OperandKind::FP32 || g.b.kind == OperandKind::FP32 ? GemmDtype::FP32 : GemmDtype::BF16;
+}
+
+std::vector<float> download_floats(const float* d, int64_t n) {
+  std::vector<float> h(static_cast<size_t>(n));
+  if (n) NIBBLE_CUDA_CHECK(cudaMemcpy(h.data(), d, static_cast<size_t>(n) * sizeof(float), cudaMemcpyDeviceToHost));
+  return h;
+}
+
+// The operand as the GEMM saw it, in fp32: the stored values times S_dec when scaled.
+std::vector<float> download_operand(const void* d, GemmDtype dt, int64_t n, const float* tensor, bool scaled) {
+  std::vector<float> h(static_cast<size_t>(n));
+  if (dt == GemmDtype::BF16) {
+    std::vector<uint16_t> b(static_cast<size_t>(n));
+    NIBBLE_CUDA_CHECK(cudaMemcpy(b.data(), d, b.size() * 2, cudaMemcpyDeviceToHost));
+    for (size_t i = 0; i < b.size(); ++i) h[i] = bf16_to_float(b[i]);
+  } else {
+    NIBBLE_CUDA_CHECK(cudaMemcpy(h.data(), d, h.size() * 4, cudaMemcpyDeviceToHost));
+  }
+  if (scaled) {
+    float t[2];
+    NIBBLE_CUDA_CHECK(cudaMemcpy(t, tensor, sizeof t, cudaMemcpyDeviceToHost));
+    for (float& v : h) v *= t[1];
+  }
+  return h;
+}
+
+void merge(Json& into, const Json& more) {
+  for (const auto& [k, v] : more.as_object()) into[k] = v;
+}
+
+}  // namespace
+
+LinearWorkspace::LinearWorkspace() : qs(make_quant_scratch()) {}
+LinearWorkspace::~LinearWorkspace() { free_quant_scratch(qs); }
+
+void CudaLinear::set_recipe(const Recipe& r) {
+  for (const GemmSpec* g : {&r.fprop, &r.dgrad, &r.wgrad})
+    if (g->a.spectral_rank != 0 || g->b.spectral_rank != 0)
+      fail("layer ", name_, ": recipe '", r.name,
+           "' uses the spectral split (metis), which runs on the CPU engine only; use --device cpu");
+  recipe_ = r;
+}
+
+const float* CudaLinear::signs(const StepContext& ctx, Role role, int n) {
+  Signs& s = signs_[static_cast<int>(role) - static_cast<int>(Role::RhtFprop)];
+  if (s.n != n || s.seed != ctx.seed || s.d.bytes() == 0) {
+    const std::vector<float> h = rht_signs(n, ctx.seed, philox_stream(0, id_, role));
+    float* d = s.d.as<float>(h.size());
+    NIBBLE_CUDA_CHECK(cudaMemcpy(d, h.data(), h.size() * sizeof(float), cudaMemcpyHostToDevice));
+    s.n = n;
+    s.seed = ctx.seed;
+  }
+  return s.d.get<float>();
+}
+
+void CudaLinear::gemm(const GemmSpec& g, OperandJob& a, OperandJob& b, float* c, int64_t m, int64_t n, int64_t k,
+                      bool accumulate, LinearWorkspace& ws, cudaStream_t st, const char*) {
+  float* scal = ws.scalars.as<float>(8);
+  a.dtype = b.dtype = gemm_dtype(g);
+  const bool sa = prepare_operand(a, ws.work_a, ws.op_a, scal, ws.qs, st);
+  const bool sb = prepare_operand(b, ws.work_b, ws.op_b, scal + 2, ws.qs, st);
+  float* alpha = nullptr;
+  if (sa || sb) {
+    gemm_alpha(scal, sa, scal + 2, sb, scal + 4, st);
+    alpha = scal + 4;
+  }
+  gemm_nt(a.dtype, ws.op_a.get<void>(), ws.op_b.get<void>(), c, m, n, k, alpha, accumulate, st);
+}
+
+void CudaLinear::forward(const float* x, float* y, int64_t t, const StepContext& ctx, LinearWorkspace& ws,
+                         cudaStream_t st) {
+  x_ = x;
+  const GemmSpec& g = recipe_.fprop;
+  OperandJob a{x, t, in_, false, &g.a};
+  OperandJob b{w_, out_, in_, false, &g.b};
+  float* mu = nullptr;
+  if (g.a.center) {
+    mu = ws.mean_a.as<float>(static_cast<size_t>(in_));
+    column_mean(x, t, in_, ws.partials.as<double>(static_cast<size_t>(column_mean_partials(t, in_))), mu, st);
+    a.mean = mu;
+  }
+  if (g.rht) a.rht = b.rht = g.rht, a.signs = b.signs = signs(ctx, Role::RhtFprop, g.rht);
+  a.seed = b.seed = ctx.seed;
+  a.stream = philox_stream(ctx.step, id_, Role::FpropX);
+  b.stream = philox_stream(ctx.step, id_, Role::FpropW);
+  gemm(g, a, b, y, t, out_, in_, false, ws, st, "fprop");
+  if (ctx.collect_stats) {
+    stats_.clear();
+    const GemmDtype dt = gemm_dtype(g);
+    float* scal = ws.scalars.get<float>();
+    const bool qa = g.a.kind == OperandKind::QUANT, qb = g.b.kind == OperandKind::QUANT;
+    const std::vector<float> ahat = download_operand(ws.op_a.get<void>(), dt, t * in_, scal, qa && format_has_tensor_scale(g.a.quant.format));
+    const std::vector<float> bhat = download_operand(ws.op_b.get<void>(), dt, out_ * in_, scal + 2, qb && format_has_tensor_scale(g.b.quant.format));
+    transformed_operand(a, ws.work_a, st);
+    transformed_operand(b, ws.work_b, st);
+    const std::vector<float> a0 = download_floats(ws.work_a.get<float>(), t * in_);
+    const std::vector<float> b0 = download_floats(ws.work_b.get<float>(), out_ * in_);
+    const std::vector<float> xh = download_floats(x, t * in_);
+    stats_.push_back({name_, "fprop", "x", error_stats(a0.data(), ahat.data(), t * in_).to_json()});
+    merge(stats_.back().stats, anisotropy_stats(xh.data(), t, in_, g.a.quant.block, 10).to_json());
+    stats_.push_back({name_, "fprop", "w", error_stats(b0.data(), bhat.data(), out_ * in_).to_json()});
+  }
+  if (g.a.center) {
+    float* corr = ws.corr.as<float>(static_cast<size_t>(out_));
+    fprop_correction(w_, out_, in_, mu, corr, st);
+    add_column_vector(y, t, out_, corr, st);
+  }
+}
+
+void CudaLinear::backward(const float* dy, float* dx, int64_t t, const StepContext& ctx, LinearWorkspace& ws,
+                          cudaStream_t st) {
+  NIBBLE_CHECK(x_ != nullptr, "backward before forward in ", name_);
+  const Recipe& r = recipe_;
+  if (ctx.collect_stats) {
+    const std::vector<float> dyh = download_floats(dy, t * out_);
+    stats_.push_back({name_, "dgrad", "dy", anisotropy_stats(dyh.data(), t, out_, r.dgrad.a.quant.block, 10).to_json()});
+  }
+  // ---- dgrad: dX[t, in] = dY[t, out] · W, reduction over out ----------------------------------
+  if (dx) {
+    const GemmSpec& g = r.dgrad;
+    OperandJob a{dy, t, out_, false, &g.a};
+    OperandJob b{w_, out_, in_, true, &g.b};  // Wᵀ [in, out]: W columnwise
+    float* nu = nullptr;
+    if (g.a.center) {
+      nu = ws.mean_a.as<float>(static_cast<size_t>(out_));
+      column_mean(dy, t, out_, ws.partials.as<double>(static_cast<size_t>(column_mean_partials(t, out_))), nu, st);
+      a.mean = nu;
+    }
+    if (g.rht) a.rht = b.rht = g.rht, a.signs = b.signs = signs(ctx, Role::RhtDgrad, g.rht);
+    a.seed = b.seed = ctx.seed;
+    a.stream = philox_stream(ctx.step, id_, Role::DgradDy);
+    b.stream = philox_stream(ctx.step, id_, Role::DgradW);
+    gemm(g, a, b, dx, t, in_, out_, false, ws, st, "dgrad");
+    if (ctx.collect_stats) {
+      const GemmDtype dt = gemm_dtype(g);
+      const bool qa = g.a.kind == OperandKind::QUANT;
+      const std::vector<float> ahat = download_operand(ws.op_a.get<void>(), dt, t * out_, ws.scalars.get<float>(),
+                                                       qa && format_has_tensor_scale(g.a.quant.format));
+      transformed_operand(a, ws.work_a, st);
+      const std::vector<float> a0 = download_floats(ws.work_a.get<float>(), t * out_);
+      merge(stats_.back().stats, error_stats(a0.data(), ahat.data(), t * out_).to_json());
+    }
+    if (g.a.center) {
+      float* corr = ws.corr.as<float>(static_cast<size_t>(in_));
+      dgrad_correction(w_, out_, in_, nu, corr, st);
+      add_column_vector(dx, t, in_, corr, st);
+    }
+  }
+  // ---- wgrad: dW[out, in] += dYᵀ · X, reduction over tokens --------------------------------
+  {
+    const GemmSpec& g = r.wgrad;
+    OperandJob a{dy, t, out_, true, &g.a};  // dYᵀ [out, t]
+    OperandJob b{x_, t, in_, true, &g.b};   // Xᵀ  [in, t]
+    const bool centred = g.a.center || g.b.center;
+    float *nu = nullptr, *mu = nullptr;
+    if (centred) {
+      // The correction needs both means, also for an operand that is not centred itself.
+      nu = ws.mean_a.as<float>(static_cast<size_t>(out_));
+      mu = ws.mean_b.as<float>(static_cast<size_t>(in_));
+      double* part = ws.partials.as<double>(static_cast<size_t>(std::max(column_mean_partials(t, out_), column_mean_partials(t, in_))));
+      column_mean(dy, t, out_, part, nu, st);
+      column_mean(x_, t, in_, part, mu, st);
+      if (g.a.center) a.mean = nu;
+      if (g.b.center) b.mean = mu;
+    }
+    if (g.rht) a.rht = b.rht = g.rht, a.signs = b.signs = signs(ctx, Role::RhtWgrad, g.rht);
+    a.seed = b.seed = ctx.seed;
+    a.stream = philox_stream(ctx.step, id_, Role::WgradDy);
+    b.stream = philox_stream(ctx.step, id_, Role::WgradX);
+    gemm(g, a, b, dw_, out_, in_, t, true, ws, st, "wgrad");
+    if (centred) add_wgrad_correction(dw_, out_, in_, t, nu, mu, st);
+  }
+}
+
+}  // namespace nibble::cuda

@@ -1,0 +1,217 @@
+// GEMM operands on the GPU (see operand.hpp). Memory-bound kernels: every element is read
+// once and written once per stage; transposes go through 32×32 shared-memory tiles so both
+// the reads and the writes are coalesced.
+#include "nn/cuda/operand.hpp"
+
+#include <cuda_bf16.h>
+
+#include <algorithm>
+
+#include "core/cuda/check.cuh"
+#include "nibble/error.hpp"
+
+namespace nibble::cuda {
+namespace {
+
+constexpr int kThreads = 256;
+
+unsigned blocks_for(int64_t n, int per_thread = 1) {
+  const int64_t b = (n / per_thread + kThreads - 1) / kThreads;
+  return static_cast<unsigned>(std::max<int64_t>(b, 1));
+}
+
+template <class OutT>
+__device__ __forceinline__ OutT convert(float v);
+template <>
+__device__ __forceinline__ float convert<float>(float v) { return v; }
+template <>
+__device__ __forceinline__ __nv_bfloat16 convert<__nv_bfloat16>(float v) { return __float2bfloat16_rn(v); }
+
+// out[r, c] = src[r, c] − mean[c] (mean optional), four columns per thread.
+template <class OutT>
+__global__ void convert_rows_kernel(const float* __restrict__ src, int64_t n4, int64_t cols,
+                                    const float* __restrict__ mean, OutT* __restrict__ out) {
+  const int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i >= n4) return;
+  float4 v = reinterpret_cast<const float4*>(src)[i];
+  if (mean) {
+    const int64_t c = (i * 4) % cols;
+    v.x -= mean[c]; v.y -= mean[c + 1]; v.z -= mean[c + 2]; v.w -= mean[c + 3];
+  }
+  OutT* o = out + i * 4;
+  o[0] = convert<OutT>(v.x); o[1] = convert<OutT>(v.y); o[2] = convert<OutT>(v.z); o[3] = convert<OutT>(v.w);
+}
+
+// out[c, r] = src[r, c] − mean[c], through a 32×32 tile (blockDim 32×8).
+template <class OutT>
+__global__ void convert_transpose_kernel(const float* __restrict__ src, int64_t rows, int64_t cols,
+                                         const float* __restrict__ mean, OutT* __restrict__ out) {
+  __shared__ float tile[32][33];
+  const int64_t c0 = static_cast<int64_t>(blockIdx.x) * 32, r0 = static_cast<int64_t>(blockIdx.y) * 32;
+  const int tx = threadIdx.x, ty = threadIdx.y;
+  for (int j = ty; j < 32; j += 8) {
+    const int64_t r = r0 + j, c = c0 + tx;
+    float v = 0.0f;
+    if (r < rows && c < cols) {
+      v = src[r * cols + c];
+      if (mean) v -= mean[c];
+    }
+    tile[j][tx] = v;
+  }
+  __syncthreads();
+  for (int j = ty; j < 32; j += 8) {
+    const int64_t c = c0 + j, r = r0 + tx;
+    if (r < rows && c < cols) out[c * rows + r] = convert<OutT>(tile[tx][j]);
+  }
+}
+
+template <class OutT>
+void convert_launch(const float* src, int64_t rows, int64_t cols, bool transpose, const float* mean, OutT* out,
+                    cudaStream_t st) {
+  if (rows * cols == 0) return;
+  if (transpose) {
+    const dim3 grid(static_cast<unsigned>((cols + 31) / 32), static_cast<unsigned>((rows + 31) / 32));
+    convert_transpose_kernel<OutT><<<grid, dim3(32, 8), 0, st>>>(src, rows, cols, mean, out);
+  } else {
+    NIBBLE_CHECK(cols % 4 == 0, "operand width ", cols, " must be a multiple of 4");
+    const int64_t n4 = rows * cols / 4;
+    convert_rows_kernel<OutT><<<blocks_for(n4), kThreads, 0, st>>>(src, n4, cols, mean, out);
+  }
+  NIBBLE_CUDA_CHECK_LAUNCH();
+}
+
+void convert_any(const float* src, int64_t rows, int64_t cols, bool transpose, const float* mean, GemmDtype dt,
+                 void* out, cudaStream_t st) {
+  if (dt == GemmDtype::BF16) convert_launch(src, rows, cols, transpose, mean, static_cast<__nv_bfloat16*>(out), st);
+  else convert_launch(src, rows, cols, transpose, mean, static_cast<float*>(out), st);
+}
+
+__global__ void alpha_kernel(const float* ta, bool a_scaled, const float* tb, bool b_scaled, float* alpha) {
+  *alpha = (a_scaled ? ta[1] : 1.0f) * (b_scaled ? tb[1] : 1.0f);
+}
+
+// partials[chunk, f] = Σ over the chunk's rows of x[t, f] (float64, increasing t).
+__global__ void column_sum_kernel(const float* __restrict__ x, int64_t t, int64_t f, int64_t rows_per_chunk,
+                                  double* __restrict__ partials) {
+  const int64_t c = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (c >= f) return;
+  const int64_t r0 = static_cast<int64_t>(blockIdx.y) * rows_per_chunk, r1 = min(t, r0 + rows_per_chunk);
+  double s = 0.0;
+  for (int64_t r = r0; r < r1; ++r) s += x[r * f + c];
+  partials[static_cast<int64_t>(blockIdx.y) * f + c] = s;
+}
+
+__global__ void column_mean_finish_kernel(const double* __restrict__ partials, int64_t chunks, int64_t t, int64_t f,
+                                          float* __restrict__ mean) {
+  const int64_t c = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (c >= f) return;
+  double s = 0.0;
+  for (int64_t i = 0; i < chunks; ++i) s += partials[i * f + c];
+  mean[c] = static_cast<float>(s / static_cast<double>(t));
+}
+
+int64_t mean_chunks(int64_t t) { return std::clamp<int64_t>((t + 127) / 128, 1, 128); }
+
+// One warp per output row n: out[n] = Σ_k w[n, k] μ[k] (float64, fixed lane order).
+__global__ void fprop_correction_kernel(const float* __restrict__ w, int64_t n, int64_t k, const float* __restrict__ mu,
+                                        float* __restrict__ out) {
+  const int64_t row = (static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x) / 32;
+  const int lane = threadIdx.x % 32;
+  if (row >= n) return;
+  double s = 0.0;
+  for (int64_t j = lane; j < k; j += 32) s += static_cast<double>(w[row * k + j]) * mu[j];
+  for (int off = 16; off > 0; off >>= 1) s += __shfl_xor_sync(0xffffffffu, s, off);
+  if (lane == 0) out[row] = static_cast<float>(s);
+}
+
+__global__ void dgrad_correction_kernel(const float* __restrict__ w, int64_t n, int64_t k, const float* __restrict__ nu,
+                                        float* __restrict__ out) {
+  const int64_t j = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (j >= k) return;
+  double s = 0.0;
+  for (int64_t i = 0; i < n; ++i) s += static_cast<double>(w[i * k + j]) * nu[i];
+  out[j] = static_cast<float>(s);
+}
+
+__global__ void add_column_vector_kernel(float* __restrict__ x, int64_t total, int64_t cols, const float* __restrict__ v) {
+  const int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i < total) x[i] += v[i % cols];
+}
+
+__global__ void wgrad_correction_kernel(float* __restrict__ dw, int64_t n, int64_t k, double t, const float* __restrict__ nu,
+                                        const float* __restrict__ mu) {
+  const int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i >= n * k) return;
+  const int64_t r = i / k, c = i % k;
+  dw[i] = static_cast<float>(dw[i] + t * nu[r] * static_cast<double>(mu[c]));
+}
+
+bool needs_work(const OperandJob& j) {
+  return j.spec->kind == OperandKind::QUANT || j.mean != nullptr || j.rht != 0;
+}
+
+}  // namespace
+
+void transformed_operand(const OperandJob& j, DeviceScratch& work, cudaStream_t st) {
+  const int64_t r = j.transpose ? j.cols : j.rows, c = j.transpose ? j.rows : j.cols;
+  float* w = work.as<float>(static_cast<size_t>(r * c));
+  convert_launch(j.src, j.rows, j.cols, j.transpose, j.mean, w, st);
+  if (j.rht) rht_forward(w, r, c, j.rht, j.signs, st);
+}
+
+bool prepare_operand(const OperandJob& j, DeviceScratch& work, DeviceScratch& out, float* tensor, QuantScratch* qs,
+                     cudaStream_t st) {
+  const int64_t r = j.transpose ? j.cols : j.rows, c = j.transpose ? j.rows : j.cols;
+  const size_t elem = j.dtype == GemmDtype::BF16 ? 2 : 4;
+  void* o = out.ensure(static_cast<size_t>(r * c) * elem);
+  if (!needs_work(j)) {
+    convert_any(j.src, j.rows, j.cols, j.transpose, nullptr, j.dtype, o, st);
+    return false;
+  }
+  transformed_operand(j, work, st);
+  const float* w = work.get<float>();
+  if (j.spec->kind == OperandKind::QUANT) {
+    QuantSpec q = j.spec->quant;
+    q.seed = j.seed;
+    q.stream = j.stream;
+    quantize_for_gemm(w, r, c, q, j.dtype == GemmDtype::BF16, o, tensor, qs, st);
+    return format_has_tensor_scale(q.format);
+  }
+  convert_any(w, r, c, false, nullptr, j.dtype, o, st);
+  return false;
+}
+
+void gemm_alpha(const float* ta, bool a_scaled, const float* tb, bool b_scaled, float* alpha, cudaStream_t st) {
+  alpha_kernel<<<1, 1, 0, st>>>(ta, a_scaled, tb, b_scaled, alpha);
+  NIBBLE_CUDA_CHECK_LAUNCH();
+}
+
+int64_t column_mean_partials(int64_t t, int64_t f) { return mean_chunks(t) * f; }
+
+void column_mean(const float* x, int64_t t, int64_t f, double* partials, float* mean, cudaStream_t st) {
+  const int64_t chunks = mean_chunks(t), per = (t + chunks - 1) / chunks;
+  const dim3 grid(blocks_for(f), static_cast<unsigned>(chunks));
+  column_sum_kernel<<<grid, kThreads, 0, st>>>(x, t, f, per, partials);
+  NIBBLE_CUDA_CHECK_LAUNCH();
+  column_mean_finish_kernel<<<blocks_for(f), kThreads, 0, st>>>(partials, chunks, t, f, mean);
+  NIBBLE_CUDA_CHECK_LAUNCH();
+}
+
+void fprop_correction(const float* w, int64_t n, int64_t k, const float* mu, float* out, cudaStream_t st) {
+  fprop_correction_kernel<<<blocks_for(n * 32), kThreads, 0, st>>>(w, n, k, mu, out);
+  NIBBLE_CUDA_CHECK_LAUNCH();
+}
+void dgrad_correction(const float* w, int64_t n, int64_t k, const float* nu, float* out, cudaStream_t st) {
+  dgrad_correction_kernel<<<blocks_for(k), kThreads, 0, st>>>(w, n, k, nu, out);
+  NIBBLE_CUDA_CHECK_LAUNCH();
+}
+void add_column_vector(float* x, int64_t rows, int64_t cols, const float* v, cudaStream_t st) {
+  add_column_vector_kernel<<<blocks_for(rows * cols), kThreads, 0, st>>>(x, rows * cols, cols, v);
+  NIBBLE_CUDA_CHECK_LAUNCH();
+}
+void add_wgrad_correction(float* dw, int64_t n, int64_t k, int64_t t, const float* nu, const float* mu, cudaStream_t st) {
+  wgrad_correction_kernel<<<blocks_for(n * k), kThreads, 0, st>>>(dw, n, k, static_cast<double>(t), nu, mu);
+  NIBBLE_CUDA_CHECK_LAUNCH();
+}
+
+}  // namespace nibble::cuda
