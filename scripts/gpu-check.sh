@@ -31,16 +31,24 @@ echo "build: $(( $(date +%s) - t0 )) s"
 
 ctest --test-dir "$BUILD" -L gpu --output-on-failure >"$OUT/gpu-tests.log" 2>&1
 gpu_rc=$?
+# the engine tests print their measured CPU/GPU differences: keep them for the record
+"$BUILD/tests/nibble_gpu_tests" --gtest_filter='SM90_Engine*' >"$OUT/engine-tests.log" 2>&1
 ctest --test-dir "$BUILD" -L cpu -j"$JOBS" >"$OUT/cpu-tests.log" 2>&1
 cpu_rc=$?
 grep -E "tests passed|tests failed" "$OUT/gpu-tests.log" | sed 's/^/gpu tests: /'
 grep -E "tests passed|tests failed" "$OUT/cpu-tests.log" | sed 's/^/cpu tests: /'
-[ $gpu_rc -eq 0 ] || grep -E "Failure|FAILED|Expected|Which is|actual" "$OUT/gpu-tests.log" | head -40
+[ $gpu_rc -eq 0 ] || grep -E "Failure|FAILED|Expected|Which is|actual|rror" "$OUT/gpu-tests.log" | head -60
 
-"$BUILD/bench/bench_quant_gpu" --json "$OUT/bench_quant_gpu.json" >"$OUT/bench_quant_gpu.txt" 2>&1
+NIBBLE="$BUILD/nibble"
+"$NIBBLE" bench --device cuda --only kernels --json "$OUT/bench-kernels.json" >"$OUT/bench-kernels.txt" 2>&1
+"$NIBBLE" bench --device cuda --only train --models ${BENCH_MODELS:-124m} --batch 16 --seq 1024 --steps ${BENCH_STEPS:-8} \
+  --json "$OUT/bench-train.json" >"$OUT/bench-train.txt" 2>&1
+"$NIBBLE" bench --device cuda --only train --models 350m --recipes bf16,nvfp4 --batch 8 --seq 1024 --steps 4 \
+  --json "$OUT/bench-train-350m.json" >"$OUT/bench-train-350m.txt" 2>&1
 echo
 echo "=== summary ==="
 cat "$OUT/env.txt"
 echo "gpu tests rc=$gpu_rc, cpu tests rc=$cpu_rc"
-cat "$OUT/bench_quant_gpu.txt"
+grep -E "^  " "$OUT/engine-tests.log" | head -40
+cat "$OUT/bench-kernels.txt" "$OUT/bench-train.txt" "$OUT/bench-train-350m.txt"
 exit $(( gpu_rc | cpu_rc ))

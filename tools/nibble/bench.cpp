@@ -1,4 +1,5 @@
 // nibble bench: kernel and training throughput on this machine (table + JSON).
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -40,7 +41,7 @@ double train_flops_per_token(const ModelConfig& c, int64_t seq) {
 // Steady-state training step time: forward, backward, gradient norm and AdamW on random
 // tokens, after warm-up steps (which also size every buffer).
 Json bench_training(const std::string& device, const std::string& model, const std::string& recipe, int64_t batch,
-                    int64_t seq, int steps, double peak) {
+                    int64_t seq, int steps, double peak, bool profile) {
   ModelConfig cfg = ModelConfig::resolve(model);
   if (seq > cfg.max_seq) fail("--seq ", seq, " exceeds model ", model, "'s max_seq ", cfg.max_seq);
   auto eng = make_engine(device, cfg);
@@ -80,6 +81,17 @@ Json bench_training(const std::string& device, const std::string& model, const s
   r["step_ms"] = step_ms;
   r["tokens_per_s"] = tps;
   r["mfu_pct"] = peak > 0 ? 100.0 * tps * train_flops_per_token(cfg, seq) / peak : 0.0;
+  if (profile) {
+    // Two more steps with an event pair around every op: where a step's time goes.
+    constexpr int kProfiled = 2;
+    eng->set_profiling(true);
+    for (int s = 0; s < kProfiled; ++s) step(2 + steps + s);
+    Json p = eng->profile();
+    eng->set_profiling(false);
+    Json per_step = Json::object();
+    for (const auto& [k, v] : p.as_object()) per_step[k] = v.as_double() / kProfiled;
+    r["profile_ms_per_step"] = per_step;
+  }
   return r;
 }
 
@@ -99,6 +111,7 @@ int run_bench(const std::vector<std::string>& argv) {
   a.option("steps", "N", "timed training steps (after 2 warm-up steps)", "10");
   a.option("only", "WHAT", "kernels | train | all", "all");
   a.option("json", "FILE", "write the results as JSON");
+  a.flag("profile", "also time every op of a training step (CUDA events) and print the breakdown");
   if (!a.parse(argv)) return 0;
   const std::string device = resolve_device(a.str("device"));
   const std::string only = a.choice("only", {"kernels", "train", "all"});
@@ -135,7 +148,17 @@ int run_bench(const std::vector<std::string>& argv) {
     for (const std::string& m : split_list(a.str("models"))) {
       double bf16_ms = 0;
       for (const std::string& r : recipes) {
-        Json row = bench_training(device, m, r, a.integer("batch"), a.integer("seq"), static_cast<int>(a.integer("steps")), peak);
+        Json row = bench_training(device, m, r, a.integer("batch"), a.integer("seq"), static_cast<int>(a.integer("steps")), peak,
+                                  a.flag_set("profile"));
+        if (row.contains("profile_ms_per_step")) {
+          Table tp({"op (" + m + ", " + r + ")", "ms/step", "% of step"});
+          const double total = row.at("step_ms").as_double();
+          std::vector<std::pair<double, std::string>> ops;
+          for (const auto& [k, v] : row.at("profile_ms_per_step").as_object()) ops.push_back({v.as_double(), k});
+          std::sort(ops.rbegin(), ops.rend());
+          for (const auto& [ms, k] : ops) tp.row({k, fmt(ms, 2), fmt(100.0 * ms / total, 1)});
+          std::printf("\n%s", tp.str().c_str());
+        }
         if (r == "bf16") bf16_ms = row.at("step_ms").as_double();
         row["step_vs_bf16"] = bf16_ms > 0 ? row.at("step_ms").as_double() / bf16_ms : 0.0;
         tt.row({m, r, std::to_string(a.integer("batch")) + " x " + std::to_string(a.integer("seq")),

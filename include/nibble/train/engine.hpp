@@ -53,6 +53,10 @@ class TrainEngine {
   virtual Transformer<float>* cpu_model() { return nullptr; }
   // Waits for queued device work (timing); a no-op on the CPU.
   virtual void synchronize() {}
+  // Per-op time accounting (GPU: CUDA events around every op, which adds a little overhead):
+  // profile() returns {"op": milliseconds summed since profiling was switched on}.
+  virtual void set_profiling(bool) {}
+  virtual Json profile() { return Json::object(); }
 };
 
 // device: "cpu", "cuda" or "auto" (the GPU when one is present). Errors name the device.

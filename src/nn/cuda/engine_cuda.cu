@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <map>
 #include <numeric>
 
 #include "core/cuda/check.cuh"
@@ -23,6 +24,60 @@ using cuda::DeviceScratch;
 namespace gops = cuda::ops;
 
 constexpr uint32_t kHeadLinearId = 255;
+
+// Time per op category from CUDA event pairs recorded around each op (profiling mode only).
+class OpProfiler {
+ public:
+  bool on = false;
+  ~OpProfiler() {
+    for (auto& p : pending_) { cudaEventDestroy(p.second.first); cudaEventDestroy(p.second.second); }
+    for (cudaEvent_t e : pool_) cudaEventDestroy(e);
+  }
+  class Scope {
+   public:
+    Scope(OpProfiler& p, const char* name, cudaStream_t st) : p_(p), name_(name), st_(st) {
+      if (p_.on) { start_ = p_.event(); NIBBLE_CUDA_CHECK(cudaEventRecord(start_, st_)); }
+    }
+    ~Scope() {
+      if (!p_.on) return;
+      cudaEvent_t stop = p_.event();
+      cudaEventRecord(stop, st_);
+      p_.pending_.push_back({name_, {start_, stop}});
+    }
+   private:
+    OpProfiler& p_;
+    const char* name_;
+    cudaStream_t st_;
+    cudaEvent_t start_ = nullptr;
+  };
+  Json collect(cudaStream_t st) {
+    NIBBLE_CUDA_CHECK(cudaStreamSynchronize(st));
+    for (auto& [name, ev] : pending_) {
+      float ms = 0;
+      NIBBLE_CUDA_CHECK(cudaEventElapsedTime(&ms, ev.first, ev.second));
+      totals_[name] += ms;
+      pool_.push_back(ev.first);
+      pool_.push_back(ev.second);
+    }
+    pending_.clear();
+    Json j = Json::object();
+    for (const auto& [name, ms] : totals_) j[name] = ms;
+    return j;
+  }
+  void reset() { totals_.clear(); }
+
+ private:
+  cudaEvent_t event() {
+    if (!pool_.empty()) { cudaEvent_t e = pool_.back(); pool_.pop_back(); return e; }
+    cudaEvent_t e;
+    NIBBLE_CUDA_CHECK(cudaEventCreate(&e));
+    return e;
+  }
+  std::vector<std::pair<const char*, std::pair<cudaEvent_t, cudaEvent_t>>> pending_;
+  std::map<std::string, double> totals_;
+  std::vector<cudaEvent_t> pool_;
+};
+#define NIBBLE_TIMED(name) OpProfiler::Scope timed_scope_(prof_, name, st_)
 std::string layer_prefix(int l) { return "model.layers." + std::to_string(l) + "."; }
 
 class CudaEngine final : public TrainEngine {
@@ -91,6 +146,7 @@ class CudaEngine final : public TrainEngine {
   }
   void backward(const StepContext& ctx) override;
   double grad_norm() override {
+    NIBBLE_TIMED("grad norm");
     double* part = norm_partials_.as<double>(static_cast<size_t>(gops::global_norm_partials()) + 1);
     gops::global_sumsq(g_.get<float>(), np_, part, part + gops::global_norm_partials(), st_);
     double s = 0;
@@ -100,6 +156,7 @@ class CudaEngine final : public TrainEngine {
   }
   void optimizer_step(const AdamHyper& h, float lr, float grad_scale, int64_t t) override {
     if (h.decay_all != chunks_decay_all_) build_adam_chunks(h.decay_all);
+    NIBBLE_TIMED("adamw");
     gops::AdamChunks c;
     c.start = chunk_start_.get<int64_t>();
     c.len = chunk_len_.get<int32_t>();
@@ -124,6 +181,12 @@ class CudaEngine final : public TrainEngine {
     return out;
   }
   void synchronize() override { NIBBLE_CUDA_CHECK(cudaStreamSynchronize(st_)); }
+  void set_profiling(bool on) override {
+    if (prof_.on) prof_.collect(st_);
+    prof_.on = on;
+    prof_.reset();
+  }
+  Json profile() override { return prof_.collect(st_); }
 
  private:
   struct Block {
@@ -278,6 +341,7 @@ class CudaEngine final : public TrainEngine {
   DeviceScratch tmp_, x_final_, hf_, rstd_f_, logits_;
   DeviceScratch dx_, dh_, dtmp_, ds_, dgu_, datt_, dqkv_, delta_, norm_scratch_;
   DeviceScratch emb_unique_, emb_starts_, emb_order_;
+  OpProfiler prof_;
 };
 
 double CudaEngine::forward(const int32_t* tokens, const int32_t* targets, int64_t b, int64_t t, const StepContext& ctx,
@@ -297,29 +361,80 @@ double CudaEngine::forward(const int32_t* tokens, const int32_t* targets, int64_
   const float eps = static_cast<float>(cfg_.norm_eps);
   const double* rope = rope_.get<double>();
   float* tmp = tmp_.get<float>();
-  gops::embedding_forward(tokens_d_.get<int32_t>(), ptr("model.embed_tokens.weight"), blocks_[0].x_in.get<float>(), n, c, st_);
+  {
+    NIBBLE_TIMED("embedding");
+    gops::embedding_forward(tokens_d_.get<int32_t>(), ptr("model.embed_tokens.weight"), blocks_[0].x_in.get<float>(), n, c, st_);
+  }
   for (size_t l = 0; l < blocks_.size(); ++l) {
     Block& bl = blocks_[l];
     float* qkv = bl.qkv_act.get<float>();
-    gops::rmsnorm_forward(bl.x_in.get<float>(), bl.attn_norm, bl.h1.get<float>(), bl.rstd1.get<float>(), n, c, eps, st_);
-    bl.qkv.forward(bl.h1.get<float>(), qkv, n, ctx, ws_, st_);
-    gops::rope_apply(qkv, qkv_width, b, t, hq, hd, rope, false, st_);
-    gops::rope_apply(qkv + hq * hd, qkv_width, b, t, hkv, hd, rope, false, st_);
-    gops::attention_forward(qkv, qkv + hq * hd, qkv + (hq + hkv) * hd, qkv_width, qkv_width, bl.att.get<float>(),
-                            bl.lse.get<float>(), b, t, hq, hkv, hd, st_);
-    bl.o.forward(bl.att.get<float>(), tmp, n, ctx, ws_, st_);
-    copy(bl.x2.get<float>(), bl.x_in.get<float>(), n * c);
-    gops::add_inplace(bl.x2.get<float>(), tmp, n * c, st_);
-    gops::rmsnorm_forward(bl.x2.get<float>(), bl.mlp_norm, bl.h2.get<float>(), bl.rstd2.get<float>(), n, c, eps, st_);
-    bl.gate_up.forward(bl.h2.get<float>(), bl.gu_act.get<float>(), n, ctx, ws_, st_);
-    gops::swiglu_forward(bl.gu_act.get<float>(), bl.s_act.get<float>(), n, f, st_);
-    bl.down.forward(bl.s_act.get<float>(), tmp, n, ctx, ws_, st_);
+    {
+      NIBBLE_TIMED("rmsnorm");
+      gops::rmsnorm_forward(bl.x_in.get<float>(), bl.attn_norm, bl.h1.get<float>(), bl.rstd1.get<float>(), n, c, eps, st_);
+    }
+    {
+      NIBBLE_TIMED("linear qkv");
+      bl.qkv.forward(bl.h1.get<float>(), qkv, n, ctx, ws_, st_);
+    }
+    {
+      NIBBLE_TIMED("rope");
+      gops::rope_apply(qkv, qkv_width, b, t, hq, hd, rope, false, st_);
+    }
+    {
+      NIBBLE_TIMED("rope");
+      gops::rope_apply(qkv + hq * hd, qkv_width, b, t, hkv, hd, rope, false, st_);
+    }
+    {
+      NIBBLE_TIMED("attention forward");
+      gops::attention_forward(qkv, qkv + hq * hd, qkv + (hq + hkv) * hd, qkv_width, qkv_width, bl.att.get<float>(),
+                              bl.lse.get<float>(), b, t, hq, hkv, hd, st_);
+    }
+    {
+      NIBBLE_TIMED("linear o");
+      bl.o.forward(bl.att.get<float>(), tmp, n, ctx, ws_, st_);
+    }
+    {
+      NIBBLE_TIMED("residual");
+      copy(bl.x2.get<float>(), bl.x_in.get<float>(), n * c);
+    }
+    {
+      NIBBLE_TIMED("residual");
+      gops::add_inplace(bl.x2.get<float>(), tmp, n * c, st_);
+    }
+    {
+      NIBBLE_TIMED("rmsnorm");
+      gops::rmsnorm_forward(bl.x2.get<float>(), bl.mlp_norm, bl.h2.get<float>(), bl.rstd2.get<float>(), n, c, eps, st_);
+    }
+    {
+      NIBBLE_TIMED("linear gate_up");
+      bl.gate_up.forward(bl.h2.get<float>(), bl.gu_act.get<float>(), n, ctx, ws_, st_);
+    }
+    {
+      NIBBLE_TIMED("swiglu");
+      gops::swiglu_forward(bl.gu_act.get<float>(), bl.s_act.get<float>(), n, f, st_);
+    }
+    {
+      NIBBLE_TIMED("linear down");
+      bl.down.forward(bl.s_act.get<float>(), tmp, n, ctx, ws_, st_);
+    }
     float* next = l + 1 < blocks_.size() ? blocks_[l + 1].x_in.get<float>() : x_final_.get<float>();
-    copy(next, bl.x2.get<float>(), n * c);
-    gops::add_inplace(next, tmp, n * c, st_);
+    {
+      NIBBLE_TIMED("residual");
+      copy(next, bl.x2.get<float>(), n * c);
+    }
+    {
+      NIBBLE_TIMED("residual");
+      gops::add_inplace(next, tmp, n * c, st_);
+    }
   }
-  gops::rmsnorm_forward(x_final_.get<float>(), ptr("model.norm.weight"), hf_.get<float>(), rstd_f_.get<float>(), n, c, eps, st_);
-  head_.forward(hf_.get<float>(), logits_.get<float>(), n, ctx, ws_, st_);
+  {
+    NIBBLE_TIMED("rmsnorm");
+    gops::rmsnorm_forward(x_final_.get<float>(), ptr("model.norm.weight"), hf_.get<float>(), rstd_f_.get<float>(), n, c, eps, st_);
+  }
+  {
+    NIBBLE_TIMED("linear head");
+    head_.forward(hf_.get<float>(), logits_.get<float>(), n, ctx, ws_, st_);
+  }
   have_targets_ = false;
   if (!targets) {
     NIBBLE_CUDA_CHECK(cudaStreamSynchronize(st_));
@@ -328,10 +443,16 @@ double CudaEngine::forward(const int32_t* tokens, const int32_t* targets, int64_
   NIBBLE_CUDA_CHECK(cudaMemcpyAsync(targets_d_.get<int32_t>(), targets, static_cast<size_t>(n) * 4, cudaMemcpyHostToDevice, st_));
   double* rl = row_loss_.get<double>();
   if (need_backward) {
-    gops::cross_entropy(logits_.get<float>(), targets_d_.get<int32_t>(), n, v, rl, rl + n, st_);
+    {
+      NIBBLE_TIMED("cross-entropy");
+      gops::cross_entropy(logits_.get<float>(), targets_d_.get<int32_t>(), n, v, rl, rl + n, st_);
+    }
     have_targets_ = true;
   } else {
-    gops::cross_entropy_loss(logits_.get<float>(), targets_d_.get<int32_t>(), n, v, rl, rl + n, st_);
+    {
+      NIBBLE_TIMED("cross-entropy");
+      gops::cross_entropy_loss(logits_.get<float>(), targets_d_.get<int32_t>(), n, v, rl, rl + n, st_);
+    }
   }
   double loss = 0;
   NIBBLE_CUDA_CHECK(cudaMemcpyAsync(&loss, rl + n, sizeof loss, cudaMemcpyDeviceToHost, st_));
@@ -348,25 +469,67 @@ void CudaEngine::backward(const StepContext& ctx) {
   float *ds = ds_.get<float>(), *dgu = dgu_.get<float>(), *datt = datt_.get<float>(), *dqkv = dqkv_.get<float>();
   const double* rope = rope_.get<double>();
   // The logits buffer now holds dlogits (cross_entropy wrote them in place).
-  head_.backward(logits_.get<float>(), dh, n, ctx, ws_, st_);
-  rmsnorm_backward(dh, x_final_.get<float>(), ptr("model.norm.weight"), rstd_f_.get<float>(), dx, gptr("model.norm.weight"));
+  {
+    NIBBLE_TIMED("linear head");
+    head_.backward(logits_.get<float>(), dh, n, ctx, ws_, st_);
+  }
+  {
+    NIBBLE_TIMED("rmsnorm");
+    rmsnorm_backward(dh, x_final_.get<float>(), ptr("model.norm.weight"), rstd_f_.get<float>(), dx, gptr("model.norm.weight"));
+  }
   for (int l = cfg_.n_layers - 1; l >= 0; --l) {
     Block& bl = blocks_[static_cast<size_t>(l)];
     const float* qkv = bl.qkv_act.get<float>();
-    bl.down.backward(dx, ds, n, ctx, ws_, st_);
-    gops::swiglu_backward(ds, bl.gu_act.get<float>(), dgu, n, f, st_);
-    bl.gate_up.backward(dgu, dh, n, ctx, ws_, st_);
-    rmsnorm_backward(dh, bl.x2.get<float>(), bl.mlp_norm, bl.rstd2.get<float>(), tmp, bl.d_mlp_norm);
-    gops::add_inplace(dx, tmp, n * c, st_);
-    bl.o.backward(dx, datt, n, ctx, ws_, st_);
-    gops::attention_backward(datt, qkv, qkv + hq * hd, qkv + (hq + hkv) * hd, qkv_width, qkv_width, bl.att.get<float>(),
-                             bl.lse.get<float>(), dqkv, dqkv + hq * hd, dqkv + (hq + hkv) * hd, qkv_width, qkv_width,
-                             delta_.get<float>(), b, t, hq, hkv, hd, st_);
-    gops::rope_apply(dqkv, qkv_width, b, t, hq, hd, rope, true, st_);
-    gops::rope_apply(dqkv + hq * hd, qkv_width, b, t, hkv, hd, rope, true, st_);
-    bl.qkv.backward(dqkv, dh, n, ctx, ws_, st_);
-    rmsnorm_backward(dh, bl.x_in.get<float>(), bl.attn_norm, bl.rstd1.get<float>(), tmp, bl.d_attn_norm);
-    gops::add_inplace(dx, tmp, n * c, st_);
+    {
+      NIBBLE_TIMED("linear down");
+      bl.down.backward(dx, ds, n, ctx, ws_, st_);
+    }
+    {
+      NIBBLE_TIMED("swiglu");
+      gops::swiglu_backward(ds, bl.gu_act.get<float>(), dgu, n, f, st_);
+    }
+    {
+      NIBBLE_TIMED("linear gate_up");
+      bl.gate_up.backward(dgu, dh, n, ctx, ws_, st_);
+    }
+    {
+      NIBBLE_TIMED("rmsnorm");
+      rmsnorm_backward(dh, bl.x2.get<float>(), bl.mlp_norm, bl.rstd2.get<float>(), tmp, bl.d_mlp_norm);
+    }
+    {
+      NIBBLE_TIMED("residual");
+      gops::add_inplace(dx, tmp, n * c, st_);
+    }
+    {
+      NIBBLE_TIMED("linear o");
+      bl.o.backward(dx, datt, n, ctx, ws_, st_);
+    }
+    {
+      NIBBLE_TIMED("attention backward");
+      gops::attention_backward(datt, qkv, qkv + hq * hd, qkv + (hq + hkv) * hd, qkv_width, qkv_width, bl.att.get<float>(),
+                               bl.lse.get<float>(), dqkv, dqkv + hq * hd, dqkv + (hq + hkv) * hd, qkv_width, qkv_width,
+                               delta_.get<float>(), b, t, hq, hkv, hd, st_);
+    }
+    {
+      NIBBLE_TIMED("rope");
+      gops::rope_apply(dqkv, qkv_width, b, t, hq, hd, rope, true, st_);
+    }
+    {
+      NIBBLE_TIMED("rope");
+      gops::rope_apply(dqkv + hq * hd, qkv_width, b, t, hkv, hd, rope, true, st_);
+    }
+    {
+      NIBBLE_TIMED("linear qkv");
+      bl.qkv.backward(dqkv, dh, n, ctx, ws_, st_);
+    }
+    {
+      NIBBLE_TIMED("rmsnorm");
+      rmsnorm_backward(dh, bl.x_in.get<float>(), bl.attn_norm, bl.rstd1.get<float>(), tmp, bl.d_attn_norm);
+    }
+    {
+      NIBBLE_TIMED("residual");
+      gops::add_inplace(dx, tmp, n * c, st_);
+    }
   }
   // Embedding backward without atomics: the step's rows grouped by token id (a counting sort
   // on the host), each token's rows summed in increasing order.
@@ -387,7 +550,10 @@ void CudaEngine::backward(const StepContext& ctx) {
   NIBBLE_CUDA_CHECK(cudaMemcpyAsync(du, unique.data(), unique.size() * 4, cudaMemcpyHostToDevice, st_));
   NIBBLE_CUDA_CHECK(cudaMemcpyAsync(dst, starts.data(), starts.size() * 4, cudaMemcpyHostToDevice, st_));
   NIBBLE_CUDA_CHECK(cudaMemcpyAsync(dor, order.data(), order.size() * 4, cudaMemcpyHostToDevice, st_));
-  gops::embedding_backward(du, dst, dor, static_cast<int64_t>(unique.size()), dx, gptr("model.embed_tokens.weight"), c, st_);
+  {
+    NIBBLE_TIMED("embedding");
+    gops::embedding_backward(du, dst, dor, static_cast<int64_t>(unique.size()), dx, gptr("model.embed_tokens.weight"), c, st_);
+  }
   NIBBLE_CUDA_CHECK(cudaStreamSynchronize(st_));
 }
 

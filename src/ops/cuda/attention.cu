@@ -14,11 +14,12 @@
 //    running max, and hence every probability and every rescale of O and of the row sum,
 //    happens at the same points with the same values. The row sum is accumulated in
 //    float64 with the CPU's 8-lane order (lane_sum), read back from the probability tile.
-//  * Exponentials by a device twin of ops::exp_f32; the softmax arithmetic is spelled with
-//    _rn intrinsics so that no build flag can contract it into FMAs.
+//  * Exponentials by a device twin of ops::exp_f32 (same bits for every input); the softmax
+//    arithmetic is spelled with _rn intrinsics so that no build flag can contract it into FMAs.
 // What may still differ from the CPU: log() of the float64 row sum (CUDA's is within 1 ulp,
 // glibc's is correctly rounded in practice), which reaches lse and out only when it moves a
-// float rounding.
+// float rounding. The bit-for-bit agreement leans on the CPU's kBc = 128 and its lane_sum;
+// if those change, results stay within the tested error budget but stop matching bits.
 //
 // Determinism: no atomics; every sum has a fixed order that depends only on the shapes.
 // The backward is three launches: Δ = rowsum(dO ⊙ O) (float64, in order of e, as the CPU),
@@ -26,15 +27,20 @@
 // key rows and loops over the group's query heads, then queries ≥ key). S and dP are thus
 // computed twice, the price of writing every gradient element from a single thread.
 //
+// Tiles are fetched with cp.async while the previous phase computes (forward: the next K
+// during P·V, the next V during the next scores; dQ likewise with V and K), so no thread
+// waits on global memory with registers held; dK/dV loads its Q, dO tiles synchronously
+// (four products per tile hide them).
+//
 // Layout of the work: 256 threads; thread (ty, tx) = (tid / 16, tid % 16) owns tile rows
 // 4·ty .. 4·ty + 3 and tile columns tx + 16·j, and in the accumulation products the head
 // dims c·16·W + tx·W .. + W − 1 (W = min(4, D/16)). Tiles sit in shared memory with rows
 // padded by 4 floats so that the 16 distinct rows a warp reads in a score product fall in
 // distinct banks, and the probability tiles use pitches ≡ 4 (mod 32) with row groups
 // 4 apart (16 banks apart) so that stores from the two row groups of a warp do not collide.
+#include <cuda_pipeline.h>
 #include <cuda_runtime.h>
 
-#include <bit>
 #include <cmath>
 #include <cstdint>
 #include <limits>
@@ -52,27 +58,24 @@ constexpr int kRows = 64;       // query rows per block (key rows per block in d
 constexpr int kFwdKeys = 128;   // forward key tile: the CPU's kBc, so rescales line up
 constexpr int kBwdKeys = 64;    // backward tiles (no rescaling: any size gives the same bits)
 constexpr int kPad = 4;         // floats of padding per shared-memory row
-constexpr int kFwdPPitch = kFwdKeys + kPad;  // forward probability tile [64][132]
-constexpr int kBwdPPitch = kBwdKeys + kPad;  // backward tiles [64][68]
+constexpr int kBwdPPitch = kBwdKeys + kPad;  // probability tiles [64][68] (the forward P by halves)
 constexpr unsigned kFull = 0xffffffffu;
 constexpr float kNegInf = -std::numeric_limits<float>::infinity();
 
-// ---- ops::exp_f32, operation for operation ------------------------------------------------------
+// ---- ops::exp_f32, bit for bit ---------------------------------------------------------------------
+// The same constants and the same IEEE multiplies and adds in the same order as ops::exp_f32.
+// Only the clamps and selects are spelled with float compares instead of the CPU's integer
+// order keys (fewer instructions on the hot path); for every input the result has the same
+// bits: for non-NaN x, key(x) > key(88.72…) ⇔ x > 88.72… and key(x) < key(−86.6) ⇔ x < −86.6
+// (the keys order like the values and neither bound is ±0), so the clamped argument, the
+// +inf above and the +0 below are the CPU's; a NaN comes back as itself on both sides (the
+// CPU computes its polynomial from a different clamp value, which is then discarded).
 constexpr float kExpHi = 88.72283935546875f, kExpLo = -86.6f;
-constexpr int32_t kExpHiBits = std::bit_cast<int32_t>(kExpHi);
-constexpr int32_t kExpLoBits = std::bit_cast<int32_t>(kExpLo);
-constexpr int32_t kExpHiKey = nibble::ops::detail::float_order_key(kExpHi);
-constexpr int32_t kExpLoKey = nibble::ops::detail::float_order_key(kExpLo);
-
-__device__ __forceinline__ int32_t order_key(float x) {
-  const int32_t b = __float_as_int(x);
-  return b ^ ((b >> 31) & 0x7FFFFFFF);
-}
+static_assert(nibble::ops::detail::float_order_key(kExpHi) > 0 && nibble::ops::detail::float_order_key(kExpLo) < 0,
+              "exp_f32 bounds on either side of zero");
 
 __device__ __forceinline__ float exp_f32(float x) {
-  const int32_t key = order_key(x);
-  const int32_t over = -static_cast<int32_t>(key > kExpHiKey), under = -static_cast<int32_t>(key < kExpLoKey);
-  const float xc = __int_as_float((over & kExpHiBits) | (under & kExpLoBits) | (~(over | under) & __float_as_int(x)));
+  const float xc = fminf(fmaxf(x, kExpLo), kExpHi);
   const float t = __fadd_rn(__fmul_rn(xc, 1.44269502162933349609375f), 12582912.0f);
   const float n = __fsub_rn(t, 12582912.0f);
   const int32_t ni = __float_as_int(t) - 0x4B400000;
@@ -85,11 +88,17 @@ __device__ __forceinline__ float exp_f32(float x) {
   p = __fadd_rn(__fmul_rn(p, r), 1.6666665459e-1f);
   p = __fadd_rn(__fmul_rn(p, r), 5.0000001201e-1f);
   const float y = __fadd_rn(__fadd_rn(__fmul_rn(p, __fmul_rn(r, r)), r), 1.0f);
-  const float scale = __int_as_float((ni + 126) << 23);
+  const float scale = __int_as_float((ni + 126) << 23);  // 2^(n−1), n ∈ [−125, 128]
   const float e = __fmul_rn(__fmul_rn(y, scale), 2.0f);
-  const int32_t nan = -static_cast<int32_t>((__float_as_int(x) & 0x7FFFFFFF) > 0x7F800000);
-  const int32_t big = over & ~nan, small = under & ~nan;
-  return __int_as_float((nan & __float_as_int(x)) | (big & 0x7F800000) | (~(nan | big | small) & __float_as_int(e)));
+  const float clamped = x > kExpHi ? __int_as_float(0x7F800000) : (x < kExpLo ? 0.0f : e);
+  return x != x ? x : clamped;
+}
+
+// blockIdx.x through a volatile read, which the compiler cannot merge with an earlier one.
+__device__ __forceinline__ unsigned block_index() {
+  unsigned b;
+  asm volatile("mov.u32 %0, %%ctaid.x;" : "=r"(b));
+  return b;
 }
 
 // ---- shapes and per-D constants ------------------------------------------------------------------
@@ -105,10 +114,9 @@ struct Cfg {
   static constexpr int kDims = D / 16;         // head dims per thread in accumulations
   static constexpr int kW = kDims < 4 ? kDims : 4;
   static constexpr int kChunks = kDims / kW;
-  // Forward: Q [64], K [128] (whose space then holds P [64][132]), V [128], row max, row sum.
-  static constexpr int kFwdKFloats = kFwdKeys * kPitch > kRows * kFwdPPitch ? kFwdKeys * kPitch : kRows * kFwdPPitch;
+  // Forward: Q [64], K [128], V [128], P [64][68] (one 64-key half at a time), row max, row sum.
   static constexpr size_t kFwdSmem =
-      sizeof(float) * (kRows * kPitch + kFwdKFloats + kFwdKeys * kPitch + kRows) + sizeof(double) * kRows;
+      sizeof(float) * (kRows * kPitch + 2 * kFwdKeys * kPitch + kRows * kBwdPPitch + kRows) + sizeof(double) * kRows;
   // dQ: Q, dO, K, V tiles and dS.   dK/dV: K, V, Q, dO tiles and Pᵀ, dSᵀ.
   static constexpr size_t kDqSmem = sizeof(float) * (4 * kRows * kPitch + kRows * kBwdPPitch);
   static constexpr size_t kDkvSmem = sizeof(float) * (4 * kRows * kPitch + 2 * kRows * kBwdPPitch);
@@ -134,6 +142,30 @@ __device__ __forceinline__ void load_tile(float* __restrict__ dst, const float* 
       else x = make_float4(__ldg(src), __ldg(src + 1), __ldg(src + 2), __ldg(src + 3));
     }
     *reinterpret_cast<float4*>(dst + r * Cfg<D>::kPitch + c) = x;
+  }
+}
+
+// load_tile through cp.async (no registers held while the copy is in flight): the caller
+// commits the batch, waits for it (__pipeline_wait_prior) and synchronises before reading.
+template <int D, int ROWS>
+__device__ __forceinline__ void copy_tile_async(float* __restrict__ dst, const float* __restrict__ base, int64_t ld,
+                                                int row0, int t, bool vec) {
+  constexpr int kVecs = D / 4, kIters = ROWS * kVecs / kThreads;
+  static_assert(ROWS * kVecs % kThreads == 0, "whole iterations");
+#pragma unroll
+  for (int it = 0; it < kIters; ++it) {
+    const int idx = it * kThreads + static_cast<int>(threadIdx.x);
+    const int r = idx / kVecs, c = (idx % kVecs) * 4;
+    const bool in = row0 + r < t;
+    // Past the end: copy nothing and zero-fill (the source address is not read, but stays valid).
+    const float* src = in ? base + static_cast<int64_t>(row0 + r) * ld + c : base;
+    float* d = dst + r * Cfg<D>::kPitch + c;
+    if (vec) {
+      __pipeline_memcpy_async(d, src, 16, in ? 0 : 16);
+    } else {
+#pragma unroll
+      for (int u = 0; u < 4; ++u) __pipeline_memcpy_async(d + u, in ? src + u : base, 4, in ? 0 : 4);
+    }
   }
 }
 
@@ -244,16 +276,39 @@ struct FwdState {
   float lm;      // the max that l is relative to
 };
 
+// Where the forward's key tiles come from, for the prefetches issued inside forward_tile.
+struct KvSource {
+  const float* k;
+  const float* v;
+  int64_t ld;
+  int kend, t;
+  bool vec;
+};
+
+// Issues the copy of rows [j0, j0 + 128) (or 64 when that covers every key left) of K or V.
+template <int D>
+__device__ __forceinline__ void copy_key_tile(float* dst, const float* base, const KvSource& src, int j0) {
+  if (src.kend - j0 <= kFwdKeys / 2) copy_tile_async<D, kFwdKeys / 2>(dst, base, src.ld, j0, src.t, src.vec);
+  else copy_tile_async<D, kFwdKeys>(dst, base, src.ld, j0, src.t, src.vec);
+}
+
 // One key tile [j0, j0 + 16·NJ) for the block's 64 query rows (NJ = 4 when the tile's second
-// half lies wholly above the diagonal). On entry K, V are in shared memory; on exit the
-// block has synchronised and K, V may be overwritten.
+// half lies wholly above the diagonal). On entry K is in shared memory and V is on its way;
+// inside, K of the next tile is fetched while P·V runs and V of the next tile while the next
+// scores run. Every thread commits the same copy batches (empty ones included), so
+// "all but the newest batch have landed" is __pipeline_wait_prior(1) throughout.
 template <int D, int NJ>
 __device__ __forceinline__ void forward_tile(const float* __restrict__ qs, float* __restrict__ ks,
-                                             const float* __restrict__ vs, float* __restrict__ mxs, int tx, int ty,
-                                             int q0, int j0, float scale, float (&o)[4][Cfg<D>::kDims],
-                                             FwdState& st) {
+                                             float* __restrict__ vs, float* __restrict__ ps, float* __restrict__ mxs,
+                                             const KvSource& src, int tx, int ty, int q0, int j0, float scale,
+                                             float (&o)[4][Cfg<D>::kDims], FwdState& st) {
+  constexpr int kP = Cfg<D>::kPitch;
   float s[4][NJ];
   tile_dot<D, NJ>(qs, ks, tx, ty, s);
+  __syncthreads();  // every score product is done with K
+  if (j0 + kFwdKeys < src.kend) copy_key_tile<D>(ks, src.k, src, j0 + kFwdKeys);
+  __pipeline_commit();
+
   float mx[4];
 #pragma unroll
   for (int i = 0; i < 4; ++i) {
@@ -277,43 +332,49 @@ __device__ __forceinline__ void forward_tile(const float* __restrict__ qs, float
     }
     st.m[i] = mx[i];
   }
-  __syncthreads();  // every score product is done with K: P takes its place
-  float* ps = ks;
-#pragma unroll
-  for (int i = 0; i < 4; ++i)
-#pragma unroll
-    for (int j = 0; j < NJ; ++j) ps[(4 * ty + i) * kFwdPPitch + tx + 16 * j] = s[i][j];
   if (tx == 0)
 #pragma unroll
     for (int i = 0; i < 4; ++i) mxs[4 * ty + i] = mx[i];
-  __syncthreads();
-  tile_acc<D>(ps, kFwdPPitch, vs, 16 * NJ, tx, ty, o);
+  __pipeline_wait_prior(1);  // this tile's V (the batch before the next K)
 
   // Row sum of row lr as the CPU's lane_sum over its `valid` keys: eight float64 lanes
   // (key ≡ lane mod 8, whole groups of 8), the remainder into lane 0, then
   // ((s0+s1)+(s2+s3))+((s4+s5)+(s6+s7)). Lane pair (2·lq, 2·lq+1) lives in thread lq of the
-  // row's four; the butterflies give that bracketing because double addition commutes.
-  {
-    const int lr = static_cast<int>(threadIdx.x) >> 2, lq = static_cast<int>(threadIdx.x) & 3;
-    const int n = min(16 * NJ, q0 + lr - j0 + 1);  // ≥ 1: j0 ≤ q0
-    const int full = n & ~7;
-    const float* pr = ps + lr * kFwdPPitch;
-    double a0 = 0.0, a1 = 0.0;
-    for (int c = 0; c < full; c += 8) {
+  // row's four; the butterflies give that bracketing because double addition commutes. The
+  // remainder never straddles the two 64-key halves (both boundaries are multiples of 8).
+  const int lr = static_cast<int>(threadIdx.x) >> 2, lq = static_cast<int>(threadIdx.x) & 3;
+  const int n = min(16 * NJ, q0 + lr - j0 + 1);  // ≥ 1: j0 ≤ q0
+  const int full = n & ~7;
+  double a0 = 0.0, a1 = 0.0;
+#pragma unroll
+  for (int half = 0; half < NJ / 4; ++half) {
+#pragma unroll
+    for (int i = 0; i < 4; ++i)
+#pragma unroll
+      for (int j = 0; j < 4; ++j) ps[(4 * ty + i) * kBwdPPitch + tx + 16 * j] = s[i][4 * half + j];
+    __syncthreads();  // P (and, the first time, V and the row maxima) visible to all
+    tile_acc<D>(ps, kBwdPPitch, vs + half * (kFwdKeys / 2) * kP, kFwdKeys / 2, tx, ty, o);
+    const int c0 = half * (kFwdKeys / 2), c1 = min(n, c0 + kFwdKeys / 2);
+    const float* pr = ps + lr * kBwdPPitch - c0;
+    for (int c = c0; c < min(full, c1); c += 8) {
       a0 = __dadd_rn(a0, static_cast<double>(pr[c + 2 * lq]));
       a1 = __dadd_rn(a1, static_cast<double>(pr[c + 2 * lq + 1]));
     }
     if (lq == 0)
-      for (int c = full; c < n; ++c) a0 = __dadd_rn(a0, static_cast<double>(pr[c]));
-    double sum = __dadd_rn(a0, a1);
-    sum = __dadd_rn(sum, __shfl_xor_sync(kFull, sum, 1));
-    sum = __dadd_rn(sum, __shfl_xor_sync(kFull, sum, 2));
-    const float m_new = mxs[lr];
-    if (st.lm != kNegInf && m_new != st.lm) st.l = __dmul_rn(st.l, static_cast<double>(exp_f32(__fsub_rn(st.lm, m_new))));
-    st.l = __dadd_rn(st.l, sum);
-    st.lm = m_new;
+      for (int c = max(full, c0); c < c1; ++c) a0 = __dadd_rn(a0, static_cast<double>(pr[c]));
+    __syncthreads();  // P is free again
   }
-  __syncthreads();  // P and V are free for the next tile
+  double sum = __dadd_rn(a0, a1);
+  sum = __dadd_rn(sum, __shfl_xor_sync(kFull, sum, 1));
+  sum = __dadd_rn(sum, __shfl_xor_sync(kFull, sum, 2));
+  const float m_new = mxs[lr];
+  if (st.lm != kNegInf && m_new != st.lm) st.l = __dmul_rn(st.l, static_cast<double>(exp_f32(__fsub_rn(st.lm, m_new))));
+  st.l = __dadd_rn(st.l, sum);
+  st.lm = m_new;
+
+  // V is free: fetch the next tile's while its scores are computed.
+  if (j0 + kFwdKeys < src.kend) copy_key_tile<D>(vs, src.v, src, j0 + kFwdKeys);
+  __pipeline_commit();
 }
 
 template <int D>
@@ -325,8 +386,9 @@ __global__ void __launch_bounds__(kThreads, Cfg<D>::kMinBlocks)
   extern __shared__ float4 smem_f4[];
   float* const qs = reinterpret_cast<float*>(smem_f4);
   float* const ks = qs + kRows * kP;
-  float* const vs = ks + Cfg<D>::kFwdKFloats;
-  float* const mxs = vs + kFwdKeys * kP;
+  float* const vs = ks + kFwdKeys * kP;
+  float* const ps = vs + kFwdKeys * kP;
+  float* const mxs = ps + kRows * kBwdPPitch;
   double* const ls = reinterpret_cast<double*>(mxs + kRows);
 
   const int tid = static_cast<int>(threadIdx.x), tx = tid & 15, ty = tid >> 4;
@@ -335,10 +397,17 @@ __global__ void __launch_bounds__(kThreads, Cfg<D>::kMinBlocks)
   const int q0 = (n_tiles - 1 - static_cast<int>(blockIdx.x) / nbh) * kRows;
   const int bh = static_cast<int>(blockIdx.x) % nbh, bb = bh / sh.hq, h = bh % sh.hq, g = h / sh.group;
   const float* qb = q + static_cast<int64_t>(bb) * sh.t * ld_q + static_cast<int64_t>(h) * D;
-  const float* kb = k + static_cast<int64_t>(bb) * sh.t * ld_kv + static_cast<int64_t>(g) * D;
-  const float* vb = v + static_cast<int64_t>(bb) * sh.t * ld_kv + static_cast<int64_t>(g) * D;
+  // Keys past the tile's last row are masked for all its rows.
+  const KvSource src{k + static_cast<int64_t>(bb) * sh.t * ld_kv + static_cast<int64_t>(g) * D,
+                     v + static_cast<int64_t>(bb) * sh.t * ld_kv + static_cast<int64_t>(g) * D, ld_kv,
+                     min(q0 + kRows, sh.t), sh.t, vec_kv};
 
-  load_tile<D, kRows>(qs, qb, ld_q, q0, sh.t, vec_q);
+  copy_tile_async<D, kRows>(qs, qb, ld_q, q0, sh.t, vec_q);
+  copy_key_tile<D>(ks, src.k, src, 0);
+  __pipeline_commit();
+  copy_key_tile<D>(vs, src.v, src, 0);
+  __pipeline_commit();
+
   float o[4][kE];
 #pragma unroll
   for (int i = 0; i < 4; ++i)
@@ -346,27 +415,25 @@ __global__ void __launch_bounds__(kThreads, Cfg<D>::kMinBlocks)
     for (int e = 0; e < kE; ++e) o[i][e] = 0.0f;
   FwdState st{{kNegInf, kNegInf, kNegInf, kNegInf}, 0.0, kNegInf};
 
-  const int kend = min(q0 + kRows, sh.t);  // keys past the tile's last row are masked for all rows
-  for (int j0 = 0; j0 < kend; j0 += kFwdKeys) {
-    if (kend - j0 <= kFwdKeys / 2) {
-      load_tile<D, kFwdKeys / 2>(ks, kb, ld_kv, j0, sh.t, vec_kv);
-      load_tile<D, kFwdKeys / 2>(vs, vb, ld_kv, j0, sh.t, vec_kv);
-      __syncthreads();
-      forward_tile<D, kFwdKeys / 32>(qs, ks, vs, mxs, tx, ty, q0, j0, sh.scale, o, st);
-    } else {
-      load_tile<D, kFwdKeys>(ks, kb, ld_kv, j0, sh.t, vec_kv);
-      load_tile<D, kFwdKeys>(vs, vb, ld_kv, j0, sh.t, vec_kv);
-      __syncthreads();
-      forward_tile<D, kFwdKeys / 16>(qs, ks, vs, mxs, tx, ty, q0, j0, sh.scale, o, st);
-    }
+  for (int j0 = 0; j0 < src.kend; j0 += kFwdKeys) {
+    __pipeline_wait_prior(1);  // this tile's K (and Q); its V may still be in flight
+    __syncthreads();
+    if (src.kend - j0 <= kFwdKeys / 2)
+      forward_tile<D, kFwdKeys / 32>(qs, ks, vs, ps, mxs, src, tx, ty, q0, j0, sh.scale, o, st);
+    else
+      forward_tile<D, kFwdKeys / 16>(qs, ks, vs, ps, mxs, src, tx, ty, q0, j0, sh.scale, o, st);
   }
 
+  // The block's coordinates again, from a fresh read of the block index: kept in registers
+  // through the tile loop they would be spilled (D = 64 sits at the 128-register cap).
+  const int blk = static_cast<int>(block_index());
+  const int q0e = (n_tiles - 1 - blk / nbh) * kRows, bhe = blk % nbh, bbe = bhe / sh.hq, he = bhe % sh.hq;
   {
     const int lr = tid >> 2, lq = tid & 3;
     if (lq == 0) {
       ls[lr] = st.l;
-      if (q0 + lr < sh.t)
-        lse[(static_cast<int64_t>(bb) * sh.hq + h) * sh.t + q0 + lr] =
+      if (q0e + lr < sh.t)
+        lse[(static_cast<int64_t>(bbe) * sh.hq + he) * sh.t + q0e + lr] =
             static_cast<float>(__dadd_rn(static_cast<double>(st.lm), log(st.l)));
     }
   }
@@ -374,13 +441,14 @@ __global__ void __launch_bounds__(kThreads, Cfg<D>::kMinBlocks)
   const int64_t ld_out = static_cast<int64_t>(sh.hq) * D;
 #pragma unroll
   for (int i = 0; i < 4; ++i) {
-    const int row = q0 + 4 * ty + i;
+    const int row = q0e + 4 * ty + i;
     if (row >= sh.t) break;
     const float inv = static_cast<float>(__ddiv_rn(1.0, ls[4 * ty + i]));
     float x[kE];
 #pragma unroll
     for (int e = 0; e < kE; ++e) x[e] = __fmul_rn(o[i][e], inv);
-    store_dims<D>(out + (static_cast<int64_t>(bb) * sh.t + row) * ld_out + static_cast<int64_t>(h) * D, tx, x, vec_out);
+    store_dims<D>(out + (static_cast<int64_t>(bbe) * sh.t + row) * ld_out + static_cast<int64_t>(he) * D, tx, x,
+                  vec_out);
   }
 }
 
@@ -448,8 +516,14 @@ __global__ void __launch_bounds__(kThreads, Cfg<D>::kMinBlocks)
   const float* vb = v + static_cast<int64_t>(bb) * sh.t * ld_kv + static_cast<int64_t>(g) * D;
   const int64_t stat = (static_cast<int64_t>(bb) * sh.hq + h) * sh.t;
 
-  load_tile<D, kRows>(qs, qb, ld_q, q0, sh.t, vec_q);
-  load_tile<D, kRows>(dos, dob, ld_do, q0, sh.t, vec_do);
+  // Copy batches, in commit order: {Q, dO, V₀}, {K₀}, then per tile {V_next}, {K_next} (empty
+  // past the last tile). Each tile waits for all but the newest batch: V before dP, K before S.
+  copy_tile_async<D, kRows>(qs, qb, ld_q, q0, sh.t, vec_q);
+  copy_tile_async<D, kRows>(dos, dob, ld_do, q0, sh.t, vec_do);
+  copy_tile_async<D, kBwdKeys>(vs, vb, ld_kv, 0, sh.t, vec_kv);
+  __pipeline_commit();
+  copy_tile_async<D, kBwdKeys>(ks, kb, ld_kv, 0, sh.t, vec_kv);
+  __pipeline_commit();
   float lrow[4], drow[4];
 #pragma unroll
   for (int i = 0; i < 4; ++i) {
@@ -465,12 +539,17 @@ __global__ void __launch_bounds__(kThreads, Cfg<D>::kMinBlocks)
 
   const int kend = min(q0 + kRows, sh.t);
   for (int j0 = 0; j0 < kend; j0 += kBwdKeys) {
-    load_tile<D, kBwdKeys>(ks, kb, ld_kv, j0, sh.t, vec_kv);
-    load_tile<D, kBwdKeys>(vs, vb, ld_kv, j0, sh.t, vec_kv);
+    const bool more = j0 + kBwdKeys < kend;
+    __pipeline_wait_prior(1);  // V (and Q, dO)
     __syncthreads();
     float s[4][4], dp[4][4];
-    tile_dot<D, 4>(qs, ks, tx, ty, s);
     tile_dot<D, 4>(dos, vs, tx, ty, dp);
+    __syncthreads();  // V is free: fetch the next one while S and dQ run
+    if (more) copy_tile_async<D, kBwdKeys>(vs, vb, ld_kv, j0 + kBwdKeys, sh.t, vec_kv);
+    __pipeline_commit();
+    __pipeline_wait_prior(1);  // K
+    __syncthreads();
+    tile_dot<D, 4>(qs, ks, tx, ty, s);
 #pragma unroll
     for (int i = 0; i < 4; ++i)
 #pragma unroll
@@ -481,7 +560,9 @@ __global__ void __launch_bounds__(kThreads, Cfg<D>::kMinBlocks)
       }
     __syncthreads();
     tile_acc<D>(dss, kBwdPPitch, ks, kBwdKeys, tx, ty, acc);
-    __syncthreads();  // K, V and dS are free for the next tile
+    __syncthreads();  // K and dS are free: fetch the next K while the next dP runs
+    if (more) copy_tile_async<D, kBwdKeys>(ks, kb, ld_kv, j0 + kBwdKeys, sh.t, vec_kv);
+    __pipeline_commit();
   }
 #pragma unroll
   for (int i = 0; i < 4; ++i) {

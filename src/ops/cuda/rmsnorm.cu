@@ -19,17 +19,22 @@ namespace {
 
 constexpr int kRowThreads = 256;  // 8 warps, one row each
 constexpr int kWarpsPerBlock = kRowThreads / 32;
-constexpr int kColThreads = 128;
+constexpr int kColThreads = 64;
 
-// Enough chunks (≤ 256) to fill the GPU in the partial-sum kernel, few enough that the final
-// in-order sum per column stays short. A function of n alone: the summation order depends
+// Enough chunks (≤ 512) to fill the GPU in the partial-sum kernel, few enough that the
+// partials stay small next to dy and x. A function of n alone: the summation order depends
 // only on the shape.
-int64_t rows_per_chunk(int64_t n) { return std::max<int64_t>(16, (n + 255) / 256); }
+constexpr int64_t kMaxChunks = 512;
+int64_t rows_per_chunk(int64_t n) { return std::max<int64_t>(16, (n + kMaxChunks - 1) / kMaxChunks); }
 int64_t chunk_count(int64_t n) { return n > 0 ? (n + rows_per_chunk(n) - 1) / rows_per_chunk(n) : 0; }
 
 unsigned row_grid(int64_t n) { return dev::grid_for(n, kWarpsPerBlock, int64_t(1) << 20); }
 
-template <int W>
+// A lane's share of a row is elements lane·W + 32·W·it, it = 0, 1, ... With kIters > 0 (rows
+// of at most 32·W·kIters floats) it is held in registers between the reduction and the
+// elementwise pass, so the row is read from memory once; with kIters = 0 it is read again. Both
+// visit the elements in the same order: the same sums, the same bits.
+template <int W, int kIters>
 __global__ void __launch_bounds__(kRowThreads)
     rmsnorm_forward_kernel(const float* __restrict__ x, const float* __restrict__ w, float* __restrict__ y,
                            float* __restrict__ rstd, int64_t n, int64_t c, float eps) {
@@ -37,25 +42,48 @@ __global__ void __launch_bounds__(kRowThreads)
   for (int64_t r = static_cast<int64_t>(blockIdx.x) * kWarpsPerBlock + (threadIdx.x >> 5); r < n;
        r += static_cast<int64_t>(gridDim.x) * kWarpsPerBlock) {
     const float* xr = x + r * c;
+    float* yr = y + r * c;
     double ss = 0.0;
-    for (int64_t j = lane * W; j < c; j += 32 * W) {
-      float v[W];
-      dev::load<W>(xr + j, v);
+    float xv[kIters > 0 ? kIters : 1][W];
+    if constexpr (kIters > 0) {
 #pragma unroll
-      for (int l = 0; l < W; ++l) ss += static_cast<double>(v[l]) * static_cast<double>(v[l]);
+      for (int it = 0; it < kIters; ++it) {
+        const int64_t j = (static_cast<int64_t>(it) * 32 + lane) * W;
+        if (j < c) {
+          dev::load<W>(xr + j, xv[it]);
+#pragma unroll
+          for (int l = 0; l < W; ++l) ss += static_cast<double>(xv[it][l]) * static_cast<double>(xv[it][l]);
+        }
+      }
+    } else {
+      for (int64_t j = lane * W; j < c; j += 32 * W) {
+        dev::load<W>(xr + j, xv[0]);
+#pragma unroll
+        for (int l = 0; l < W; ++l) ss += static_cast<double>(xv[0][l]) * static_cast<double>(xv[0][l]);
+      }
     }
     ss = dev::warp_sum(ss);
     const double ms = ss / static_cast<double>(c);
     const float rr = static_cast<float>(1.0 / sqrt(ms + static_cast<double>(eps)));
     if (lane == 0) rstd[r] = rr;
-    float* yr = y + r * c;
-    for (int64_t j = lane * W; j < c; j += 32 * W) {
-      float v[W], wv[W];
-      dev::load<W>(xr + j, v);
+    auto emit = [&](int64_t j, float (&v)[W]) {
+      float wv[W];
       dev::load<W>(w + j, wv);
 #pragma unroll
       for (int l = 0; l < W; ++l) v[l] = __fmul_rn(__fmul_rn(v[l], rr), wv[l]);
       dev::store<W>(yr + j, v);
+    };
+    if constexpr (kIters > 0) {
+#pragma unroll
+      for (int it = 0; it < kIters; ++it) {
+        const int64_t j = (static_cast<int64_t>(it) * 32 + lane) * W;
+        if (j < c) emit(j, xv[it]);
+      }
+    } else {
+      for (int64_t j = lane * W; j < c; j += 32 * W) {
+        dev::load<W>(xr + j, xv[0]);
+        emit(j, xv[0]);
+      }
     }
   }
 }
@@ -73,6 +101,7 @@ __global__ void __launch_bounds__(kColThreads)
   double acc[W];
 #pragma unroll
   for (int l = 0; l < W; ++l) acc[l] = 0.0;
+#pragma unroll 4
   for (int64_t r = r0; r < r1; ++r) {
     float d[W], v[W];
     dev::load<W>(dy + r * c + j, d);
@@ -92,13 +121,15 @@ __global__ void rmsnorm_dw_final_kernel(const double* __restrict__ partials, flo
   const int64_t j = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   if (j >= c) return;
   double acc = 0.0;
+#pragma unroll 8
   for (int64_t k = 0; k < chunks; ++k) acc += partials[k * c + j];
   dw[j] = static_cast<float>(static_cast<double>(dw[j]) + acc);
 }
 
 // dx = r·dy·w − x·coef with coef = float(r³·Σ dy·w·x / c). dx may alias dy: each lane reads its
-// own elements of the row before it writes them (the dot product pass reads the whole row first).
-template <int W>
+// own elements of the row (all of them, in the dot product pass) before it writes them. Rows
+// held in registers as in the forward (kIters > 0).
+template <int W, int kIters>
 __global__ void __launch_bounds__(kRowThreads)
     rmsnorm_dx_kernel(const float* dy, const float* __restrict__ x, const float* __restrict__ w,
                       const float* __restrict__ rstd, float* dx, int64_t n, int64_t c) {
@@ -107,28 +138,55 @@ __global__ void __launch_bounds__(kRowThreads)
        r += static_cast<int64_t>(gridDim.x) * kWarpsPerBlock) {
     const float* dyr = dy + r * c;
     const float* xr = x + r * c;
+    float* dxr = dx + r * c;
+    float dv[kIters > 0 ? kIters : 1][W], xv[kIters > 0 ? kIters : 1][W];
     double s = 0.0;
-    for (int64_t j = lane * W; j < c; j += 32 * W) {
-      float d[W], v[W], wv[W];
-      dev::load<W>(dyr + j, d);
-      dev::load<W>(xr + j, v);
+    auto dot = [&](int64_t j, const float (&d)[W], const float (&v)[W]) {
+      float wv[W];
       dev::load<W>(w + j, wv);
 #pragma unroll
       for (int l = 0; l < W; ++l) s += static_cast<double>(d[l]) * static_cast<double>(wv[l]) * static_cast<double>(v[l]);
+    };
+    if constexpr (kIters > 0) {
+#pragma unroll
+      for (int it = 0; it < kIters; ++it) {
+        const int64_t j = (static_cast<int64_t>(it) * 32 + lane) * W;
+        if (j < c) {
+          dev::load<W>(dyr + j, dv[it]);
+          dev::load<W>(xr + j, xv[it]);
+          dot(j, dv[it], xv[it]);
+        }
+      }
+    } else {
+      for (int64_t j = lane * W; j < c; j += 32 * W) {
+        dev::load<W>(dyr + j, dv[0]);
+        dev::load<W>(xr + j, xv[0]);
+        dot(j, dv[0], xv[0]);
+      }
     }
     s = dev::warp_sum(s);
     const float rf = rstd[r];
     const double rd = static_cast<double>(rf);
     const float coef = static_cast<float>(rd * rd * rd * s / static_cast<double>(c));
-    float* dxr = dx + r * c;
-    for (int64_t j = lane * W; j < c; j += 32 * W) {
-      float d[W], v[W], wv[W];
-      dev::load<W>(dyr + j, d);
-      dev::load<W>(xr + j, v);
+    auto emit = [&](int64_t j, float (&d)[W], const float (&v)[W]) {
+      float wv[W];
       dev::load<W>(w + j, wv);
 #pragma unroll
       for (int l = 0; l < W; ++l) d[l] = __fsub_rn(__fmul_rn(__fmul_rn(rf, d[l]), wv[l]), __fmul_rn(v[l], coef));
       dev::store<W>(dxr + j, d);
+    };
+    if constexpr (kIters > 0) {
+#pragma unroll
+      for (int it = 0; it < kIters; ++it) {
+        const int64_t j = (static_cast<int64_t>(it) * 32 + lane) * W;
+        if (j < c) emit(j, dv[it], xv[it]);
+      }
+    } else {
+      for (int64_t j = lane * W; j < c; j += 32 * W) {
+        dev::load<W>(dyr + j, dv[0]);
+        dev::load<W>(xr + j, xv[0]);
+        emit(j, dv[0], xv[0]);
+      }
     }
   }
 }
@@ -146,8 +204,11 @@ void rmsnorm_forward(const float* x, const float* w, float* y, float* rstd, int6
   if (n < 0 || c <= 0) fail("rmsnorm_forward: bad shape n=", n, " c=", c);
   if (n == 0) return;
   const bool vec = c % 4 == 0 && dev::aligned(x, 16) && dev::aligned(w, 16) && dev::aligned(y, 16);
-  if (vec) rmsnorm_forward_kernel<4><<<row_grid(n), kRowThreads, 0, stream>>>(x, w, y, rstd, n, c, eps);
-  else rmsnorm_forward_kernel<1><<<row_grid(n), kRowThreads, 0, stream>>>(x, w, y, rstd, n, c, eps);
+  const unsigned grid = row_grid(n);
+  if (vec && c <= 32 * 4 * 8) rmsnorm_forward_kernel<4, 8><<<grid, kRowThreads, 0, stream>>>(x, w, y, rstd, n, c, eps);
+  else if (vec && c <= 32 * 4 * 16) rmsnorm_forward_kernel<4, 16><<<grid, kRowThreads, 0, stream>>>(x, w, y, rstd, n, c, eps);
+  else if (vec) rmsnorm_forward_kernel<4, 0><<<grid, kRowThreads, 0, stream>>>(x, w, y, rstd, n, c, eps);
+  else rmsnorm_forward_kernel<1, 0><<<grid, kRowThreads, 0, stream>>>(x, w, y, rstd, n, c, eps);
   NIBBLE_CUDA_CHECK_LAUNCH();
 }
 
@@ -159,7 +220,7 @@ void rmsnorm_backward(const float* dy, const float* x, const float* w, const flo
                       float* partials, int64_t n, int64_t c, cudaStream_t stream) {
   if (n < 0 || c <= 0) fail("rmsnorm_backward: bad shape n=", n, " c=", c);
   const int64_t rows = rows_per_chunk(n), chunks = chunk_count(n);
-  NIBBLE_CHECK(chunks <= 256, "rmsnorm_backward: ", chunks, " row chunks");
+  NIBBLE_CHECK(chunks <= kMaxChunks, "rmsnorm_backward: ", chunks, " row chunks");
   double* part = partials_base(partials);
   // dw first: dx may overwrite dy.
   if (n > 0) {
@@ -176,8 +237,11 @@ void rmsnorm_backward(const float* dy, const float* x, const float* w, const flo
   if (n > 0) {
     const bool vec = c % 4 == 0 && dev::aligned(dy, 16) && dev::aligned(x, 16) && dev::aligned(w, 16) &&
                      dev::aligned(dx, 16);
-    if (vec) rmsnorm_dx_kernel<4><<<row_grid(n), kRowThreads, 0, stream>>>(dy, x, w, rstd, dx, n, c);
-    else rmsnorm_dx_kernel<1><<<row_grid(n), kRowThreads, 0, stream>>>(dy, x, w, rstd, dx, n, c);
+    // dy and x in registers up to 1024 columns (64 floats a lane); wider rows are read twice
+    const unsigned grid = row_grid(n);
+    if (vec && c <= 32 * 4 * 8) rmsnorm_dx_kernel<4, 8><<<grid, kRowThreads, 0, stream>>>(dy, x, w, rstd, dx, n, c);
+    else if (vec) rmsnorm_dx_kernel<4, 0><<<grid, kRowThreads, 0, stream>>>(dy, x, w, rstd, dx, n, c);
+    else rmsnorm_dx_kernel<1, 0><<<grid, kRowThreads, 0, stream>>>(dy, x, w, rstd, dx, n, c);
     NIBBLE_CUDA_CHECK_LAUNCH();
   }
 }
