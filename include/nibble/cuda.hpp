@@ -31,8 +31,14 @@ void quantize_packed(const float* d_x, int64_t rows, int64_t cols, const QuantSp
 // A GEMM operand (SPEC §5): q·s_b for every element (exact in bf16; fp32 when !bf16) into
 // d_out ([rows, cols] bf16 or fp32), with the tensor amax and S_dec in d_tensor[0], d_tensor[1]
 // for the GEMM's alpha (mxfp4: 0 and 1). dequantize(quantize(x)) = d_out · S_dec.
+// amax_ready: the tensor amax was already folded into the scratch by the kernel that produced
+// d_x (after reset_quant_scratch), so the quantizer reads d_x once instead of twice.
 void quantize_for_gemm(const float* d_x, int64_t rows, int64_t cols, const QuantSpec& spec, bool bf16,
-                       void* d_out, float* d_tensor, QuantScratch* scratch, void* stream = nullptr);
+                       void* d_out, float* d_tensor, QuantScratch* scratch, void* stream = nullptr,
+                       bool amax_ready = false);
+void reset_quant_scratch(QuantScratch* scratch, void* stream = nullptr);
+// The scratch's device-side amax slot (an AmaxSlot*, src/quant/cuda/amax.cuh) for producers.
+void* quant_scratch_slot(QuantScratch* scratch);
 // Throws nibble::Error naming the first problem if the last quantization saw NaN/Inf.
 void check_finite(QuantScratch* scratch, void* stream = nullptr);
 

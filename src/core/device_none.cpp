@@ -21,9 +21,12 @@ void free_quant_scratch(QuantScratch*) {}
 void quantize_dequantize(const float*, int64_t, int64_t, const QuantSpec&, float*, QuantScratch*, void*) { no_cuda(); }
 void quantize_packed(const float*, int64_t, int64_t, const QuantSpec&, uint8_t*, uint8_t*, float*,
                      QuantScratch*, void*) { no_cuda(); }
-void quantize_for_gemm(const float*, int64_t, int64_t, const QuantSpec&, bool, void*, float*, QuantScratch*, void*) {
+void quantize_for_gemm(const float*, int64_t, int64_t, const QuantSpec&, bool, void*, float*, QuantScratch*, void*,
+                       bool) {
   no_cuda();
 }
+void reset_quant_scratch(QuantScratch*, void*) { no_cuda(); }
+void* quant_scratch_slot(QuantScratch*) { no_cuda(); }
 void check_finite(QuantScratch*, void*) { no_cuda(); }
 void rht_forward(float*, int64_t, int64_t, int, const float*, void*) { no_cuda(); }
 void rht_inverse(float*, int64_t, int64_t, int, const float*, void*) { no_cuda(); }

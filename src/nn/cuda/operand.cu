@@ -6,9 +6,12 @@
 #include <cuda_bf16.h>
 
 #include <algorithm>
+#include <climits>
+#include <cmath>
 
 #include "core/cuda/check.cuh"
 #include "nibble/error.hpp"
+#include "quant/cuda/amax.cuh"
 
 namespace nibble::cuda {
 namespace {
@@ -146,6 +149,138 @@ __global__ void wgrad_correction_kernel(float* __restrict__ dw, int64_t n, int64
   dw[i] = static_cast<float>(dw[i] + t * nu[r] * static_cast<double>(mu[c]));
 }
 
+// ---- fused transforms: (transpose,) centre, RHT and the tensor amax in one pass ---------------
+// The RHT is the CPU's arithmetic exactly (rht.cpp / quant/cuda/rht.cu): v·sign in float64,
+// butterflies in stage order with lower = a + b, upper = a − b, one rounding of t·(1/√n).
+
+// Row layout: groups of min(N, 32) lanes hold one N-block of a row (N = 0: no RHT, 32-blocks).
+template <int N>
+__global__ void rows_transform_kernel(const float* __restrict__ src, int64_t nblocks, int64_t cols,
+                                      const float* __restrict__ mean, const float* __restrict__ signs, double scale,
+                                      float* __restrict__ out, AmaxSlot* slot) {
+  constexpr int kB = N == 0 ? 32 : N;
+  constexpr int kLanes = kB < 32 ? kB : 32;
+  constexpr int kPerLane = kB / kLanes;
+  const int64_t g = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  const int64_t blk = g / kLanes;
+  const int lane = static_cast<int>(g % kLanes);
+  const bool live = blk < nblocks;
+  const int64_t base = (live ? blk : 0) * kB;
+  const int64_t col0 = base % cols;
+  double t[kPerLane];
+#pragma unroll
+  for (int i = 0; i < kPerLane; ++i) {
+    const int pos = lane + kLanes * i;
+    float v = live ? src[base + pos] : 0.0f;
+    if (mean && live) v -= mean[col0 + pos];
+    t[i] = N == 0 ? static_cast<double>(v) : static_cast<double>(v) * static_cast<double>(signs[pos]);
+  }
+  if constexpr (N != 0) {
+#pragma unroll
+    for (int h = 1; h < N; h <<= 1) {
+      if (h < kLanes) {
+        const bool upper = (lane & h) != 0;
+#pragma unroll
+        for (int i = 0; i < kPerLane; ++i) {
+          const double other = __shfl_xor_sync(0xffffffffu, t[i], h);
+          t[i] = upper ? other - t[i] : t[i] + other;
+        }
+      } else {
+        const int stride = h / kLanes;
+#pragma unroll
+        for (int i = 0; i < kPerLane; ++i)
+          if ((i & stride) == 0) {
+            const double a = t[i], b = t[i + stride];
+            t[i] = a + b;
+            t[i + stride] = a - b;
+          }
+      }
+    }
+  }
+  float m = 0.0f;
+  unsigned long long bad = ULLONG_MAX;
+#pragma unroll
+  for (int i = 0; i < kPerLane; ++i) {
+    const int pos = lane + kLanes * i;
+    const float o = N == 0 ? static_cast<float>(t[i]) : static_cast<float>(t[i] * scale);
+    if (live) {
+      out[base + pos] = o;
+      amax_note_value(o, static_cast<unsigned long long>(base + pos), m, bad);
+    }
+  }
+  if (slot) amax_fold_warp(slot, m, bad);
+}
+
+// Transposed layout: a 32×32 tile of src [rows, cols] is staged in shared memory; warp w writes
+// output rows (src columns) c0 + w, + 8, ...: lane l holds token r0 + l, and an RHT of N ≤ 32
+// along the tokens runs across groups of N lanes with shuffles.
+template <int N>
+__global__ void transpose_transform_kernel(const float* __restrict__ src, int64_t rows, int64_t cols,
+                                           const float* __restrict__ mean, const float* __restrict__ signs, double scale,
+                                           float* __restrict__ out, AmaxSlot* slot) {
+  __shared__ float tile[32][33];
+  const int64_t c0 = static_cast<int64_t>(blockIdx.x) * 32, r0 = static_cast<int64_t>(blockIdx.y) * 32;
+  const int tx = threadIdx.x, ty = threadIdx.y;
+  for (int j = ty; j < 32; j += 8) {
+    const int64_t r = r0 + j, c = c0 + tx;
+    float v = 0.0f;
+    if (r < rows && c < cols) {
+      v = src[r * cols + c];
+      if (mean) v -= mean[c];
+    }
+    tile[j][tx] = v;
+  }
+  __syncthreads();
+  float m = 0.0f;
+  unsigned long long bad = ULLONG_MAX;
+  const double sg = N == 0 ? 1.0 : static_cast<double>(signs[tx % (N == 0 ? 1 : N)]);
+  for (int j = ty; j < 32; j += 8) {
+    const int64_t c = c0 + j, r = r0 + tx;
+    double t = static_cast<double>(tile[tx][j]);
+    if constexpr (N != 0) {
+      t = t * sg;
+#pragma unroll
+      for (int h = 1; h < N; h <<= 1) {
+        const double other = __shfl_xor_sync(0xffffffffu, t, h);
+        t = (tx & h) != 0 ? other - t : t + other;
+      }
+    }
+    const float o = N == 0 ? static_cast<float>(t) : static_cast<float>(t * scale);
+    if (r < rows && c < cols) {
+      out[c * rows + r] = o;
+      amax_note_value(o, static_cast<unsigned long long>(c * rows + r), m, bad);
+    }
+  }
+  if (slot) amax_fold_warp(slot, m, bad);
+}
+
+// Runs the fused transform of a job into `w` ([R, C] fp32); false when this combination has no
+// fused kernel (an RHT wider than 32 along a transposed operand).
+bool fused_transform(const OperandJob& j, float* w, AmaxSlot* slot, cudaStream_t st) {
+  const double scale = j.rht ? 1.0 / std::sqrt(static_cast<double>(j.rht)) : 1.0;
+  if (j.transpose) {
+    if (j.rht != 0 && j.rht != 16 && j.rht != 32) return false;
+    const dim3 grid(static_cast<unsigned>((j.cols + 31) / 32), static_cast<unsigned>((j.rows + 31) / 32));
+    if (j.rht == 0) transpose_transform_kernel<0><<<grid, dim3(32, 8), 0, st>>>(j.src, j.rows, j.cols, j.mean, j.signs, scale, w, slot);
+    else if (j.rht == 16) transpose_transform_kernel<16><<<grid, dim3(32, 8), 0, st>>>(j.src, j.rows, j.cols, j.mean, j.signs, scale, w, slot);
+    else transpose_transform_kernel<32><<<grid, dim3(32, 8), 0, st>>>(j.src, j.rows, j.cols, j.mean, j.signs, scale, w, slot);
+  } else {
+    const int b = j.rht == 0 ? 32 : j.rht;
+    NIBBLE_CHECK(j.cols % b == 0, "operand width ", j.cols, " is not a multiple of ", b);
+    const int64_t nblocks = j.rows * j.cols / b;
+    const unsigned grid = blocks_for(nblocks * std::min(b, 32));
+    switch (j.rht) {
+      case 0: rows_transform_kernel<0><<<grid, kThreads, 0, st>>>(j.src, nblocks, j.cols, j.mean, j.signs, scale, w, slot); break;
+      case 16: rows_transform_kernel<16><<<grid, kThreads, 0, st>>>(j.src, nblocks, j.cols, j.mean, j.signs, scale, w, slot); break;
+      case 32: rows_transform_kernel<32><<<grid, kThreads, 0, st>>>(j.src, nblocks, j.cols, j.mean, j.signs, scale, w, slot); break;
+      case 64: rows_transform_kernel<64><<<grid, kThreads, 0, st>>>(j.src, nblocks, j.cols, j.mean, j.signs, scale, w, slot); break;
+      default: rows_transform_kernel<128><<<grid, kThreads, 0, st>>>(j.src, nblocks, j.cols, j.mean, j.signs, scale, w, slot); break;
+    }
+  }
+  NIBBLE_CUDA_CHECK_LAUNCH();
+  return true;
+}
+
 bool needs_work(const OperandJob& j) {
   return j.spec->kind == OperandKind::QUANT || j.mean != nullptr || j.rht != 0;
 }
@@ -155,6 +290,7 @@ bool needs_work(const OperandJob& j) {
 void transformed_operand(const OperandJob& j, DeviceScratch& work, cudaStream_t st) {
   const int64_t r = j.transpose ? j.cols : j.rows, c = j.transpose ? j.rows : j.cols;
   float* w = work.as<float>(static_cast<size_t>(r * c));
+  if (fused_transform(j, w, nullptr, st)) return;
   convert_launch(j.src, j.rows, j.cols, j.transpose, j.mean, w, st);
   if (j.rht) rht_forward(w, r, c, j.rht, j.signs, st);
 }
@@ -168,15 +304,28 @@ bool prepare_operand(const OperandJob& j, DeviceScratch& work, DeviceScratch& ou
     convert_any(j.src, j.rows, j.cols, j.transpose, nullptr, j.dtype, o, st);
     return false;
   }
-  transformed_operand(j, work, st);
-  const float* w = work.get<float>();
   if (j.spec->kind == OperandKind::QUANT) {
     QuantSpec q = j.spec->quant;
     q.seed = j.seed;
     q.stream = j.stream;
-    quantize_for_gemm(w, r, c, q, j.dtype == GemmDtype::BF16, o, tensor, qs, st);
+    const bool bf16 = j.dtype == GemmDtype::BF16;
+    if (!j.transpose && !j.mean && !j.rht) {
+      // nothing to transform: the quantizer reads the source itself (amax pass + block pass)
+      quantize_for_gemm(j.src, r, c, q, bf16, o, tensor, qs, st);
+      return format_has_tensor_scale(q.format);
+    }
+    float* w = work.as<float>(static_cast<size_t>(r * c));
+    reset_quant_scratch(qs, st);
+    if (fused_transform(j, w, static_cast<AmaxSlot*>(quant_scratch_slot(qs)), st)) {
+      quantize_for_gemm(w, r, c, q, bf16, o, tensor, qs, st, /*amax_ready=*/true);
+    } else {
+      transformed_operand(j, work, st);
+      quantize_for_gemm(w, r, c, q, bf16, o, tensor, qs, st);
+    }
     return format_has_tensor_scale(q.format);
   }
+  transformed_operand(j, work, st);
+  const float* w = work.get<float>();
   convert_any(w, r, c, false, nullptr, j.dtype, o, st);
   return false;
 }

@@ -115,22 +115,38 @@ __global__ void __launch_bounds__(kColThreads)
   for (int l = 0; l < W; ++l) out[l] = acc[l];
 }
 
-// dw[col] = float(double(dw[col]) + Σ_chunks partials[chunk, col]) — the CPU's final step.
-__global__ void rmsnorm_dw_final_kernel(const double* __restrict__ partials, float* __restrict__ dw, int64_t c,
-                                        int64_t chunks) {
-  const int64_t j = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
-  if (j >= c) return;
+// dw[col] = float(double(dw[col]) + Σ_chunks partials[chunk, col]) — the CPU's final step. A
+// block covers 32 columns; its kFinalRows rows of threads each add every kFinalRows-th chunk in
+// order, and the row totals are then added in row order: a fixed tree, with enough threads in
+// flight to hide the latency of the loads.
+constexpr int kFinalRows = 32;
+__global__ void __launch_bounds__(32 * kFinalRows)
+    rmsnorm_dw_final_kernel(const double* __restrict__ partials, float* __restrict__ dw, int64_t c, int64_t chunks) {
+  __shared__ double total[kFinalRows][33];  // padded: the column reads below hit distinct banks
+  const int64_t j = static_cast<int64_t>(blockIdx.x) * 32 + threadIdx.x;
   double acc = 0.0;
-#pragma unroll 8
-  for (int64_t k = 0; k < chunks; ++k) acc += partials[k * c + j];
-  dw[j] = static_cast<float>(static_cast<double>(dw[j]) + acc);
+  if (j < c)
+#pragma unroll 4
+    for (int64_t k = threadIdx.y; k < chunks; k += kFinalRows) acc += partials[k * c + j];
+  total[threadIdx.y][threadIdx.x] = acc;
+  __syncthreads();
+  if (threadIdx.y != 0 || j >= c) return;
+  double sum = 0.0;
+  for (int r = 0; r < kFinalRows; ++r) sum += total[r][threadIdx.x];
+  dw[j] = static_cast<float>(static_cast<double>(dw[j]) + sum);
 }
 
 // dx = r·dy·w − x·coef with coef = float(r³·Σ dy·w·x / c). dx may alias dy: each lane reads its
 // own elements of the row (all of them, in the dot product pass) before it writes them. Rows
 // held in registers as in the forward (kIters > 0).
 template <int W, int kIters>
-__global__ void __launch_bounds__(kRowThreads)
+#ifndef NIBBLE_DX_MINB
+#define NIBBLE_DX_MINB 1
+#endif
+#ifndef NIBBLE_DX_CACHE
+#define NIBBLE_DX_CACHE 1
+#endif
+__global__ void __launch_bounds__(kRowThreads, NIBBLE_DX_MINB)
     rmsnorm_dx_kernel(const float* dy, const float* __restrict__ x, const float* __restrict__ w,
                       const float* __restrict__ rstd, float* dx, int64_t n, int64_t c) {
   const int lane = threadIdx.x & 31;
@@ -232,14 +248,15 @@ void rmsnorm_backward(const float* dy, const float* x, const float* w, const flo
     NIBBLE_CUDA_CHECK_LAUNCH();
   }
   // Also with n = 0, as on the CPU (dw + 0.0 turns −0 into +0).
-  rmsnorm_dw_final_kernel<<<static_cast<unsigned>((c + 255) / 256), 256, 0, stream>>>(part, dw, c, chunks);
+  rmsnorm_dw_final_kernel<<<static_cast<unsigned>((c + 31) / 32), dim3(32, kFinalRows), 0, stream>>>(part, dw, c,
+                                                                                                   chunks);
   NIBBLE_CUDA_CHECK_LAUNCH();
   if (n > 0) {
     const bool vec = c % 4 == 0 && dev::aligned(dy, 16) && dev::aligned(x, 16) && dev::aligned(w, 16) &&
                      dev::aligned(dx, 16);
     // dy and x in registers up to 1024 columns (64 floats a lane); wider rows are read twice
     const unsigned grid = row_grid(n);
-    if (vec && c <= 32 * 4 * 8) rmsnorm_dx_kernel<4, 8><<<grid, kRowThreads, 0, stream>>>(dy, x, w, rstd, dx, n, c);
+    if (NIBBLE_DX_CACHE && vec && c <= 32 * 4 * 8) rmsnorm_dx_kernel<4, 8><<<grid, kRowThreads, 0, stream>>>(dy, x, w, rstd, dx, n, c);
     else if (vec) rmsnorm_dx_kernel<4, 0><<<grid, kRowThreads, 0, stream>>>(dy, x, w, rstd, dx, n, c);
     else rmsnorm_dx_kernel<1, 0><<<grid, kRowThreads, 0, stream>>>(dy, x, w, rstd, dx, n, c);
     NIBBLE_CUDA_CHECK_LAUNCH();

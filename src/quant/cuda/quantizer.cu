@@ -13,6 +13,7 @@
 #include <cuda_bf16.h>
 
 #include "core/cuda/check.cuh"
+#include "quant/cuda/amax.cuh"
 #include "nibble/cuda.hpp"
 #include "nibble/philox.hpp"
 #include "nibble/quant/block_codec.hpp"
@@ -20,11 +21,7 @@
 namespace nibble::cuda {
 
 struct QuantScratch {
-  struct Device {
-    unsigned int amax_bits;        // max|x| as float bits (non-negative floats order as uints)
-    unsigned int nonfinite;        // any NaN/Inf seen
-    unsigned long long first_bad;  // smallest flat index of a non-finite value
-  };
+  using Device = AmaxSlot;
   Device* d = nullptr;
 };
 
@@ -39,9 +36,7 @@ __global__ void reset_scratch(QuantScratch::Device* s) {
 }
 
 __device__ __forceinline__ void note_value(float v, unsigned long long i, float& m, unsigned long long& bad) {
-  const float a = fabsf(v);
-  if (a <= FLT_MAX) m = fmaxf(m, a);
-  else if (i < bad) bad = i;
+  amax_note_value(v, i, m, bad);
 }
 
 // Tensor amax (and the first non-finite index) over n floats.
@@ -256,17 +251,20 @@ KernelSpec kernel_spec(const QuantSpec& spec, int64_t rows, int64_t cols, OutMod
 }
 
 void launch(const float* d_x, int64_t rows, int64_t cols, const QuantSpec& spec, OutMode mode, void* d_out,
-            uint8_t* d_codes, uint8_t* d_scales, float* d_tensor, QuantScratch* scratch, cudaStream_t st) {
+            uint8_t* d_codes, uint8_t* d_scales, float* d_tensor, QuantScratch* scratch, cudaStream_t st,
+            bool amax_ready = false) {
   validate_quant_shape(spec, rows, cols);
   NIBBLE_CHECK(scratch && scratch->d, "quantizer scratch not allocated");
   NIBBLE_CHECK(reinterpret_cast<uintptr_t>(d_x) % 16 == 0, "input must be 16-byte aligned");
   const int64_t n = rows * cols;
   if (n == 0) return;
-  reset_scratch<<<1, 1, 0, st>>>(scratch->d);
-  NIBBLE_CUDA_CHECK_LAUNCH();
-  const int64_t amax_blocks = std::min<int64_t>((n / 4 + kThreads - 1) / kThreads, 132 * 8);
-  amax_kernel<<<static_cast<unsigned>(std::max<int64_t>(amax_blocks, 1)), kThreads, 0, st>>>(d_x, n, true, scratch->d);
-  NIBBLE_CUDA_CHECK_LAUNCH();
+  if (!amax_ready) {
+    reset_scratch<<<1, 1, 0, st>>>(scratch->d);
+    NIBBLE_CUDA_CHECK_LAUNCH();
+    const int64_t amax_blocks = std::min<int64_t>((n / 4 + kThreads - 1) / kThreads, 132 * 8);
+    amax_kernel<<<static_cast<unsigned>(std::max<int64_t>(amax_blocks, 1)), kThreads, 0, st>>>(d_x, n, true, scratch->d);
+    NIBBLE_CUDA_CHECK_LAUNCH();
+  }
   const KernelSpec k = kernel_spec(spec, rows, cols, mode);
   const int64_t threads = spec.tile2d ? n / spec.block : n / spec.block;  // one per block row
   const unsigned grid = static_cast<unsigned>((threads + kThreads - 1) / kThreads);
@@ -300,11 +298,17 @@ void quantize_dequantize(const float* d_x, int64_t rows, int64_t cols, const Qua
 }
 
 void quantize_for_gemm(const float* d_x, int64_t rows, int64_t cols, const QuantSpec& spec, bool bf16, void* d_out,
-                       float* d_tensor, QuantScratch* scratch, void* stream) {
+                       float* d_tensor, QuantScratch* scratch, void* stream, bool amax_ready) {
   NIBBLE_CHECK(reinterpret_cast<uintptr_t>(d_out) % 16 == 0, "output must be 16-byte aligned");
   launch(d_x, rows, cols, spec, bf16 ? OutMode::GemmBf16 : OutMode::GemmF32, d_out, nullptr, nullptr, d_tensor,
-         scratch, as_stream(stream));
+         scratch, as_stream(stream), amax_ready);
 }
+
+void reset_quant_scratch(QuantScratch* scratch, void* stream) {
+  reset_scratch<<<1, 1, 0, as_stream(stream)>>>(scratch->d);
+  NIBBLE_CUDA_CHECK_LAUNCH();
+}
+void* quant_scratch_slot(QuantScratch* scratch) { return scratch->d; }
 
 void quantize_packed(const float* d_x, int64_t rows, int64_t cols, const QuantSpec& spec, uint8_t* d_codes,
                      uint8_t* d_scales, float* d_tensor, QuantScratch* scratch, void* stream) {
