@@ -42,7 +42,7 @@ grep -E "tests passed|tests failed" "$OUT/cpu-tests.log" | sed 's/^/cpu tests: /
 NIBBLE="$BUILD/nibble"
 "$NIBBLE" bench --device cuda --only kernels --json "$OUT/bench-kernels.json" >"$OUT/bench-kernels.txt" 2>&1
 "$NIBBLE" bench --device cuda --only train --models ${BENCH_MODELS:-124m} --batch 16 --seq 1024 --steps ${BENCH_STEPS:-8} \
-  --json "$OUT/bench-train.json" >"$OUT/bench-train.txt" 2>&1
+  --profile --json "$OUT/bench-train.json" >"$OUT/bench-train.txt" 2>&1
 "$NIBBLE" bench --device cuda --only train --models 350m --recipes bf16,nvfp4 --batch 8 --seq 1024 --steps 4 \
   --json "$OUT/bench-train-350m.json" >"$OUT/bench-train-350m.txt" 2>&1
 echo
@@ -50,5 +50,11 @@ echo "=== summary ==="
 cat "$OUT/env.txt"
 echo "gpu tests rc=$gpu_rc, cpu tests rc=$cpu_rc"
 grep -E "^  " "$OUT/engine-tests.log" | head -40
-cat "$OUT/bench-kernels.txt" "$OUT/bench-train.txt" "$OUT/bench-train-350m.txt"
+# the quantizer table and the fused-operand rows of the GEMM table; the full tables are in $OUT
+sed -n '1,/^$/p;/quantizer op/,/^$/p' "$OUT/bench-kernels.txt" | grep -v "^$"
+grep -E "ceiling|forward\+backward" "$OUT/bench-kernels.txt" | grep -E "gate_up|ceiling" | head -16
+cat "$OUT/bench-train.txt" "$OUT/bench-train-350m.txt"
+grep -E "tests passed|tests failed" "$OUT/gpu-tests.log" | sed 's/^/gpu tests: /'
+grep -E "tests passed|tests failed" "$OUT/cpu-tests.log" | sed 's/^/cpu tests: /'
+grep -E "^ *[0-9]+/[0-9]+ Test.*(Failed|Exception|Timeout)" "$OUT/gpu-tests.log" | head -20
 exit $(( gpu_rc | cpu_rc ))

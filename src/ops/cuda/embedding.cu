@@ -50,13 +50,7 @@ __global__ void embedding_forward_kernel(const int32_t* __restrict__ tokens, con
 // between them, so they are all in flight at once) before adding them in order. Groups are
 // kBatch rows while that many remain, then 4; a short group re-reads its last row and skips
 // the surplus additions.
-#ifndef NIBBLE_EMB_BATCH
-#define NIBBLE_EMB_BATCH 16
-#endif
-#ifndef NIBBLE_EMB_MINB
-#define NIBBLE_EMB_MINB 1
-#endif
-constexpr int kBatch = NIBBLE_EMB_BATCH;
+constexpr int kBatch = 16;
 
 template <int W, int K>
 __device__ __forceinline__ void add_rows(float (&acc)[W], const float* __restrict__ dout, int64_t c, int64_t col,
@@ -75,7 +69,7 @@ __device__ __forceinline__ void add_rows(float (&acc)[W], const float* __restric
 }
 
 template <int W>
-__global__ void __launch_bounds__(kThreads, NIBBLE_EMB_MINB)
+__global__ void __launch_bounds__(kThreads)
     embedding_backward_kernel(const int32_t* __restrict__ unique, const int32_t* __restrict__ starts,
                               const int32_t* __restrict__ order, int64_t n_unique, const float* __restrict__ dout,
                               float* __restrict__ dwte, int64_t c) {

@@ -97,4 +97,18 @@ void attention_backward(const float* dout, const float* q, const float* k, const
                         float* dk, float* dv, int64_t ld_dq, int64_t ld_dkv, float* delta, int64_t b,
                         int64_t t, int64_t hq, int64_t hkv, int64_t d, cudaStream_t stream);
 
+// Tensor-core variant (attention_tc.cu): q, k, v (and dout) are rounded to bf16 on load,
+// products accumulate in fp32 (mma.sync m16n8k16), softmax statistics in fp32; same layouts,
+// strides, lse and outputs as attention_forward/attention_backward (fp32 in and out). Not
+// bit-exact with the CPU (relative error of order 1e-3 from the bf16 operands). Deterministic
+// (no atomics). D ∈ {32, 64, 128} (attention_tc_supported); any other D throws nibble::Error,
+// and the caller falls back to the fp32 path.
+bool attention_tc_supported(int64_t d);
+void attention_forward_tc(const float* q, const float* k, const float* v, int64_t ld_q, int64_t ld_kv, float* out,
+                          float* lse, int64_t b, int64_t t, int64_t hq, int64_t hkv, int64_t d, cudaStream_t stream);
+void attention_backward_tc(const float* dout, const float* q, const float* k, const float* v, int64_t ld_q,
+                           int64_t ld_kv, const float* out, const float* lse, float* dq, float* dk, float* dv,
+                           int64_t ld_dq, int64_t ld_dkv, float* delta, int64_t b, int64_t t, int64_t hq,
+                           int64_t hkv, int64_t d, cudaStream_t stream);
+
 }  // namespace nibble::cuda::ops

@@ -4,7 +4,7 @@
 // CPU's order (a row whose rstd / coefficient rounds to the same float gives the CPU's bits).
 //
 // Forward and dx: one warp per row. dw: rows are cut into chunks, a first kernel writes each
-// chunk's float64 column sums to the scratch, a second adds them in chunk order onto dw. No
+// chunk's float64 column sums to the scratch, a second adds them in a fixed tree onto dw. No
 // atomics anywhere, so two runs give the same bits.
 #include <algorithm>
 #include <cstdint>
@@ -125,9 +125,10 @@ __global__ void __launch_bounds__(32 * kFinalRows)
   __shared__ double total[kFinalRows][33];  // padded: the column reads below hit distinct banks
   const int64_t j = static_cast<int64_t>(blockIdx.x) * 32 + threadIdx.x;
   double acc = 0.0;
-  if (j < c)
+  if (j < c) {
 #pragma unroll 4
     for (int64_t k = threadIdx.y; k < chunks; k += kFinalRows) acc += partials[k * c + j];
+  }
   total[threadIdx.y][threadIdx.x] = acc;
   __syncthreads();
   if (threadIdx.y != 0 || j >= c) return;
@@ -137,16 +138,11 @@ __global__ void __launch_bounds__(32 * kFinalRows)
 }
 
 // dx = r·dy·w − x·coef with coef = float(r³·Σ dy·w·x / c). dx may alias dy: each lane reads its
-// own elements of the row (all of them, in the dot product pass) before it writes them. Rows
-// held in registers as in the forward (kIters > 0).
-template <int W, int kIters>
-#ifndef NIBBLE_DX_MINB
-#define NIBBLE_DX_MINB 1
-#endif
-#ifndef NIBBLE_DX_CACHE
-#define NIBBLE_DX_CACHE 1
-#endif
-__global__ void __launch_bounds__(kRowThreads, NIBBLE_DX_MINB)
+// own elements of the row (all of them, in the dot product pass) before it writes them. The
+// second pass reads the row again (mostly from L1): holding it in registers as the forward
+// does measured slower on H100 (the register cost halves the occupancy).
+template <int W>
+__global__ void __launch_bounds__(kRowThreads)
     rmsnorm_dx_kernel(const float* dy, const float* __restrict__ x, const float* __restrict__ w,
                       const float* __restrict__ rstd, float* dx, int64_t n, int64_t c) {
   const int lane = threadIdx.x & 31;
@@ -154,55 +150,28 @@ __global__ void __launch_bounds__(kRowThreads, NIBBLE_DX_MINB)
        r += static_cast<int64_t>(gridDim.x) * kWarpsPerBlock) {
     const float* dyr = dy + r * c;
     const float* xr = x + r * c;
-    float* dxr = dx + r * c;
-    float dv[kIters > 0 ? kIters : 1][W], xv[kIters > 0 ? kIters : 1][W];
     double s = 0.0;
-    auto dot = [&](int64_t j, const float (&d)[W], const float (&v)[W]) {
-      float wv[W];
+    for (int64_t j = lane * W; j < c; j += 32 * W) {
+      float d[W], v[W], wv[W];
+      dev::load<W>(dyr + j, d);
+      dev::load<W>(xr + j, v);
       dev::load<W>(w + j, wv);
 #pragma unroll
       for (int l = 0; l < W; ++l) s += static_cast<double>(d[l]) * static_cast<double>(wv[l]) * static_cast<double>(v[l]);
-    };
-    if constexpr (kIters > 0) {
-#pragma unroll
-      for (int it = 0; it < kIters; ++it) {
-        const int64_t j = (static_cast<int64_t>(it) * 32 + lane) * W;
-        if (j < c) {
-          dev::load<W>(dyr + j, dv[it]);
-          dev::load<W>(xr + j, xv[it]);
-          dot(j, dv[it], xv[it]);
-        }
-      }
-    } else {
-      for (int64_t j = lane * W; j < c; j += 32 * W) {
-        dev::load<W>(dyr + j, dv[0]);
-        dev::load<W>(xr + j, xv[0]);
-        dot(j, dv[0], xv[0]);
-      }
     }
     s = dev::warp_sum(s);
     const float rf = rstd[r];
     const double rd = static_cast<double>(rf);
     const float coef = static_cast<float>(rd * rd * rd * s / static_cast<double>(c));
-    auto emit = [&](int64_t j, float (&d)[W], const float (&v)[W]) {
-      float wv[W];
+    float* dxr = dx + r * c;
+    for (int64_t j = lane * W; j < c; j += 32 * W) {
+      float d[W], v[W], wv[W];
+      dev::load<W>(dyr + j, d);
+      dev::load<W>(xr + j, v);
       dev::load<W>(w + j, wv);
 #pragma unroll
       for (int l = 0; l < W; ++l) d[l] = __fsub_rn(__fmul_rn(__fmul_rn(rf, d[l]), wv[l]), __fmul_rn(v[l], coef));
       dev::store<W>(dxr + j, d);
-    };
-    if constexpr (kIters > 0) {
-#pragma unroll
-      for (int it = 0; it < kIters; ++it) {
-        const int64_t j = (static_cast<int64_t>(it) * 32 + lane) * W;
-        if (j < c) emit(j, dv[it], xv[it]);
-      }
-    } else {
-      for (int64_t j = lane * W; j < c; j += 32 * W) {
-        dev::load<W>(dyr + j, dv[0]);
-        dev::load<W>(xr + j, xv[0]);
-        emit(j, dv[0], xv[0]);
-      }
     }
   }
 }
@@ -254,11 +223,8 @@ void rmsnorm_backward(const float* dy, const float* x, const float* w, const flo
   if (n > 0) {
     const bool vec = c % 4 == 0 && dev::aligned(dy, 16) && dev::aligned(x, 16) && dev::aligned(w, 16) &&
                      dev::aligned(dx, 16);
-    // dy and x in registers up to 1024 columns (64 floats a lane); wider rows are read twice
-    const unsigned grid = row_grid(n);
-    if (NIBBLE_DX_CACHE && vec && c <= 32 * 4 * 8) rmsnorm_dx_kernel<4, 8><<<grid, kRowThreads, 0, stream>>>(dy, x, w, rstd, dx, n, c);
-    else if (vec) rmsnorm_dx_kernel<4, 0><<<grid, kRowThreads, 0, stream>>>(dy, x, w, rstd, dx, n, c);
-    else rmsnorm_dx_kernel<1, 0><<<grid, kRowThreads, 0, stream>>>(dy, x, w, rstd, dx, n, c);
+    if (vec) rmsnorm_dx_kernel<4><<<row_grid(n), kRowThreads, 0, stream>>>(dy, x, w, rstd, dx, n, c);
+    else rmsnorm_dx_kernel<1><<<row_grid(n), kRowThreads, 0, stream>>>(dy, x, w, rstd, dx, n, c);
     NIBBLE_CUDA_CHECK_LAUNCH();
   }
 }

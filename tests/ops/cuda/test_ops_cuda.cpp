@@ -391,7 +391,7 @@ TEST(SM90_Ops, CrossEntropyMatchesCpuWithIgnoredRowsAndIsDeterministic) {
     const double got_loss = loss.host()[0];
 
     // Loss: the row's Σ exp is the same set of float64-exact terms summed in another order. The
-    // CPU's longest chain is v/8 additions, the GPU's ~v/512 + 21, so the two sums differ by at
+    // CPU's longest chain is v/8 additions, the GPU's ~v/1024 + 37, so the two sums differ by at
     // most (v/8 + 40)·2⁻⁵³ relative (7e-13 at v = 50304); log turns that into an absolute error,
     // plus an ulp of CUDA's log (~2e-15), and the mean of rows adds roundings of ~1e-15.
     if (n_valid == 0) {
