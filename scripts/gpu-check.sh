@@ -49,7 +49,9 @@ echo
 echo "=== summary ==="
 cat "$OUT/env.txt"
 echo "gpu tests rc=$gpu_rc, cpu tests rc=$cpu_rc"
-grep -E "^  " "$OUT/engine-tests.log" | head -40
+grep -E "^  " "$OUT/engine-tests.log" | head -80
+grep -E "^\[  FAILED" "$OUT/gpu-tests.log" "$OUT/engine-tests.log" | sort -u | head -20
+grep -E "SM90_AttentionTc|tensor-core|ms" "$OUT/gpu-tests.log" | grep -iE "ms|TFLOP" | head -12
 # the quantizer table and the fused-operand rows of the GEMM table; the full tables are in $OUT
 sed -n '1,/^$/p;/quantizer op/,/^$/p' "$OUT/bench-kernels.txt" | grep -v "^$"
 grep -E "ceiling|forward\+backward" "$OUT/bench-kernels.txt" | grep -E "gate_up|ceiling" | head -16
@@ -57,4 +59,6 @@ cat "$OUT/bench-train.txt" "$OUT/bench-train-350m.txt"
 grep -E "tests passed|tests failed" "$OUT/gpu-tests.log" | sed 's/^/gpu tests: /'
 grep -E "tests passed|tests failed" "$OUT/cpu-tests.log" | sed 's/^/cpu tests: /'
 grep -E "^ *[0-9]+/[0-9]+ Test.*(Failed|Exception|Timeout)" "$OUT/gpu-tests.log" | head -20
+# the device tool returns few files: logs go in one archive
+tar czf "$OUT/logs.tgz" -C "$OUT" $(cd "$OUT" && ls *.log *.txt 2>/dev/null) && (cd "$OUT" && rm -f *.log configure.log env.txt bench-*.txt)
 exit $(( gpu_rc | cpu_rc ))

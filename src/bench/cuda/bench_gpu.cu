@@ -98,6 +98,12 @@ Json gpu_quantizer_bench(int64_t rows, int64_t cols) {
       report(tag + " GEMM operand bf16",
              median_ms([&] { cuda::quantize_for_gemm(x, rows, cols, s, true, y, tensor, scratch); }),
              static_cast<double>(n) * 6);
+      // The single pass that remains when the producer of x folded the tensor amax into its
+      // epilogue (as the GPU operand transforms do): x read once, q·s_b written once.
+      cuda::quantize_for_gemm(x, rows, cols, s, true, y, tensor, scratch);  // leaves x's amax in the scratch
+      report(tag + " GEMM operand bf16, amax from producer",
+             median_ms([&] { cuda::quantize_for_gemm(x, rows, cols, s, true, y, tensor, scratch, nullptr, true); }),
+             static_cast<double>(n) * 6);
     }
   }
   float* signs = dsg.as<float>(128);

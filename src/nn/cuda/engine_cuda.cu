@@ -4,6 +4,7 @@
 // the gradient norm (two doubles per step).
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <map>
 #include <numeric>
@@ -97,6 +98,13 @@ class CudaEngine final : public TrainEngine {
     NIBBLE_CUDA_CHECK(cudaMemsetAsync(v_.get<void>(), 0, bytes, st_));
     build_layers();
     build_adam_chunks();
+    // Attention: bf16 tensor cores with fp32 accumulation and softmax (the default, as fused
+    // attention kernels run it), or NIBBLE_ATTENTION=fp32 for the fp32 kernel that reproduces
+    // the CPU bit for bit (the engine-vs-CPU tests use it).
+    const char* att = std::getenv("NIBBLE_ATTENTION");
+    const std::string choice = att && *att ? att : "tc";
+    if (choice != "tc" && choice != "fp32") fail("NIBBLE_ATTENTION=", choice, " (use tc or fp32)");
+    attention_tc_ = choice == "tc" && gops::attention_tc_supported(cfg_.head_dim());
     set_recipe(Recipe::preset("bf16"));
   }
   ~CudaEngine() override {
@@ -104,7 +112,9 @@ class CudaEngine final : public TrainEngine {
     cudaStreamDestroy(st_);
   }
 
-  std::string device() const override { return cuda::device_summary(); }
+  std::string device() const override {
+    return cuda::device_summary() + (attention_tc_ ? ", bf16 tensor-core attention" : ", fp32 attention");
+  }
   const ModelConfig& config() const override { return cfg_; }
   const std::vector<ParamInfo>& params() const override { return params_; }
   int64_t num_params() const override { return np_; }
@@ -342,6 +352,7 @@ class CudaEngine final : public TrainEngine {
   DeviceScratch dx_, dh_, dtmp_, ds_, dgu_, datt_, dqkv_, delta_, norm_scratch_;
   DeviceScratch emb_unique_, emb_starts_, emb_order_;
   OpProfiler prof_;
+  bool attention_tc_ = true;
 };
 
 double CudaEngine::forward(const int32_t* tokens, const int32_t* targets, int64_t b, int64_t t, const StepContext& ctx,
@@ -386,7 +397,7 @@ double CudaEngine::forward(const int32_t* tokens, const int32_t* targets, int64_
     }
     {
       NIBBLE_TIMED("attention forward");
-      gops::attention_forward(qkv, qkv + hq * hd, qkv + (hq + hkv) * hd, qkv_width, qkv_width, bl.att.get<float>(),
+      (attention_tc_ ? gops::attention_forward_tc : gops::attention_forward)(qkv, qkv + hq * hd, qkv + (hq + hkv) * hd, qkv_width, qkv_width, bl.att.get<float>(),
                               bl.lse.get<float>(), b, t, hq, hkv, hd, st_);
     }
     {
@@ -506,7 +517,7 @@ void CudaEngine::backward(const StepContext& ctx) {
     }
     {
       NIBBLE_TIMED("attention backward");
-      gops::attention_backward(datt, qkv, qkv + hq * hd, qkv + (hq + hkv) * hd, qkv_width, qkv_width, bl.att.get<float>(),
+      (attention_tc_ ? gops::attention_backward_tc : gops::attention_backward)(datt, qkv, qkv + hq * hd, qkv + (hq + hkv) * hd, qkv_width, qkv_width, bl.att.get<float>(),
                                bl.lse.get<float>(), dqkv, dqkv + hq * hd, dqkv + (hq + hkv) * hd, qkv_width, qkv_width,
                                delta_.get<float>(), b, t, hq, hkv, hd, st_);
     }

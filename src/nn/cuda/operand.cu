@@ -17,6 +17,7 @@ namespace nibble::cuda {
 namespace {
 
 constexpr int kThreads = 256;
+constexpr int64_t kMaxBlocks = 132 * 16;  // grid-stride kernels: enough blocks to fill an H100
 
 unsigned blocks_for(int64_t n, int per_thread = 1) {
   const int64_t b = (n / per_thread + kThreads - 1) / kThreads;
@@ -161,54 +162,58 @@ __global__ void rows_transform_kernel(const float* __restrict__ src, int64_t nbl
   constexpr int kB = N == 0 ? 32 : N;
   constexpr int kLanes = kB < 32 ? kB : 32;
   constexpr int kPerLane = kB / kLanes;
-  const int64_t g = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
-  const int64_t blk = g / kLanes;
-  const int lane = static_cast<int>(g % kLanes);
-  const bool live = blk < nblocks;
-  const int64_t base = (live ? blk : 0) * kB;
-  const int64_t col0 = base % cols;
-  double t[kPerLane];
+  float m = 0.0f;
+  unsigned long long bad = ULLONG_MAX;
+  const int64_t total = nblocks * kLanes, stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
+  // grid-stride with a block-uniform trip count: every lane takes part in every shuffle
+  for (int64_t g0 = static_cast<int64_t>(blockIdx.x) * blockDim.x; g0 < total; g0 += stride) {
+    const int64_t g = g0 + threadIdx.x;
+    const int64_t blk = g / kLanes;
+    const int lane = static_cast<int>(g % kLanes);
+    const bool live = blk < nblocks;
+    const int64_t base = (live ? blk : 0) * kB;
+    const int64_t col0 = base % cols;
+    double t[kPerLane];
 #pragma unroll
-  for (int i = 0; i < kPerLane; ++i) {
-    const int pos = lane + kLanes * i;
-    float v = live ? src[base + pos] : 0.0f;
-    if (mean && live) v -= mean[col0 + pos];
-    t[i] = N == 0 ? static_cast<double>(v) : static_cast<double>(v) * static_cast<double>(signs[pos]);
-  }
-  if constexpr (N != 0) {
+    for (int i = 0; i < kPerLane; ++i) {
+      const int pos = lane + kLanes * i;
+      float v = live ? src[base + pos] : 0.0f;
+      if (mean && live) v -= mean[col0 + pos];
+      t[i] = N == 0 ? static_cast<double>(v) : static_cast<double>(v) * static_cast<double>(signs[pos]);
+    }
+    if constexpr (N != 0) {
 #pragma unroll
-    for (int h = 1; h < N; h <<= 1) {
-      if (h < kLanes) {
-        const bool upper = (lane & h) != 0;
+      for (int h = 1; h < N; h <<= 1) {
+        if (h < kLanes) {
+          const bool upper = (lane & h) != 0;
 #pragma unroll
-        for (int i = 0; i < kPerLane; ++i) {
-          const double other = __shfl_xor_sync(0xffffffffu, t[i], h);
-          t[i] = upper ? other - t[i] : t[i] + other;
-        }
-      } else {
-        const int stride = h / kLanes;
-#pragma unroll
-        for (int i = 0; i < kPerLane; ++i)
-          if ((i & stride) == 0) {
-            const double a = t[i], b = t[i + stride];
-            t[i] = a + b;
-            t[i + stride] = a - b;
+          for (int i = 0; i < kPerLane; ++i) {
+            const double other = __shfl_xor_sync(0xffffffffu, t[i], h);
+            t[i] = upper ? other - t[i] : t[i] + other;
           }
+        } else {
+          const int hs = h / kLanes;
+#pragma unroll
+          for (int i = 0; i < kPerLane; ++i)
+            if ((i & hs) == 0) {
+              const double a = t[i], b = t[i + hs];
+              t[i] = a + b;
+              t[i + hs] = a - b;
+            }
+        }
+      }
+    }
+#pragma unroll
+    for (int i = 0; i < kPerLane; ++i) {
+      const int pos = lane + kLanes * i;
+      const float o = N == 0 ? static_cast<float>(t[i]) : static_cast<float>(t[i] * scale);
+      if (live) {
+        out[base + pos] = o;
+        amax_note_value(o, static_cast<unsigned long long>(base + pos), m, bad);
       }
     }
   }
-  float m = 0.0f;
-  unsigned long long bad = ULLONG_MAX;
-#pragma unroll
-  for (int i = 0; i < kPerLane; ++i) {
-    const int pos = lane + kLanes * i;
-    const float o = N == 0 ? static_cast<float>(t[i]) : static_cast<float>(t[i] * scale);
-    if (live) {
-      out[base + pos] = o;
-      amax_note_value(o, static_cast<unsigned long long>(base + pos), m, bad);
-    }
-  }
-  if (slot) amax_fold_warp(slot, m, bad);
+  if (slot) amax_fold_block(slot, m, bad);
 }
 
 // Transposed layout: a 32×32 tile of src [rows, cols] is staged in shared memory; warp w writes
@@ -219,39 +224,43 @@ __global__ void transpose_transform_kernel(const float* __restrict__ src, int64_
                                            const float* __restrict__ mean, const float* __restrict__ signs, double scale,
                                            float* __restrict__ out, AmaxSlot* slot) {
   __shared__ float tile[32][33];
-  const int64_t c0 = static_cast<int64_t>(blockIdx.x) * 32, r0 = static_cast<int64_t>(blockIdx.y) * 32;
   const int tx = threadIdx.x, ty = threadIdx.y;
-  for (int j = ty; j < 32; j += 8) {
-    const int64_t r = r0 + j, c = c0 + tx;
-    float v = 0.0f;
-    if (r < rows && c < cols) {
-      v = src[r * cols + c];
-      if (mean) v -= mean[c];
-    }
-    tile[j][tx] = v;
-  }
-  __syncthreads();
+  const int64_t tiles_c = (cols + 31) / 32, tiles = tiles_c * ((rows + 31) / 32);
+  const double sg = N == 0 ? 1.0 : static_cast<double>(signs[tx % (N == 0 ? 1 : N)]);
   float m = 0.0f;
   unsigned long long bad = ULLONG_MAX;
-  const double sg = N == 0 ? 1.0 : static_cast<double>(signs[tx % (N == 0 ? 1 : N)]);
-  for (int j = ty; j < 32; j += 8) {
-    const int64_t c = c0 + j, r = r0 + tx;
-    double t = static_cast<double>(tile[tx][j]);
-    if constexpr (N != 0) {
-      t = t * sg;
+  for (int64_t tile_id = blockIdx.x; tile_id < tiles; tile_id += gridDim.x) {
+    const int64_t c0 = (tile_id % tiles_c) * 32, r0 = (tile_id / tiles_c) * 32;
+    __syncthreads();  // the previous tile's reads are done
+    for (int j = ty; j < 32; j += 8) {
+      const int64_t r = r0 + j, c = c0 + tx;
+      float v = 0.0f;
+      if (r < rows && c < cols) {
+        v = src[r * cols + c];
+        if (mean) v -= mean[c];
+      }
+      tile[j][tx] = v;
+    }
+    __syncthreads();
+    for (int j = ty; j < 32; j += 8) {
+      const int64_t c = c0 + j, r = r0 + tx;
+      double t = static_cast<double>(tile[tx][j]);
+      if constexpr (N != 0) {
+        t = t * sg;
 #pragma unroll
-      for (int h = 1; h < N; h <<= 1) {
-        const double other = __shfl_xor_sync(0xffffffffu, t, h);
-        t = (tx & h) != 0 ? other - t : t + other;
+        for (int h = 1; h < N; h <<= 1) {
+          const double other = __shfl_xor_sync(0xffffffffu, t, h);
+          t = (tx & h) != 0 ? other - t : t + other;
+        }
+      }
+      const float o = N == 0 ? static_cast<float>(t) : static_cast<float>(t * scale);
+      if (r < rows && c < cols) {
+        out[c * rows + r] = o;
+        amax_note_value(o, static_cast<unsigned long long>(c * rows + r), m, bad);
       }
     }
-    const float o = N == 0 ? static_cast<float>(t) : static_cast<float>(t * scale);
-    if (r < rows && c < cols) {
-      out[c * rows + r] = o;
-      amax_note_value(o, static_cast<unsigned long long>(c * rows + r), m, bad);
-    }
   }
-  if (slot) amax_fold_warp(slot, m, bad);
+  if (slot) amax_fold_block(slot, m, bad);
 }
 
 // Runs the fused transform of a job into `w` ([R, C] fp32); false when this combination has no
@@ -260,7 +269,8 @@ bool fused_transform(const OperandJob& j, float* w, AmaxSlot* slot, cudaStream_t
   const double scale = j.rht ? 1.0 / std::sqrt(static_cast<double>(j.rht)) : 1.0;
   if (j.transpose) {
     if (j.rht != 0 && j.rht != 16 && j.rht != 32) return false;
-    const dim3 grid(static_cast<unsigned>((j.cols + 31) / 32), static_cast<unsigned>((j.rows + 31) / 32));
+    const int64_t tiles = ((j.cols + 31) / 32) * ((j.rows + 31) / 32);
+    const unsigned grid = static_cast<unsigned>(std::min<int64_t>(tiles, kMaxBlocks));
     if (j.rht == 0) transpose_transform_kernel<0><<<grid, dim3(32, 8), 0, st>>>(j.src, j.rows, j.cols, j.mean, j.signs, scale, w, slot);
     else if (j.rht == 16) transpose_transform_kernel<16><<<grid, dim3(32, 8), 0, st>>>(j.src, j.rows, j.cols, j.mean, j.signs, scale, w, slot);
     else transpose_transform_kernel<32><<<grid, dim3(32, 8), 0, st>>>(j.src, j.rows, j.cols, j.mean, j.signs, scale, w, slot);
@@ -268,7 +278,7 @@ bool fused_transform(const OperandJob& j, float* w, AmaxSlot* slot, cudaStream_t
     const int b = j.rht == 0 ? 32 : j.rht;
     NIBBLE_CHECK(j.cols % b == 0, "operand width ", j.cols, " is not a multiple of ", b);
     const int64_t nblocks = j.rows * j.cols / b;
-    const unsigned grid = blocks_for(nblocks * std::min(b, 32));
+    const unsigned grid = std::min(blocks_for(nblocks * std::min(b, 32)), static_cast<unsigned>(kMaxBlocks));
     switch (j.rht) {
       case 0: rows_transform_kernel<0><<<grid, kThreads, 0, st>>>(j.src, nblocks, j.cols, j.mean, j.signs, scale, w, slot); break;
       case 16: rows_transform_kernel<16><<<grid, kThreads, 0, st>>>(j.src, nblocks, j.cols, j.mean, j.signs, scale, w, slot); break;

@@ -37,4 +37,32 @@ __device__ __forceinline__ void amax_fold_warp(AmaxSlot* s, float m, unsigned lo
   }
 }
 
+// Block-wide version: one atomic per block (a per-warp atomic on one address from millions of
+// warps serialises the whole kernel). Every thread of the block must call it.
+__device__ __forceinline__ void amax_fold_block(AmaxSlot* s, float m, unsigned long long bad) {
+  __shared__ float sm[32];
+  __shared__ unsigned long long sb[32];
+  for (int off = 16; off > 0; off >>= 1) {
+    m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, off));
+    bad = min(bad, __shfl_xor_sync(0xffffffffu, bad, off));
+  }
+  const int tid = threadIdx.x + threadIdx.y * blockDim.x, nthreads = blockDim.x * blockDim.y;
+  if (tid % 32 == 0) {
+    sm[tid / 32] = m;
+    sb[tid / 32] = bad;
+  }
+  __syncthreads();
+  if (tid == 0) {
+    for (int w = 1; w < nthreads / 32; ++w) {
+      m = fmaxf(m, sm[w]);
+      bad = min(bad, sb[w]);
+    }
+    atomicMax(&s->amax_bits, __float_as_uint(m));
+    if (bad != ULLONG_MAX) {
+      atomicOr(&s->nonfinite, 1u);
+      atomicMin(&s->first_bad, bad);
+    }
+  }
+}
+
 }  // namespace nibble::cuda
