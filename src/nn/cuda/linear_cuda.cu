@@ -92,10 +92,13 @@ void CudaLinear::forward(const float* x, float* y, int64_t t, const StepContext&
   OperandJob a{x, t, in_, false, &g.a};
   OperandJob b{w_, out_, in_, false, &g.b};
   float* mu = nullptr;
+  mean_x_valid_ = false;
   if (g.a.center) {
-    mu = ws.mean_a.as<float>(static_cast<size_t>(in_));
+    // kept for wgrad, which needs the same μ of the same x
+    mu = mean_x_.as<float>(static_cast<size_t>(in_));
     column_mean(x, t, in_, ws.partials.as<double>(static_cast<size_t>(column_mean_partials(t, in_))), mu, st);
     a.mean = mu;
+    mean_x_valid_ = true;
   }
   if (g.rht) a.rht = b.rht = g.rht, a.signs = b.signs = signs(ctx, Role::RhtFprop, g.rht);
   a.seed = b.seed = ctx.seed;
@@ -129,6 +132,13 @@ void CudaLinear::backward(const float* dy, float* dx, int64_t t, const StepConte
                           cudaStream_t st) {
   NIBBLE_CHECK(x_ != nullptr, "backward before forward in ", name_);
   const Recipe& r = recipe_;
+  // ν (the column mean of dY) once for both GEMMs when either centres.
+  const bool need_nu = (dx && r.dgrad.a.center) || r.wgrad.a.center || r.wgrad.b.center;
+  float* nu = nullptr;
+  if (need_nu) {
+    nu = ws.mean_a.as<float>(static_cast<size_t>(out_));
+    column_mean(dy, t, out_, ws.partials.as<double>(static_cast<size_t>(column_mean_partials(t, out_))), nu, st);
+  }
   if (ctx.collect_stats) {
     const std::vector<float> dyh = download_floats(dy, t * out_);
     stats_.push_back({name_, "dgrad", "dy", anisotropy_stats(dyh.data(), t, out_, r.dgrad.a.quant.block, 10).to_json()});
@@ -138,12 +148,7 @@ void CudaLinear::backward(const float* dy, float* dx, int64_t t, const StepConte
     const GemmSpec& g = r.dgrad;
     OperandJob a{dy, t, out_, false, &g.a};
     OperandJob b{w_, out_, in_, true, &g.b};  // Wᵀ [in, out]: W columnwise
-    float* nu = nullptr;
-    if (g.a.center) {
-      nu = ws.mean_a.as<float>(static_cast<size_t>(out_));
-      column_mean(dy, t, out_, ws.partials.as<double>(static_cast<size_t>(column_mean_partials(t, out_))), nu, st);
-      a.mean = nu;
-    }
+    if (g.a.center) a.mean = nu;
     if (g.rht) a.rht = b.rht = g.rht, a.signs = b.signs = signs(ctx, Role::RhtDgrad, g.rht);
     a.seed = b.seed = ctx.seed;
     a.stream = philox_stream(ctx.step, id_, Role::DgradDy);
@@ -160,7 +165,8 @@ void CudaLinear::backward(const float* dy, float* dx, int64_t t, const StepConte
     }
     if (g.a.center) {
       float* corr = ws.corr.as<float>(static_cast<size_t>(in_));
-      dgrad_correction(w_, out_, in_, nu, corr, st);
+      dgrad_correction(w_, out_, in_, nu, ws.partials.as<double>(static_cast<size_t>(column_mean_partials(out_, in_))),
+                       corr, st);
       add_column_vector(dx, t, in_, corr, st);
     }
   }
@@ -170,14 +176,16 @@ void CudaLinear::backward(const float* dy, float* dx, int64_t t, const StepConte
     OperandJob a{dy, t, out_, true, &g.a};  // dYᵀ [out, t]
     OperandJob b{x_, t, in_, true, &g.b};   // Xᵀ  [in, t]
     const bool centred = g.a.center || g.b.center;
-    float *nu = nullptr, *mu = nullptr;
+    float* mu = nullptr;
     if (centred) {
-      // The correction needs both means, also for an operand that is not centred itself.
-      nu = ws.mean_a.as<float>(static_cast<size_t>(out_));
-      mu = ws.mean_b.as<float>(static_cast<size_t>(in_));
-      double* part = ws.partials.as<double>(static_cast<size_t>(std::max(column_mean_partials(t, out_), column_mean_partials(t, in_))));
-      column_mean(dy, t, out_, part, nu, st);
-      column_mean(x_, t, in_, part, mu, st);
+      // The correction needs both means, also for an operand that is not centred itself; μ of
+      // x was computed by the forward when it centred x.
+      if (mean_x_valid_) {
+        mu = mean_x_.get<float>();
+      } else {
+        mu = ws.mean_b.as<float>(static_cast<size_t>(in_));
+        column_mean(x_, t, in_, ws.partials.as<double>(static_cast<size_t>(column_mean_partials(t, in_))), mu, st);
+      }
       if (g.a.center) a.mean = nu;
       if (g.b.center) b.mean = mu;
     }

@@ -64,6 +64,8 @@ class CudaLinear {
     DeviceScratch d;
   };
   Signs signs_[3];
+  DeviceScratch mean_x_;        // μ of the last forward's x (centred recipes), reused by wgrad
+  bool mean_x_valid_ = false;
   std::vector<OperandStats> stats_;
 };
 

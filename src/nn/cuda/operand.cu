@@ -94,27 +94,42 @@ __global__ void alpha_kernel(const float* ta, bool a_scaled, const float* tb, bo
   *alpha = (a_scaled ? ta[1] : 1.0f) * (b_scaled ? tb[1] : 1.0f);
 }
 
-// partials[chunk, f] = Σ over the chunk's rows of x[t, f] (float64, increasing t).
+// partials[chunk, f] = Σ over the chunk's rows of x[t, f] (· weight[t] when given), float64 in
+// increasing t; a second kernel adds the chunks in order. Many chunks keep every SM busy even
+// when F is small (a thread per column alone would leave a 768-wide layer at 3 blocks).
 __global__ void column_sum_kernel(const float* __restrict__ x, int64_t t, int64_t f, int64_t rows_per_chunk,
-                                  double* __restrict__ partials) {
+                                  const float* __restrict__ weight, double* __restrict__ partials) {
   const int64_t c = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   if (c >= f) return;
   const int64_t r0 = static_cast<int64_t>(blockIdx.y) * rows_per_chunk, r1 = min(t, r0 + rows_per_chunk);
   double s = 0.0;
-  for (int64_t r = r0; r < r1; ++r) s += x[r * f + c];
+  if (weight)
+    for (int64_t r = r0; r < r1; ++r) s += static_cast<double>(x[r * f + c]) * weight[r];
+  else
+    for (int64_t r = r0; r < r1; ++r) s += x[r * f + c];
   partials[static_cast<int64_t>(blockIdx.y) * f + c] = s;
 }
 
-__global__ void column_mean_finish_kernel(const double* __restrict__ partials, int64_t chunks, int64_t t, int64_t f,
-                                          float* __restrict__ mean) {
+__global__ void column_sum_finish_kernel(const double* __restrict__ partials, int64_t chunks, double divisor, int64_t f,
+                                         float* __restrict__ out) {
   const int64_t c = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   if (c >= f) return;
   double s = 0.0;
   for (int64_t i = 0; i < chunks; ++i) s += partials[i * f + c];
-  mean[c] = static_cast<float>(s / static_cast<double>(t));
+  out[c] = static_cast<float>(divisor == 1.0 ? s : s / divisor);
 }
 
-int64_t mean_chunks(int64_t t) { return std::clamp<int64_t>((t + 127) / 128, 1, 128); }
+int64_t mean_chunks(int64_t t) { return std::clamp<int64_t>((t + 63) / 64, 1, 256); }
+
+void column_sum(const float* x, int64_t t, int64_t f, const float* weight, double divisor, double* partials, float* out,
+                cudaStream_t st) {
+  const int64_t chunks = mean_chunks(t), per = (t + chunks - 1) / chunks;
+  const dim3 grid(blocks_for(f), static_cast<unsigned>(chunks));
+  column_sum_kernel<<<grid, kThreads, 0, st>>>(x, t, f, per, weight, partials);
+  NIBBLE_CUDA_CHECK_LAUNCH();
+  column_sum_finish_kernel<<<blocks_for(f), kThreads, 0, st>>>(partials, chunks, divisor, f, out);
+  NIBBLE_CUDA_CHECK_LAUNCH();
+}
 
 // One warp per output row n: out[n] = Σ_k w[n, k] μ[k] (float64, fixed lane order).
 __global__ void fprop_correction_kernel(const float* __restrict__ w, int64_t n, int64_t k, const float* __restrict__ mu,
@@ -126,15 +141,6 @@ __global__ void fprop_correction_kernel(const float* __restrict__ w, int64_t n, 
   for (int64_t j = lane; j < k; j += 32) s += static_cast<double>(w[row * k + j]) * mu[j];
   for (int off = 16; off > 0; off >>= 1) s += __shfl_xor_sync(0xffffffffu, s, off);
   if (lane == 0) out[row] = static_cast<float>(s);
-}
-
-__global__ void dgrad_correction_kernel(const float* __restrict__ w, int64_t n, int64_t k, const float* __restrict__ nu,
-                                        float* __restrict__ out) {
-  const int64_t j = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
-  if (j >= k) return;
-  double s = 0.0;
-  for (int64_t i = 0; i < n; ++i) s += static_cast<double>(w[i * k + j]) * nu[i];
-  out[j] = static_cast<float>(s);
 }
 
 __global__ void add_column_vector_kernel(float* __restrict__ x, int64_t total, int64_t cols, const float* __restrict__ v) {
@@ -348,21 +354,16 @@ void gemm_alpha(const float* ta, bool a_scaled, const float* tb, bool b_scaled, 
 int64_t column_mean_partials(int64_t t, int64_t f) { return mean_chunks(t) * f; }
 
 void column_mean(const float* x, int64_t t, int64_t f, double* partials, float* mean, cudaStream_t st) {
-  const int64_t chunks = mean_chunks(t), per = (t + chunks - 1) / chunks;
-  const dim3 grid(blocks_for(f), static_cast<unsigned>(chunks));
-  column_sum_kernel<<<grid, kThreads, 0, st>>>(x, t, f, per, partials);
-  NIBBLE_CUDA_CHECK_LAUNCH();
-  column_mean_finish_kernel<<<blocks_for(f), kThreads, 0, st>>>(partials, chunks, t, f, mean);
-  NIBBLE_CUDA_CHECK_LAUNCH();
+  column_sum(x, t, f, nullptr, static_cast<double>(t), partials, mean, st);
 }
 
 void fprop_correction(const float* w, int64_t n, int64_t k, const float* mu, float* out, cudaStream_t st) {
   fprop_correction_kernel<<<blocks_for(n * 32), kThreads, 0, st>>>(w, n, k, mu, out);
   NIBBLE_CUDA_CHECK_LAUNCH();
 }
-void dgrad_correction(const float* w, int64_t n, int64_t k, const float* nu, float* out, cudaStream_t st) {
-  dgrad_correction_kernel<<<blocks_for(k), kThreads, 0, st>>>(w, n, k, nu, out);
-  NIBBLE_CUDA_CHECK_LAUNCH();
+void dgrad_correction(const float* w, int64_t n, int64_t k, const float* nu, double* partials, float* out,
+                      cudaStream_t st) {
+  column_sum(w, n, k, nu, 1.0, partials, out, st);  // Σ_n w[n, k]·ν[n]
 }
 void add_column_vector(float* x, int64_t rows, int64_t cols, const float* v, cudaStream_t st) {
   add_column_vector_kernel<<<blocks_for(rows * cols), kThreads, 0, st>>>(x, rows * cols, cols, v);

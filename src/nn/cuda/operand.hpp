@@ -47,7 +47,9 @@ void column_mean(const float* x, int64_t t, int64_t f, double* partials, float* 
 
 // Corrections of the centred GEMMs (float64 accumulation, as centering.cpp):
 void fprop_correction(const float* w, int64_t n, int64_t k, const float* mu, float* out, cudaStream_t stream);  // W μ [N]
-void dgrad_correction(const float* w, int64_t n, int64_t k, const float* nu, float* out, cudaStream_t stream);  // Wᵀ ν [K]
+// Wᵀ ν [K]; `partials`: column_mean_partials(n, k) doubles.
+void dgrad_correction(const float* w, int64_t n, int64_t k, const float* nu, double* partials, float* out,
+                      cudaStream_t stream);
 void add_column_vector(float* x, int64_t rows, int64_t cols, const float* v, cudaStream_t stream);
 void add_wgrad_correction(float* dw, int64_t n, int64_t k, int64_t t, const float* nu, const float* mu,
                           cudaStream_t stream);  // dW += T ν μᵀ
