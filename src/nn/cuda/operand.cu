@@ -12,6 +12,7 @@
 #include "core/cuda/check.cuh"
 #include "nibble/error.hpp"
 #include "quant/cuda/amax.cuh"
+#include "quant/cuda/rht_butterfly.cuh"
 
 namespace nibble::cuda {
 namespace {
@@ -165,9 +166,8 @@ template <int N>
 __global__ void rows_transform_kernel(const float* __restrict__ src, int64_t nblocks, int64_t cols,
                                       const float* __restrict__ mean, const float* __restrict__ signs, double scale,
                                       float* __restrict__ out, AmaxSlot* slot) {
-  constexpr int kB = N == 0 ? 32 : N;
-  constexpr int kLanes = kB < 32 ? kB : 32;
-  constexpr int kPerLane = kB / kLanes;
+  constexpr int kB = N == 0 ? 32 : N;  // N = 0: no RHT, blocks of 32 for the amax
+  constexpr int kLanes = RhtLanes<kB>::kLanes, kPerLane = RhtLanes<kB>::kPerLane;
   float m = 0.0f;
   unsigned long long bad = ULLONG_MAX;
   const int64_t total = nblocks * kLanes, stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
@@ -187,28 +187,7 @@ __global__ void rows_transform_kernel(const float* __restrict__ src, int64_t nbl
       if (mean && live) v -= mean[col0 + pos];
       t[i] = N == 0 ? static_cast<double>(v) : static_cast<double>(v) * static_cast<double>(signs[pos]);
     }
-    if constexpr (N != 0) {
-#pragma unroll
-      for (int h = 1; h < N; h <<= 1) {
-        if (h < kLanes) {
-          const bool upper = (lane & h) != 0;
-#pragma unroll
-          for (int i = 0; i < kPerLane; ++i) {
-            const double other = __shfl_xor_sync(0xffffffffu, t[i], h);
-            t[i] = upper ? other - t[i] : t[i] + other;
-          }
-        } else {
-          const int hs = h / kLanes;
-#pragma unroll
-          for (int i = 0; i < kPerLane; ++i)
-            if ((i & hs) == 0) {
-              const double a = t[i], b = t[i + hs];
-              t[i] = a + b;
-              t[i + hs] = a - b;
-            }
-        }
-      }
-    }
+    if constexpr (N != 0) rht_butterflies<N>(t, lane);
 #pragma unroll
     for (int i = 0; i < kPerLane; ++i) {
       const int pos = lane + kLanes * i;
@@ -252,12 +231,9 @@ __global__ void transpose_transform_kernel(const float* __restrict__ src, int64_
       const int64_t c = c0 + j, r = r0 + tx;
       double t = static_cast<double>(tile[tx][j]);
       if constexpr (N != 0) {
-        t = t * sg;
-#pragma unroll
-        for (int h = 1; h < N; h <<= 1) {
-          const double other = __shfl_xor_sync(0xffffffffu, t, h);
-          t = (tx & h) != 0 ? other - t : t + other;
-        }
+        double one[1] = {t * sg};  // N ≤ 32: one value per lane, lanes tx of one N-block
+        rht_butterflies<N>(one, tx);
+        t = one[0];
       }
       const float o = N == 0 ? static_cast<float>(t) : static_cast<float>(t * scale);
       if (r < rows && c < cols) {

@@ -48,6 +48,7 @@
 #include "core/cuda/check.cuh"
 #include "nibble/error.hpp"
 #include "nibble/ops/ops.hpp"
+#include "ops/cuda/device_util.cuh"
 #include "ops/cuda/ops_cuda.hpp"
 
 namespace nibble::cuda::ops {
@@ -62,37 +63,8 @@ constexpr int kBwdPPitch = kBwdKeys + kPad;  // probability tiles [64][68] (the 
 constexpr unsigned kFull = 0xffffffffu;
 constexpr float kNegInf = -std::numeric_limits<float>::infinity();
 
-// ---- ops::exp_f32, bit for bit ---------------------------------------------------------------------
-// The same constants and the same IEEE multiplies and adds in the same order as ops::exp_f32.
-// Only the clamps and selects are spelled with float compares instead of the CPU's integer
-// order keys (fewer instructions on the hot path); for every input the result has the same
-// bits: for non-NaN x, key(x) > key(88.72…) ⇔ x > 88.72… and key(x) < key(−86.6) ⇔ x < −86.6
-// (the keys order like the values and neither bound is ±0), so the clamped argument, the
-// +inf above and the +0 below are the CPU's; a NaN comes back as itself on both sides (the
-// CPU computes its polynomial from a different clamp value, which is then discarded).
-constexpr float kExpHi = 88.72283935546875f, kExpLo = -86.6f;
-static_assert(nibble::ops::detail::float_order_key(kExpHi) > 0 && nibble::ops::detail::float_order_key(kExpLo) < 0,
-              "exp_f32 bounds on either side of zero");
-
-__device__ __forceinline__ float exp_f32(float x) {
-  const float xc = fminf(fmaxf(x, kExpLo), kExpHi);
-  const float t = __fadd_rn(__fmul_rn(xc, 1.44269502162933349609375f), 12582912.0f);
-  const float n = __fsub_rn(t, 12582912.0f);
-  const int32_t ni = __float_as_int(t) - 0x4B400000;
-  float r = __fsub_rn(xc, __fmul_rn(n, 0.693359375f));
-  r = __fsub_rn(r, __fmul_rn(n, -2.12194440e-4f));
-  float p = 1.9875691500e-4f;
-  p = __fadd_rn(__fmul_rn(p, r), 1.3981999507e-3f);
-  p = __fadd_rn(__fmul_rn(p, r), 8.3334519073e-3f);
-  p = __fadd_rn(__fmul_rn(p, r), 4.1665795894e-2f);
-  p = __fadd_rn(__fmul_rn(p, r), 1.6666665459e-1f);
-  p = __fadd_rn(__fmul_rn(p, r), 5.0000001201e-1f);
-  const float y = __fadd_rn(__fadd_rn(__fmul_rn(p, __fmul_rn(r, r)), r), 1.0f);
-  const float scale = __int_as_float((ni + 126) << 23);  // 2^(n−1), n ∈ [−125, 128]
-  const float e = __fmul_rn(__fmul_rn(y, scale), 2.0f);
-  const float clamped = x > kExpHi ? __int_as_float(0x7F800000) : (x < kExpLo ? 0.0f : e);
-  return x != x ? x : clamped;
-}
+// exp_f32: the device twin of ops::exp_f32 in ops/cuda/device_util.cuh (same bits for every input).
+using dev::exp_f32;
 
 // blockIdx.x through a volatile read, which the compiler cannot merge with an earlier one.
 __device__ __forceinline__ unsigned block_index() {

@@ -16,13 +16,6 @@
 namespace nibble::cuda::ops::dev {
 
 // ---- exp_f32 twin ---------------------------------------------------------------------------
-inline constexpr float kExpHi = 88.72283935546875f;
-inline constexpr float kExpLo = -86.6f;
-inline constexpr int32_t kExpHiBits = std::bit_cast<int32_t>(kExpHi);
-inline constexpr int32_t kExpLoBits = std::bit_cast<int32_t>(kExpLo);
-inline constexpr int32_t kExpHiKey = nibble::ops::detail::float_order_key(kExpHi);
-inline constexpr int32_t kExpLoKey = nibble::ops::detail::float_order_key(kExpLo);
-
 __device__ __forceinline__ int32_t order_key(float x) {
   const int32_t b = __float_as_int(x);
   return b ^ ((b >> 31) & 0x7FFFFFFF);
@@ -30,12 +23,19 @@ __device__ __forceinline__ int32_t order_key(float x) {
 // The key map is its own inverse.
 __device__ __forceinline__ float from_order_key(int32_t k) { return __int_as_float(k ^ ((k >> 31) & 0x7FFFFFFF)); }
 
-// ops::exp_f32 (include/nibble/ops/ops.hpp) operation for operation: same constants, same
-// integer clamps and selects, same IEEE multiplies and adds in the same order, so the same bits.
+// ops::exp_f32 (include/nibble/ops/ops.hpp) bit for bit (checked on all 2^32 inputs). The same constants and the same IEEE multiplies and adds in the same order as ops::exp_f32.
+// Only the clamps and selects are spelled with float compares instead of the CPU's integer
+// order keys (fewer instructions on the hot path); for every input the result has the same
+// bits: for non-NaN x, key(x) > key(88.72…) ⇔ x > 88.72… and key(x) < key(−86.6) ⇔ x < −86.6
+// (the keys order like the values and neither bound is ±0), so the clamped argument, the
+// +inf above and the +0 below are the CPU's; a NaN comes back as itself on both sides (the
+// CPU computes its polynomial from a different clamp value, which is then discarded).
+constexpr float kExpHi = 88.72283935546875f, kExpLo = -86.6f;
+static_assert(nibble::ops::detail::float_order_key(kExpHi) > 0 && nibble::ops::detail::float_order_key(kExpLo) < 0,
+              "exp_f32 bounds on either side of zero");
+
 __device__ __forceinline__ float exp_f32(float x) {
-  const int32_t key = order_key(x);
-  const int32_t over = -static_cast<int32_t>(key > kExpHiKey), under = -static_cast<int32_t>(key < kExpLoKey);
-  const float xc = __int_as_float((over & kExpHiBits) | (under & kExpLoBits) | (~(over | under) & __float_as_int(x)));
+  const float xc = fminf(fmaxf(x, kExpLo), kExpHi);
   const float t = __fadd_rn(__fmul_rn(xc, 1.44269502162933349609375f), 12582912.0f);
   const float n = __fsub_rn(t, 12582912.0f);
   const int32_t ni = __float_as_int(t) - 0x4B400000;
@@ -48,11 +48,10 @@ __device__ __forceinline__ float exp_f32(float x) {
   p = __fadd_rn(__fmul_rn(p, r), 1.6666665459e-1f);
   p = __fadd_rn(__fmul_rn(p, r), 5.0000001201e-1f);
   const float y = __fadd_rn(__fadd_rn(__fmul_rn(p, __fmul_rn(r, r)), r), 1.0f);
-  const float scale = __int_as_float((ni + 126) << 23);
+  const float scale = __int_as_float((ni + 126) << 23);  // 2^(n−1), n ∈ [−125, 128]
   const float e = __fmul_rn(__fmul_rn(y, scale), 2.0f);
-  const int32_t nan = -static_cast<int32_t>((__float_as_int(x) & 0x7FFFFFFF) > 0x7F800000);
-  const int32_t big = over & ~nan, small = under & ~nan;
-  return __int_as_float((nan & __float_as_int(x)) | (big & 0x7F800000) | (~(nan | big | small) & __float_as_int(e)));
+  const float clamped = x > kExpHi ? __int_as_float(0x7F800000) : (x < kExpLo ? 0.0f : e);
+  return x != x ? x : clamped;
 }
 
 // ---- reductions in a fixed order --------------------------------------------------------------

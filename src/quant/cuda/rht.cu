@@ -7,20 +7,16 @@
 #include "core/cuda/check.cuh"
 #include "nibble/cuda.hpp"
 #include "nibble/quant/rht.hpp"
+#include "quant/cuda/rht_butterfly.cuh"
 
 namespace nibble::cuda {
 
 namespace {
 
-// One n-block per group of LANES = min(n, 32) lanes; each lane holds n/LANES elements at
-// positions lane + LANES·i (coalesced loads and stores). Butterfly stages with stride h < LANES
-// exchange values between lanes with shuffles, wider stages combine a lane's own registers.
-// Every output is produced by the same float64 additions in the same stage order as the CPU's
-// fwht(): lower = a + b, upper = a − b with a the lower and b the upper element of a pair.
+// One n-block per group of min(n, 32) lanes (rht_butterfly.cuh); loads and stores coalesced.
 template <int N, bool kInverse>
 __global__ void rht_kernel(float* __restrict__ x, int64_t nblocks, const float* __restrict__ signs, double scale) {
-  constexpr int kLanes = N < 32 ? N : 32;
-  constexpr int kPerLane = N / kLanes;
+  constexpr int kLanes = RhtLanes<N>::kLanes, kPerLane = RhtLanes<N>::kPerLane;
   const int64_t g = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   const int64_t blk = g / kLanes;
   const int lane = static_cast<int>(g % kLanes);
@@ -33,26 +29,7 @@ __global__ void rht_kernel(float* __restrict__ x, int64_t nblocks, const float* 
     const double v = live ? static_cast<double>(p[pos]) : 0.0;
     t[i] = kInverse ? v : v * static_cast<double>(signs[pos]);
   }
-#pragma unroll
-  for (int h = 1; h < N; h <<= 1) {
-    if (h < kLanes) {
-      const bool upper = (lane & h) != 0;
-#pragma unroll
-      for (int i = 0; i < kPerLane; ++i) {
-        const double other = __shfl_xor_sync(0xffffffffu, t[i], h);
-        t[i] = upper ? other - t[i] : t[i] + other;
-      }
-    } else {
-      const int stride = h / kLanes;
-#pragma unroll
-      for (int i = 0; i < kPerLane; ++i)
-        if ((i & stride) == 0) {
-          const double a = t[i], b = t[i + stride];
-          t[i] = a + b;
-          t[i + stride] = a - b;
-        }
-    }
-  }
+  rht_butterflies<N>(t, lane);
   if (!live) return;
 #pragma unroll
   for (int i = 0; i < kPerLane; ++i) {

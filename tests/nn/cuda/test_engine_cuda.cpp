@@ -4,6 +4,8 @@
 // GPU runs and a GPU resume that continues bit-identically. Skipped, not passed, without a GPU.
 #include <gtest/gtest.h>
 
+#include "support/gpu.hpp"
+
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
@@ -27,10 +29,10 @@ namespace {
 // The engine-vs-CPU comparisons run the fp32 attention kernel (bit-identical to the CPU's), so
 // that the budgets below measure the GEMMs and the 4-bit path; the tensor-core attention has
 // its own tests (tests/ops/cuda/test_attention_tc_cuda.cpp) and a model-level one here.
-#define REQUIRE_GPU()                                                \
-  do {                                                               \
-    if (cuda::device_count() == 0) GTEST_SKIP() << "no CUDA device"; \
-    setenv("NIBBLE_ATTENTION", "fp32", 1);                           \
+#define REQUIRE_GPU_FP32_ATTENTION()            \
+  do {                                          \
+    REQUIRE_GPU();                              \
+    setenv("NIBBLE_ATTENTION", "fp32", 1);      \
   } while (0)
 
 std::vector<float> randn(size_t n, uint32_t stream, double scale, double shift = 0.0) {
@@ -75,7 +77,7 @@ struct Dev {
 // that is a few ulps, ‖Δ‖/‖ref‖ ~ 1e-7. A wrong scale, stream, sign or correction moves
 // them by ≥ 1e-2; the budget 2e-5 sits far between.
 TEST(SM90_Engine, LinearMatchesCpuUnderEveryGpuRecipe) {
-  REQUIRE_GPU();
+  REQUIRE_GPU_FP32_ATTENTION();
   const int64_t t = 128, in = 256, out = 192;
   // a mean offset on x and dy so that centring matters
   const std::vector<float> x = randn(t * in, 1, 1.0, 0.3), w = randn(out * in, 2, 0.05), dy = randn(t * out, 3, 1e-3, 2e-4);
@@ -110,7 +112,7 @@ TEST(SM90_Engine, LinearMatchesCpuUnderEveryGpuRecipe) {
 }
 
 TEST(SM90_Engine, MetisIsRefusedWithAClearError) {
-  REQUIRE_GPU();
+  REQUIRE_GPU_FP32_ATTENTION();
   cuda::CudaLinear gpu("layer", 64, 64, 0);
   try {
     gpu.set_recipe(Recipe::preset("metis"));
@@ -185,7 +187,7 @@ ModelConfig small_model() {
 // bf16: the same bf16 roundings of operands, but an fp32 difference upstream can flip a
 // downstream bf16 rounding (2^-9 relative on that element): ~1e-3 over a few layers.
 TEST(SM90_Engine, TinyForwardBackwardMatchesCpu) {
-  REQUIRE_GPU();
+  REQUIRE_GPU_FP32_ATTENTION();
   compare_model(small_model(), "fp32", 2, 64, 1e-6, 2e-5);
   compare_model(small_model(), "bf16", 2, 64, 1e-4, 1e-2);
   compare_model(ModelConfig::preset("tiny"), "bf16", 3, 96, 1e-4, 1e-2);
@@ -201,7 +203,7 @@ TEST(SM90_Engine, TinyForwardBackwardMatchesCpu) {
 // 0.19–0.27) while the loss agrees to 1e-5. Budget for the presets as shipped: loss 1e-3,
 // gradients 0.5 — still far from a wrong scale, transform or stream (O(1) on every tensor).
 TEST(SM90_Engine, TinyForwardBackwardMatchesCpuIn4Bit) {
-  REQUIRE_GPU();
+  REQUIRE_GPU_FP32_ATTENTION();
   for (const std::string r : {"nvfp4", "mxfp4", "nvfp4-mean", "ufp4", "ufp4-mean"}) {
     SCOPED_TRACE(r);
     compare_model(small_model(), r, 2, 64, 1e-4, 1e-2, /*no_bf16_blocks=*/true);
@@ -213,7 +215,7 @@ TEST(SM90_Engine, TinyForwardBackwardMatchesCpuIn4Bit) {
 // noise-dominated layer-0 q/k gradients even without bf16 blocks (measured 0.26 on an H100):
 // the 4-bit budget is the loose one, the loss stays within 1e-5.
 TEST(SM90_Engine, Model20mForwardBackwardMatchesCpu) {
-  REQUIRE_GPU();
+  REQUIRE_GPU_FP32_ATTENTION();
   compare_model(ModelConfig::preset("20m"), "bf16", 1, 128, 1e-4, 1e-2);
   compare_model(ModelConfig::preset("20m"), "nvfp4", 1, 128, 1e-4, 0.5, /*no_bf16_blocks=*/true);
   compare_model(ModelConfig::preset("20m"), "nvfp4", 1, 128, 1e-3, 0.5);
@@ -223,7 +225,7 @@ TEST(SM90_Engine, Model20mForwardBackwardMatchesCpu) {
 // loss by ~1e-4 relative and the gradients by ~1e-2 (attention's own error is ~3e-3, see its
 // tests); budgets 1e-3 and 5e-2, and its 50-step curve tracks the CPU's within 0.05.
 TEST(SM90_Engine, TensorCoreAttentionModelMatchesCpu) {
-  REQUIRE_GPU();
+  REQUIRE_GPU_FP32_ATTENTION();
   setenv("NIBBLE_ATTENTION", "tc", 1);
   compare_model(ModelConfig::preset("tiny"), "bf16", 3, 96, 1e-3, 5e-2);
   compare_model(ModelConfig::preset("20m"), "bf16", 1, 128, 1e-3, 5e-2);
@@ -270,7 +272,7 @@ TrainOptions quiet() {
 // drifts by ≫ 0.1). At lr 3e-3 nvfp4 on this model has a loss spike near step 16 whose timing
 // is chaotic, so a higher rate would compare spikes, not numerics.
 TEST(SM90_Engine, FiftyStepLossCurvesMatchCpu) {
-  REQUIRE_GPU();
+  REQUIRE_GPU_FP32_ATTENTION();
   for (const std::string r : {"bf16", "nvfp4", "ufp4"}) {
     ScratchDir d;
     train(curve_run(d, r, "cpu", "cpu"), quiet());
@@ -296,7 +298,7 @@ TEST(SM90_Engine, FiftyStepLossCurvesMatchCpu) {
 // Two GPU runs with the same seed: bitwise-equal losses and final weights; a run stopped and
 // resumed on the GPU continues bit-identically.
 TEST(SM90_Engine, RunsAreBitwiseDeterministicAndResumeExactly) {
-  REQUIRE_GPU();
+  REQUIRE_GPU_FP32_ATTENTION();
   ScratchDir d;
   TrainConfig a = curve_run(d, "nvfp4", "cuda", "a");
   a.steps = 20;
@@ -319,7 +321,7 @@ TEST(SM90_Engine, RunsAreBitwiseDeterministicAndResumeExactly) {
 }
 
 TEST(SM90_Engine, CliTrainsEvaluatesAndSamplesOnTheGpu) {
-  REQUIRE_GPU();
+  REQUIRE_GPU_FP32_ATTENTION();
   ScratchDir d;
   write_file_atomic(d.file("text.txt"), read_file(default_corpus_path()).substr(0, 100000));
   auto run = [&](const std::string& args) { return nibble::testing::run_nibble(args); };

@@ -6,6 +6,8 @@
 // untouched, and two runs must give the same bits. Skipped, not passed, without a GPU.
 #include <gtest/gtest.h>
 
+#include "support/gpu.hpp"
+
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -26,10 +28,6 @@ using namespace nibble;
 
 namespace {
 
-#define REQUIRE_GPU()                                                  \
-  do {                                                                 \
-    if (cuda::device_count() == 0) GTEST_SKIP() << "no CUDA device";   \
-  } while (0)
 
 // A quiet NaN with a payload: what an unwritten output holds, and what the pad columns must
 // still hold afterwards.

@@ -7,6 +7,8 @@
 // the same bits. Skipped, not passed, without a GPU.
 #include <gtest/gtest.h>
 
+#include "support/gpu.hpp"
+
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -27,10 +29,6 @@ using namespace nibble;
 
 namespace {
 
-#define REQUIRE_GPU()                                                  \
-  do {                                                                 \
-    if (cuda::device_count() == 0) GTEST_SKIP() << "no CUDA device";   \
-  } while (0)
 
 const float kPoison = std::bit_cast<float>(0x7FC0DEADu);
 

@@ -6,6 +6,8 @@
 // passed, without a GPU.
 #include <gtest/gtest.h>
 
+#include "support/gpu.hpp"
+
 #include <algorithm>
 #include <bit>
 #include <cmath>
@@ -28,10 +30,6 @@ namespace gops = nibble::cuda::ops;
 
 namespace {
 
-#define REQUIRE_GPU()                                                  \
-  do {                                                                 \
-    if (cuda::device_count() == 0) GTEST_SKIP() << "no CUDA device";   \
-  } while (0)
 
 // ---- data -------------------------------------------------------------------------------------
 std::vector<float> normals(size_t n, uint64_t seed, uint32_t stream, double scale = 1.0, double shift = 0.0) {

@@ -2,6 +2,8 @@
 // random data (outputs poisoned before each run). Skipped, not passed, without a GPU.
 #include <gtest/gtest.h>
 
+#include "support/gpu.hpp"
+
 #include <bit>
 
 #include <cmath>
@@ -17,10 +19,6 @@ using namespace nibble;
 
 namespace {
 
-#define REQUIRE_GPU()                                                  \
-  do {                                                                 \
-    if (cuda::device_count() == 0) GTEST_SKIP() << "no CUDA device";   \
-  } while (0)
 
 std::vector<float> fresh(int64_t rows, int64_t cols, uint64_t seed) {
   SyntheticSpec s;
