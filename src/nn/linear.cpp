@@ -82,12 +82,16 @@ std::vector<float> centre_rows(float* a, int64_t rows, int64_t cols) {
   return mu;
 }
 
-int auto_rank(const OperandSpec& o, int64_t rows, int64_t cols) {
+}  // namespace
+
+int spectral_rank_for(const OperandSpec& o, int64_t rows, int64_t cols) {
   const int64_t cap = std::min(rows, cols);
   const int64_t k = o.spectral_rank > 0 ? o.spectral_rank : std::clamp<int64_t>(std::min<int64_t>(64, cols / 16), 1, cap);
   if (k > cap) fail("spectral rank ", k, " exceeds min(tokens, features) = ", cap);
   return static_cast<int>(k);
 }
+
+namespace {
 
 // Representation error of an operand as the GEMM received it (SPEC §6).
 Json operand_stats(const float* before, const float* after, int64_t rows, int64_t cols) {
@@ -186,7 +190,7 @@ void QuantLinear<T>::backward(const T* dy, T* dx, int64_t t, const StepContext& 
     if (split) {
       const OperandSpec& o = r.dgrad.a.spectral_rank != 0 ? r.dgrad.a : r.wgrad.a;
       SpectralSpec s;
-      s.rank = auto_rank(o, t, out_);
+      s.rank = spectral_rank_for(o, t, out_);
       s.power_iters = o.power_iters;
       s.seed = ctx.seed;
       s.stream = philox_stream(ctx.step, id_, Role::Spectral);

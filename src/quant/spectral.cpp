@@ -300,6 +300,57 @@ void jacobi_svd(std::vector<double>& a, int64_t n, std::vector<double>& v) {
 
 }  // namespace
 
+void spectral_small_svd(std::vector<double> r, int64_t l, int64_t k, std::vector<double>& ur, std::vector<double>& vk,
+                        std::vector<float>& s) {
+  std::vector<double> vr;
+  jacobi_svd(r, l, vr);  // r := U_r Σ (col-major), vr := V_r
+
+  std::vector<double> sig(static_cast<size_t>(l));
+  for (int64_t c = 0; c < l; ++c) {
+    double s2 = 0;
+    for (int64_t i = 0; i < l; ++i) s2 += r[c * l + i] * r[c * l + i];
+    sig[c] = std::sqrt(s2);
+  }
+  std::vector<int64_t> order(static_cast<size_t>(l));
+  std::iota(order.begin(), order.end(), int64_t{0});
+  std::stable_sort(order.begin(), order.end(), [&](int64_t a, int64_t b) { return sig[a] > sig[b]; });
+
+  // U_r columns, normalised; an exactly zero σ leaves an empty column, completed below by
+  // Gram–Schmidt against the others so that V keeps orthonormal columns.
+  ur.assign(static_cast<size_t>(l * k), 0.0);  // [l, k] col-major, sorted
+  vk.assign(static_cast<size_t>(l * k), 0.0);  // V_r columns, sorted
+  for (int64_t c = 0; c < k; ++c) {
+    const int64_t src = order[c];
+    for (int64_t i = 0; i < l; ++i) vk[c * l + i] = vr[src * l + i];
+    if (sig[src] > 0)
+      for (int64_t i = 0; i < l; ++i) ur[c * l + i] = r[src * l + i] / sig[src];
+  }
+  for (int64_t c = 0; c < k; ++c) {
+    if (sig[order[c]] > 0) continue;
+    for (int64_t e = 0; e < l; ++e) {
+      std::vector<double> cand(static_cast<size_t>(l), 0.0);
+      cand[e] = 1.0;
+      for (int pass = 0; pass < 2; ++pass)
+        for (int64_t o = 0; o < k; ++o) {
+          if (o == c || (sig[order[o]] == 0 && o > c)) continue;
+          double d = 0;
+          for (int64_t i = 0; i < l; ++i) d += ur[o * l + i] * cand[i];
+          for (int64_t i = 0; i < l; ++i) cand[i] -= d * ur[o * l + i];
+        }
+      double nn = 0;
+      for (double x : cand) nn += x * x;
+      if (nn > 0.25) {
+        const double inv = 1.0 / std::sqrt(nn);
+        for (int64_t i = 0; i < l; ++i) ur[c * l + i] = cand[i] * inv;
+        break;
+      }
+    }
+  }
+
+  s.resize(static_cast<size_t>(k));
+  for (int64_t c = 0; c < k; ++c) s[static_cast<size_t>(c)] = static_cast<float>(sig[order[c]]);
+}
+
 LowRank randomized_svd(const float* g, int64_t rows, int64_t cols, const SpectralSpec& spec) {
   const int64_t mn = std::min(rows, cols);
   if (rows < 1 || cols < 1)
@@ -336,57 +387,14 @@ LowRank randomized_svd(const float* g, int64_t rows, int64_t cols, const Spectra
   std::vector<double> zc = to_col_major(z, cols, l);
   std::vector<double> r;
   const std::vector<double> qz = householder_qr(zc, cols, l, &r);  // [cols, l] col-major
-  std::vector<double> vr;
-  jacobi_svd(r, l, vr);  // r := U_r Σ (col-major), vr := V_r
-
-  std::vector<double> sig(static_cast<size_t>(l));
-  for (int64_t c = 0; c < l; ++c) {
-    double s2 = 0;
-    for (int64_t i = 0; i < l; ++i) s2 += r[c * l + i] * r[c * l + i];
-    sig[c] = std::sqrt(s2);
-  }
-  std::vector<int64_t> order(static_cast<size_t>(l));
-  std::iota(order.begin(), order.end(), int64_t{0});
-  std::stable_sort(order.begin(), order.end(), [&](int64_t a, int64_t b) { return sig[a] > sig[b]; });
-
-  // U_r columns, normalised; an exactly zero σ leaves an empty column, completed below by
-  // Gram–Schmidt against the others so that V keeps orthonormal columns.
-  std::vector<double> ur(static_cast<size_t>(l * k), 0.0);  // [l, k] col-major, sorted
-  std::vector<double> vk(static_cast<size_t>(l * k), 0.0);  // V_r columns, sorted
-  for (int64_t c = 0; c < k; ++c) {
-    const int64_t src = order[c];
-    for (int64_t i = 0; i < l; ++i) vk[c * l + i] = vr[src * l + i];
-    if (sig[src] > 0)
-      for (int64_t i = 0; i < l; ++i) ur[c * l + i] = r[src * l + i] / sig[src];
-  }
-  for (int64_t c = 0; c < k; ++c) {
-    if (sig[order[c]] > 0) continue;
-    for (int64_t e = 0; e < l; ++e) {
-      std::vector<double> cand(static_cast<size_t>(l), 0.0);
-      cand[e] = 1.0;
-      for (int pass = 0; pass < 2; ++pass)
-        for (int64_t o = 0; o < k; ++o) {
-          if (o == c || (sig[order[o]] == 0 && o > c)) continue;
-          double d = 0;
-          for (int64_t i = 0; i < l; ++i) d += ur[o * l + i] * cand[i];
-          for (int64_t i = 0; i < l; ++i) cand[i] -= d * ur[o * l + i];
-        }
-      double nn = 0;
-      for (double x : cand) nn += x * x;
-      if (nn > 0.25) {
-        const double inv = 1.0 / std::sqrt(nn);
-        for (int64_t i = 0; i < l; ++i) ur[c * l + i] = cand[i] * inv;
-        break;
-      }
-    }
-  }
-
+  std::vector<double> ur, vk;
+  std::vector<float> sk;
+  spectral_small_svd(r, l, k, ur, vk, sk);
   LowRank lr;
   lr.rows = rows;
   lr.cols = cols;
   lr.rank = static_cast<int>(k);
-  lr.s.resize(static_cast<size_t>(k));
-  for (int64_t c = 0; c < k; ++c) lr.s[c] = static_cast<float>(sig[order[c]]);
+  lr.s = sk;
   // U = Q V_r  [rows, k];  V = Q_z U_r  [cols, k].
   lr.u.resize(static_cast<size_t>(rows * k));
   for (int64_t i = 0; i < rows; ++i)

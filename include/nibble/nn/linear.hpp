@@ -24,6 +24,10 @@ enum class Role : uint8_t {
 };
 uint32_t philox_stream(uint64_t step, uint32_t linear_id, Role role);
 
+// The rank of a spectral split of a [rows, cols] dY: the operand's spectral_rank, or for -1
+// (auto) min(64, cols/16) clamped to [1, min(rows, cols)]; errors when it exceeds min(rows, cols).
+int spectral_rank_for(const OperandSpec& o, int64_t rows, int64_t cols);
+
 // What a step needs to know about randomness and diagnostics.
 struct StepContext {
   uint64_t seed = 0;

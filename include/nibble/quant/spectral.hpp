@@ -33,6 +33,14 @@ struct LowRank {
 // thread count. Keeps an fp32 transposed copy of g while it runs.
 LowRank randomized_svd(const float* g, int64_t rows, int64_t cols, const SpectralSpec& spec);
 
+// The small end of randomized_svd, shared with the CUDA version: given B's triangular factor
+// r ([l, l] column-major, from Bᵀ = Q_z r), its SVD r = U_r Σ V_rᵀ by one-sided Jacobi, the k
+// largest σ in descending order (s), V_r's matching columns (vk [l, k] col-major) and U_r's
+// columns normalised (ur [l, k] col-major, a zero σ's column completed to an orthonormal set).
+// Then U = Q·vk and V = Q_z·ur.
+void spectral_small_svd(std::vector<double> r, int64_t l, int64_t k, std::vector<double>& ur,
+                        std::vector<double>& vk, std::vector<float>& s);
+
 // Standard normal deviates from Philox (Box–Muller on pairs of uniforms), element-indexed:
 // z_i = √(−2 ln(1 − u₁)) cos(2π u₂) with u₁, u₂ the Philox uniforms of elements 2i and 2i+1
 // of (seed, stream); 1 − u₁ ∈ [2⁻²⁴, 1] guards the logarithm against u₁ = 0.

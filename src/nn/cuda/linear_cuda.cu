@@ -9,6 +9,7 @@
 #include "nibble/quant/rht.hpp"
 #include "nibble/quant/stats.hpp"
 #include "nn/cuda/operand.hpp"
+#include "nn/cuda/spectral_cuda.hpp"
 
 namespace nibble::cuda {
 namespace {
@@ -52,10 +53,8 @@ LinearWorkspace::LinearWorkspace() : qs(make_quant_scratch()) {}
 LinearWorkspace::~LinearWorkspace() { free_quant_scratch(qs); }
 
 void CudaLinear::set_recipe(const Recipe& r) {
-  for (const GemmSpec* g : {&r.fprop, &r.dgrad, &r.wgrad})
-    if (g->a.spectral_rank != 0 || g->b.spectral_rank != 0)
-      fail("layer ", name_, ": recipe '", r.name,
-           "' uses the spectral split (metis), which runs on the CPU engine only; use --device cpu");
+  if (r.fprop.a.spectral_rank || r.fprop.b.spectral_rank || r.dgrad.b.spectral_rank || r.wgrad.b.spectral_rank)
+    fail("layer ", name_, ": recipe '", r.name, "' splits an operand other than dY spectrally; only dY can be split");
   recipe_ = r;
 }
 
@@ -132,12 +131,43 @@ void CudaLinear::backward(const float* dy, float* dx, int64_t t, const StepConte
                           cudaStream_t st) {
   NIBBLE_CHECK(x_ != nullptr, "backward before forward in ", name_);
   const Recipe& r = recipe_;
-  // ν (the column mean of dY) once for both GEMMs when either centres.
-  const bool need_nu = (dx && r.dgrad.a.center) || r.wgrad.a.center || r.wgrad.b.center;
+  // Spectral split of dY (metis), computed once and shared by dgrad and wgrad: dY = U S Vᵀ + R.
+  const bool split = r.dgrad.a.spectral_rank != 0 || r.wgrad.a.spectral_rank != 0;
+  const float* resid = nullptr;
+  const float* us = nullptr;
+  if (split) {
+    const OperandSpec& o = r.dgrad.a.spectral_rank != 0 ? r.dgrad.a : r.wgrad.a;
+    SpectralSpec sp;
+    sp.rank = spectral_rank_for(o, t, out_);
+    sp.power_iters = o.power_iters;
+    sp.seed = ctx.seed;
+    sp.stream = philox_stream(ctx.step, id_, Role::Spectral);
+    randomized_svd_device(dy, t, out_, sp, lowrank_, st);
+    const int64_t k = lowrank_.rank;
+    float* usp = us_.as<float>(static_cast<size_t>(t * k));
+    scale_columns(lowrank_.u.get<float>(), lowrank_.s.get<float>(), usp, t, k, 1.0f, st);
+    float* res = resid_.as<float>(static_cast<size_t>(t * out_));
+    NIBBLE_CUDA_CHECK(cudaMemcpyAsync(res, dy, static_cast<size_t>(t * out_) * sizeof(float), cudaMemcpyDeviceToDevice, st));
+    sgemm_rm(false, true, t, out_, k, -1.0f, usp, k, lowrank_.v.get<float>(), k, 1.0f, res, out_, st);  // R = dY − US·Vᵀ
+    resid = res;
+    us = usp;
+  }
+  const float* dgrad_src = r.dgrad.a.spectral_rank != 0 ? resid : dy;
+  const float* wgrad_src = r.wgrad.a.spectral_rank != 0 ? resid : dy;
+  // ν (the column mean of the operand that is centred) once for both GEMMs when they share it.
   float* nu = nullptr;
-  if (need_nu) {
+  float* nu_w = nullptr;
+  if (dx && r.dgrad.a.center) {
     nu = ws.mean_a.as<float>(static_cast<size_t>(out_));
-    column_mean(dy, t, out_, ws.partials.as<double>(static_cast<size_t>(column_mean_partials(t, out_))), nu, st);
+    column_mean(dgrad_src, t, out_, ws.partials.as<double>(static_cast<size_t>(column_mean_partials(t, out_))), nu, st);
+  }
+  if (r.wgrad.a.center || r.wgrad.b.center) {
+    if (nu && wgrad_src == dgrad_src) {
+      nu_w = nu;
+    } else {
+      nu_w = nu_w_.as<float>(static_cast<size_t>(out_));
+      column_mean(wgrad_src, t, out_, ws.partials.as<double>(static_cast<size_t>(column_mean_partials(t, out_))), nu_w, st);
+    }
   }
   if (ctx.collect_stats) {
     const std::vector<float> dyh = download_floats(dy, t * out_);
@@ -146,7 +176,7 @@ void CudaLinear::backward(const float* dy, float* dx, int64_t t, const StepConte
   // ---- dgrad: dX[t, in] = dY[t, out] · W, reduction over out ----------------------------------
   if (dx) {
     const GemmSpec& g = r.dgrad;
-    OperandJob a{dy, t, out_, false, &g.a};
+    OperandJob a{dgrad_src, t, out_, false, &g.a};
     OperandJob b{w_, out_, in_, true, &g.b};  // Wᵀ [in, out]: W columnwise
     if (g.a.center) a.mean = nu;
     if (g.rht) a.rht = b.rht = g.rht, a.signs = b.signs = signs(ctx, Role::RhtDgrad, g.rht);
@@ -169,11 +199,18 @@ void CudaLinear::backward(const float* dy, float* dx, int64_t t, const StepConte
                        corr, st);
       add_column_vector(dx, t, in_, corr, st);
     }
+    if (g.a.spectral_rank != 0) {
+      // dX += U S (Vᵀ W): [t, k] · [k, in], fp32
+      const int64_t k = lowrank_.rank;
+      float* vtw = vtw_.as<float>(static_cast<size_t>(k * in_));
+      sgemm_rm(true, false, k, in_, out_, 1.0f, lowrank_.v.get<float>(), k, w_, in_, 0.0f, vtw, in_, st);
+      sgemm_rm(false, false, t, in_, k, 1.0f, us, k, vtw, in_, 1.0f, dx, in_, st);
+    }
   }
   // ---- wgrad: dW[out, in] += dYᵀ · X, reduction over tokens --------------------------------
   {
     const GemmSpec& g = r.wgrad;
-    OperandJob a{dy, t, out_, true, &g.a};  // dYᵀ [out, t]
+    OperandJob a{wgrad_src, t, out_, true, &g.a};  // dYᵀ [out, t]
     OperandJob b{x_, t, in_, true, &g.b};   // Xᵀ  [in, t]
     const bool centred = g.a.center || g.b.center;
     float* mu = nullptr;
@@ -186,7 +223,7 @@ void CudaLinear::backward(const float* dy, float* dx, int64_t t, const StepConte
         mu = ws.mean_b.as<float>(static_cast<size_t>(in_));
         column_mean(x_, t, in_, ws.partials.as<double>(static_cast<size_t>(column_mean_partials(t, in_))), mu, st);
       }
-      if (g.a.center) a.mean = nu;
+      if (g.a.center) a.mean = nu_w;
       if (g.b.center) b.mean = mu;
     }
     if (g.rht) a.rht = b.rht = g.rht, a.signs = b.signs = signs(ctx, Role::RhtWgrad, g.rht);
@@ -194,7 +231,16 @@ void CudaLinear::backward(const float* dy, float* dx, int64_t t, const StepConte
     a.stream = philox_stream(ctx.step, id_, Role::WgradDy);
     b.stream = philox_stream(ctx.step, id_, Role::WgradX);
     gemm(g, a, b, dw_, out_, in_, t, true, ws, st, "wgrad");
-    if (centred) add_wgrad_correction(dw_, out_, in_, t, nu, mu, st);
+    if (centred) add_wgrad_correction(dw_, out_, in_, t, nu_w, mu, st);
+    if (g.a.spectral_rank != 0) {
+      // dW += V S (Uᵀ X): [out, k] · [k, in], fp32
+      const int64_t k = lowrank_.rank;
+      float* utx = vtw_.as<float>(static_cast<size_t>(k * in_));
+      sgemm_rm(true, false, k, in_, t, 1.0f, lowrank_.u.get<float>(), k, x_, in_, 0.0f, utx, in_, st);
+      float* vs = vs_.as<float>(static_cast<size_t>(out_ * k));
+      scale_columns(lowrank_.v.get<float>(), lowrank_.s.get<float>(), vs, out_, k, 1.0f, st);
+      sgemm_rm(false, false, out_, in_, k, 1.0f, vs, k, utx, in_, 1.0f, dw_, in_, st);
+    }
   }
 }
 

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "core/cuda/scratch.cuh"
+#include "nn/cuda/spectral_cuda.hpp"
 #include "nibble/cuda.hpp"
 #include "nibble/nn/linear.hpp"
 #include "nibble/nn/recipe.hpp"
@@ -34,7 +35,7 @@ class CudaLinear {
   CudaLinear() = default;
   CudaLinear(std::string name, int64_t in, int64_t out, uint32_t id) : name_(std::move(name)), in_(in), out_(out), id_(id) {}
   void bind(float* w, float* dw) { w_ = w; dw_ = dw; }
-  void set_recipe(const Recipe& r);  // metis (the spectral split) is CPU-only: a clear error
+  void set_recipe(const Recipe& r);
   const std::string& name() const { return name_; }
 
   // y[t, out] = x[t, in] · Wᵀ; x must stay alive until backward.
@@ -65,6 +66,9 @@ class CudaLinear {
   };
   Signs signs_[3];
   DeviceScratch mean_x_;        // μ of the last forward's x (centred recipes), reused by wgrad
+  DeviceScratch nu_w_;          // ν of wgrad's dY when it differs from dgrad's (split + centring)
+  DeviceLowRank lowrank_;       // the spectral split of dY (metis)
+  DeviceScratch us_, resid_, vtw_, vs_;
   bool mean_x_valid_ = false;
   std::vector<OperandStats> stats_;
 };

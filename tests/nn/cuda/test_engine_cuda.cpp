@@ -81,7 +81,7 @@ TEST(SM90_Engine, LinearMatchesCpuUnderEveryGpuRecipe) {
   const int64_t t = 128, in = 256, out = 192;
   // a mean offset on x and dy so that centring matters
   const std::vector<float> x = randn(t * in, 1, 1.0, 0.3), w = randn(out * in, 2, 0.05), dy = randn(t * out, 3, 1e-3, 2e-4);
-  for (const std::string name : {"fp32", "bf16", "nvfp4", "mxfp4", "nvfp4-mean", "ufp4", "ufp4-mean"}) {
+  for (const std::string name : {"fp32", "bf16", "nvfp4", "mxfp4", "nvfp4-mean", "ufp4", "ufp4-mean", "metis"}) {
     SCOPED_TRACE(name);
     const Recipe r = Recipe::preset(name);
     StepContext ctx;
@@ -105,20 +105,26 @@ TEST(SM90_Engine, LinearMatchesCpuUnderEveryGpuRecipe) {
     ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
     const double ey = rel_err(dyo.host(), yc), ex = rel_err(ddx.host(), dxc), ew = rel_err(ddw.host(), dwc);
     std::printf("  %-10s y %.2e  dx %.2e  dW %.2e\n", name.c_str(), ey, ex, ew);
+    // metis: the GPU's randomized SVD (CholeskyQR2, float64 cuBLAS) equals the CPU's (Householder)
+    // only up to rounding, so the residual R = dY − U S Vᵀ differs by ~1e-7 relative and a few
+    // of its 4-bit roundings flip (one grid step each): budget 1e-2 on the gradients.
+    const double budget = name == "metis" ? 1e-2 : 2e-5;
     EXPECT_LT(ey, 2e-5);
-    EXPECT_LT(ex, 2e-5);
-    EXPECT_LT(ew, 2e-5);
+    EXPECT_LT(ex, budget);
+    EXPECT_LT(ew, budget);
   }
 }
 
-TEST(SM90_Engine, MetisIsRefusedWithAClearError) {
+TEST(SM90_Engine, SpectralSplitOfAnOperandOtherThanDyIsRefused) {
   REQUIRE_GPU_FP32_ATTENTION();
+  Recipe r = Recipe::preset("nvfp4");
+  r.fprop.a.spectral_rank = 4;
   cuda::CudaLinear gpu("layer", 64, 64, 0);
   try {
-    gpu.set_recipe(Recipe::preset("metis"));
+    gpu.set_recipe(r);
     FAIL() << "expected an error";
   } catch (const Error& e) {
-    EXPECT_NE(std::string(e.what()).find("--device cpu"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("only dY"), std::string::npos) << e.what();
   }
 }
 
@@ -209,6 +215,7 @@ TEST(SM90_Engine, TinyForwardBackwardMatchesCpuIn4Bit) {
     compare_model(small_model(), r, 2, 64, 1e-4, 1e-2, /*no_bf16_blocks=*/true);
     compare_model(small_model(), r, 2, 64, 1e-3, 0.5);
   }
+  compare_model(small_model(), "metis", 2, 64, 1e-3, 0.5);
 }
 
 // 20m: the head is a bf16 GEMM reducing over 50304 logits, so its order-dependent ulps reach the
