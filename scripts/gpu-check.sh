@@ -42,6 +42,7 @@ grep -E "tests passed|tests failed" "$OUT/cpu-tests.log" | sed 's/^/cpu tests: /
 NIBBLE="$BUILD/nibble"
 "$NIBBLE" bench --device cuda --only kernels --json "$OUT/bench-kernels.json" >"$OUT/bench-kernels.txt" 2>&1
 "$NIBBLE" bench --device cuda --only train --models ${BENCH_MODELS:-124m} --batch 16 --seq 1024 --steps ${BENCH_STEPS:-8} \
+  --recipes bf16,nvfp4,mxfp4,nvfp4-mean,ufp4,ufp4-mean,metis \
   --profile --json "$OUT/bench-train.json" >"$OUT/bench-train.txt" 2>&1
 "$NIBBLE" bench --device cuda --only train --models 350m --recipes bf16,nvfp4 --batch 8 --seq 1024 --steps 4 \
   --json "$OUT/bench-train-350m.json" >"$OUT/bench-train-350m.txt" 2>&1
