@@ -36,11 +36,15 @@ NIBBLE_HD int e2m1_floor_index(float a) {
 
 // Stochastic rounding (SPEC §3.4): between adjacent magnitudes lo < hi, round up iff
 // u < (a - lo) / (hi - lo).
+// The gap above magnitude i (0.5 up to 2, then 1, 1, 2) is a power of two, so dividing by it is
+// multiplying by its exact reciprocal: the same bits, without an IEEE division (slow on GPUs).
+NIBBLE_HD float e2m1_inv_gap(int i) { return i < 4 ? 2.0f : (i < 6 ? 1.0f : 0.5f); }
+
 NIBBLE_HD int e2m1_sr_index(float a, float u) {
   const int i = e2m1_floor_index(a);
   if (i == 7) return 7;
-  const float lo = e2m1_magnitude(i), hi = e2m1_magnitude(i + 1);
-  return (u < (a - lo) / (hi - lo)) ? i + 1 : i;
+  const float lo = e2m1_magnitude(i);
+  return (u < (a - lo) * e2m1_inv_gap(i)) ? i + 1 : i;  // (a − lo) / (hi − lo)
 }
 
 // 4-bit code of a value v that is already clamped to [-max, max]. A zero result is +0.
