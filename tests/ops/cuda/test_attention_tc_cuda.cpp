@@ -24,54 +24,14 @@
 #include "nibble/ops/ops.hpp"
 #include "nibble/quant/spectral.hpp"  // philox_normal
 #include "ops/cuda/ops_cuda.hpp"
+#include "support/attention_data.hpp"
 
 using namespace nibble;
 
 namespace {
 
 
-const float kPoison = std::bit_cast<float>(0x7FC0DEADu);
-
-struct Case {
-  int64_t b, t, hq, hkv, d;
-  int64_t pad;  // extra columns at the end of each fused row (1 or 3: rows not 8- or 16-byte aligned)
-  int64_t width() const { return (hq + 2 * hkv) * d + pad; }
-  int64_t rows() const { return b * t; }
-};
-
-struct Data {
-  std::vector<float> qkv;      // [B·T, width]: q | k | v | pad (pad = kPoison)
-  std::vector<float> dout;     // [B·T, Hq·D]
-  std::vector<float> q, k, v;  // [B, T, H, D] contiguous, for the CPU
-};
-
-// As in test_attention_cuda.cpp: q, k ~ N(0, 1.2²) (scaled scores with a standard deviation of
-// about 1.44: softmax rows neither flat nor one-hot), v, dO ~ N(0, 1).
-Data make_data(const Case& c, uint64_t seed) {
-  Data x;
-  const int64_t w = c.width(), n = c.rows(), dq = c.hq * c.d, dkv = c.hkv * c.d;
-  x.qkv.assign(static_cast<size_t>(n * w), kPoison);
-  x.dout.resize(static_cast<size_t>(n * dq));
-  x.q.resize(static_cast<size_t>(n * dq));
-  x.k.resize(static_cast<size_t>(n * dkv));
-  x.v.resize(static_cast<size_t>(n * dkv));
-  for (int64_t r = 0; r < n; ++r) {
-    for (int64_t e = 0; e < dq; ++e) {
-      const uint64_t i = static_cast<uint64_t>(r * dq + e);
-      x.q[i] = static_cast<float>(1.2 * philox_normal(seed, 1, i));
-      x.dout[i] = static_cast<float>(philox_normal(seed, 4, i));
-      x.qkv[static_cast<size_t>(r * w + e)] = x.q[i];
-    }
-    for (int64_t e = 0; e < dkv; ++e) {
-      const uint64_t i = static_cast<uint64_t>(r * dkv + e);
-      x.k[i] = static_cast<float>(1.2 * philox_normal(seed, 2, i));
-      x.v[i] = static_cast<float>(philox_normal(seed, 3, i));
-      x.qkv[static_cast<size_t>(r * w + dq + e)] = x.k[i];
-      x.qkv[static_cast<size_t>(r * w + dq + dkv + e)] = x.v[i];
-    }
-  }
-  return x;
-}
+using namespace nibble::testing::attention;  // Case, Data, make_data, kPoison (shared with the fp32 tests)
 
 // Error budgets, for bf16 operands (unit roundoff u = 2⁻⁹ ≈ 2e-3 relative per element) against
 // the fp32 CPU reference. With q, k ~ N(0, 1.44) a scaled score s = q·k/√D carries an error of
@@ -138,27 +98,6 @@ void expect_close_lse(const Case& c, const Err& e) {
   report("lse", c, e);
   EXPECT_EQ(e.nonfinite, 0) << where("lse", c) << ": non-finite (unwritten?) values";
   EXPECT_LE(e.max_lse_ratio, kLseBudget) << where("lse", c) << ": max |err| " << e.max_abs;
-}
-
-struct Device {
-  cuda::DeviceBuffer<float> qkv, dqkv, dout, out, lse, delta;
-  explicit Device(const Case& c)
-      : qkv(static_cast<size_t>(c.rows() * c.width())),
-        dqkv(static_cast<size_t>(c.rows() * c.width())),
-        dout(static_cast<size_t>(c.rows() * c.hq * c.d)),
-        out(static_cast<size_t>(c.rows() * c.hq * c.d)),
-        lse(static_cast<size_t>(c.b * c.hq * c.t)),
-        delta(static_cast<size_t>(c.b * c.hq * c.t)) {}
-};
-
-void fill(cuda::DeviceBuffer<float>& buf, float value) {
-  const std::vector<float> h(buf.size(), value);
-  buf.upload(h.data());
-}
-std::vector<float> download(const cuda::DeviceBuffer<float>& buf) {
-  std::vector<float> h(buf.size());
-  buf.download(h.data());
-  return h;
 }
 
 void gpu_forward(const Case& c, Device& dev) {
