@@ -8,6 +8,7 @@ const std::vector<Command>& commands() {
       {"eval", "loss, perplexity and bits/byte of a checkpoint on text or token shards", run_eval},
       {"sample", "generate text from a checkpoint", run_sample},
       {"data", "tokenize text files into llm.c-layout token shards", run_data},
+      {"sweep", "train every recipe from the same init and data, compare with bf16 (results.md + plots)", run_sweep},
       {"bench", "quantizer, GEMM and training throughput of this machine (tables + JSON)", run_bench},
       {"quant", "quantize a 2-D .npy array (nvfp4 | mxfp4 | int4, RHT, centring) and report",
        run_quant},

@@ -1,0 +1,71 @@
+#pragma once
+// `nibble sweep`: one training run per (recipe, seed) from the same initialization and the same
+// data order (both follow the seed), then a comparison of the recipes against bf16:
+// results.json, results.md and SVG plots. Runs live in OUT/runs/<recipe>-seed<N>/ as ordinary
+// training runs; a stopped sweep resumes where it stopped (finished runs are kept, a run with a
+// checkpoint continues bit-identically, the rest start).
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "nibble/json.hpp"
+#include "nibble/train/train_config.hpp"
+
+namespace nibble {
+
+struct SweepConfig {
+  TrainConfig base;                  // model, data, schedule, device; recipe/seed/out are set per run
+  std::vector<std::string> recipes;  // preset names or recipe .json paths
+  std::vector<uint64_t> seeds = {1};
+  std::string out;
+};
+
+struct SweepOptions {
+  bool quiet = false;
+  // Tests and time limits: stop the sweep after this many more training steps in total (the
+  // current run keeps a resumable checkpoint); −1 = run everything.
+  int64_t stop_after_steps = -1;
+};
+
+// One finished run, read back from its directory.
+struct SweepRun {
+  std::string recipe;
+  uint64_t seed = 0;
+  std::string dir;
+  int64_t steps = 0;
+  double tokens = 0;
+  double final_train_loss = 0;  // loss_avg of the last logged window
+  double final_val_loss = 0;    // the last evaluation (NaN if none)
+  double tokens_per_s = 0;      // median of the logged windows (warm-up excluded)
+  std::vector<double> curve_tokens, curve_train, eval_tokens, eval_val;
+};
+
+// Per recipe, over its seeds.
+struct SweepRecipe {
+  std::string recipe;
+  int seeds = 0;
+  double train_mean = 0, train_spread = 0;  // spread: max − min over seeds (0 with one seed)
+  double val_mean = 0, val_spread = 0;
+  double val_gap_pct = 0;     // (val − val_bf16) / val_bf16 · 100; NaN without a bf16 run
+  double train_gap_pct = 0;
+  double tokens_per_s = 0;    // mean over seeds
+  double step_time_vs_bf16 = 0;  // bf16 tokens/s ÷ this recipe's; NaN without bf16
+};
+
+struct SweepResult {
+  std::vector<SweepRun> runs;
+  std::vector<SweepRecipe> recipes;
+  bool complete = false;  // every run finished
+  Json to_json() const;
+};
+
+std::string sweep_run_dir(const std::string& out, const std::string& recipe, uint64_t seed);
+
+// Trains what is missing, then summarizes and writes the report (when complete).
+SweepResult run_sweep(const SweepConfig& cfg, const SweepOptions& opts);
+// Reads the finished runs of a sweep directory back (no training).
+SweepResult summarize_sweep(const SweepConfig& cfg);
+// OUT/results.json, OUT/results.md, OUT/loss.svg, OUT/val_loss.svg, OUT/gap.svg.
+void write_sweep_report(const SweepConfig& cfg, const SweepResult& r);
+
+}  // namespace nibble

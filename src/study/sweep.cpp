@@ -1,0 +1,313 @@
+// nibble sweep (see sweep.hpp): the runs are ordinary training runs; this file decides which to
+// start, resume or keep, and compares them.
+#include "nibble/study/sweep.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <limits>
+
+#include "nibble/error.hpp"
+#include "nibble/fileio.hpp"
+#include "nibble/report/markdown.hpp"
+#include "nibble/report/metrics.hpp"
+#include "nibble/report/svg_plot.hpp"
+#include "nibble/train/checkpoint.hpp"
+#include "nibble/train/trainer.hpp"
+
+namespace nibble {
+namespace fs = std::filesystem;
+
+namespace {
+
+constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
+
+std::string recipe_name(const std::string& spec) { return Recipe::resolve(spec).name; }
+
+// A run is finished when its final checkpoint holds the configured number of steps.
+bool run_finished(const std::string& dir, int64_t steps) {
+  const fs::path f = fs::path(dir) / "final" / "trainer.json";
+  if (!fs::exists(f)) return false;
+  return Json::parse(read_file(f.string()), f.string()).at("step").as_int64() == steps;
+}
+
+int64_t resumable_step(const std::string& dir) {
+  if (!fs::exists(fs::path(dir) / "latest")) return -1;
+  const std::string ck = resolve_checkpoint_dir(dir);
+  const fs::path t = fs::path(ck) / "trainer.json";
+  return Json::parse(read_file(t.string()), t.string()).at("step").as_int64();
+}
+
+double last_finite(const std::vector<double>& v) {
+  for (auto it = v.rbegin(); it != v.rend(); ++it)
+    if (std::isfinite(*it)) return *it;
+  return kNaN;
+}
+
+double median(std::vector<double> v) {
+  v.erase(std::remove_if(v.begin(), v.end(), [](double x) { return !std::isfinite(x) || x <= 0; }), v.end());
+  if (v.empty()) return kNaN;
+  std::sort(v.begin(), v.end());
+  return v[v.size() / 2];
+}
+
+SweepRun read_run(const std::string& recipe, uint64_t seed, const std::string& dir) {
+  SweepRun r;
+  r.recipe = recipe;
+  r.seed = seed;
+  r.dir = dir;
+  const report::MetricsLog log = report::read_metrics_jsonl((fs::path(dir) / "metrics.jsonl").string());
+  const std::vector<double> step = log.column("step"), tokens = log.column("tokens"), train = log.column("loss_avg"),
+                            val = log.column("val_loss"), tps = log.column("tokens_per_s");
+  if (step.empty()) fail(dir, "/metrics.jsonl: no rows");
+  r.steps = static_cast<int64_t>(step.back());
+  r.tokens = tokens.back();
+  r.final_train_loss = train.back();
+  r.final_val_loss = last_finite(val);
+  // the first window holds the warm-up (allocation, plan selection): leave it out
+  r.tokens_per_s = median(std::vector<double>(tps.begin() + (tps.size() > 1 ? 1 : 0), tps.end()));
+  r.curve_tokens = tokens;
+  r.curve_train = train;
+  for (size_t i = 0; i < val.size(); ++i)
+    if (std::isfinite(val[i])) {
+      r.eval_tokens.push_back(tokens[i]);
+      r.eval_val.push_back(val[i]);
+    }
+  return r;
+}
+
+std::vector<double> mean_curve(const std::vector<const SweepRun*>& runs, bool eval) {
+  size_t n = std::numeric_limits<size_t>::max();
+  for (const SweepRun* r : runs) n = std::min(n, (eval ? r->eval_val : r->curve_train).size());
+  std::vector<double> m(n == std::numeric_limits<size_t>::max() ? 0 : n, 0.0);
+  for (const SweepRun* r : runs)
+    for (size_t i = 0; i < m.size(); ++i) m[i] += (eval ? r->eval_val : r->curve_train)[i] / static_cast<double>(runs.size());
+  return m;
+}
+
+}  // namespace
+
+std::string sweep_run_dir(const std::string& out, const std::string& recipe, uint64_t seed) {
+  std::string safe = recipe;
+  for (char& c : safe)
+    if (c == '/' || c == '\\' || c == ' ') c = '_';
+  return (fs::path(out) / "runs" / (safe + "-seed" + std::to_string(seed))).string();
+}
+
+Json SweepResult::to_json() const {
+  Json j = Json::object();
+  j["complete"] = complete;
+  Json rs = Json::array();
+  for (const SweepRun& r : runs) {
+    Json x = Json::object();
+    x["recipe"] = r.recipe;
+    x["seed"] = r.seed;
+    x["dir"] = r.dir;
+    x["steps"] = r.steps;
+    x["tokens"] = r.tokens;
+    x["final_train_loss"] = r.final_train_loss;
+    x["final_val_loss"] = r.final_val_loss;
+    x["tokens_per_s"] = r.tokens_per_s;
+    rs.push_back(x);
+  }
+  j["runs"] = rs;
+  Json rc = Json::array();
+  for (const SweepRecipe& r : recipes) {
+    Json x = Json::object();
+    x["recipe"] = r.recipe;
+    x["seeds"] = r.seeds;
+    x["train_loss_mean"] = r.train_mean;
+    x["train_loss_spread"] = r.train_spread;
+    x["val_loss_mean"] = r.val_mean;
+    x["val_loss_spread"] = r.val_spread;
+    x["val_gap_to_bf16_pct"] = r.val_gap_pct;
+    x["train_gap_to_bf16_pct"] = r.train_gap_pct;
+    x["tokens_per_s"] = r.tokens_per_s;
+    x["step_time_vs_bf16"] = r.step_time_vs_bf16;
+    rc.push_back(x);
+  }
+  j["recipes"] = rc;
+  return j;
+}
+
+SweepResult summarize_sweep(const SweepConfig& cfg) {
+  SweepResult res;
+  res.complete = true;
+  for (const std::string& spec : cfg.recipes) {
+    const std::string name = recipe_name(spec);
+    for (uint64_t seed : cfg.seeds) {
+      const std::string dir = sweep_run_dir(cfg.out, name, seed);
+      if (!run_finished(dir, cfg.base.steps)) {
+        res.complete = false;
+        continue;
+      }
+      res.runs.push_back(read_run(name, seed, dir));
+    }
+  }
+  const SweepRecipe* bf16 = nullptr;
+  for (const std::string& spec : cfg.recipes) {
+    const std::string name = recipe_name(spec);
+    SweepRecipe s;
+    s.recipe = name;
+    double tmin = INFINITY, tmax = -INFINITY, vmin = INFINITY, vmax = -INFINITY;
+    for (const SweepRun& r : res.runs) {
+      if (r.recipe != name) continue;
+      ++s.seeds;
+      s.train_mean += r.final_train_loss;
+      s.val_mean += r.final_val_loss;
+      s.tokens_per_s += r.tokens_per_s;
+      tmin = std::min(tmin, r.final_train_loss);
+      tmax = std::max(tmax, r.final_train_loss);
+      vmin = std::min(vmin, r.final_val_loss);
+      vmax = std::max(vmax, r.final_val_loss);
+    }
+    if (s.seeds == 0) continue;
+    s.train_mean /= s.seeds;
+    s.val_mean /= s.seeds;
+    s.tokens_per_s /= s.seeds;
+    s.train_spread = tmax - tmin;
+    s.val_spread = vmax - vmin;
+    res.recipes.push_back(s);
+  }
+  for (const SweepRecipe& s : res.recipes)
+    if (s.recipe == "bf16") bf16 = &s;
+  for (SweepRecipe& s : res.recipes) {
+    s.val_gap_pct = bf16 ? 100.0 * (s.val_mean - bf16->val_mean) / bf16->val_mean : kNaN;
+    s.train_gap_pct = bf16 ? 100.0 * (s.train_mean - bf16->train_mean) / bf16->train_mean : kNaN;
+    s.step_time_vs_bf16 = bf16 && s.tokens_per_s > 0 ? bf16->tokens_per_s / s.tokens_per_s : kNaN;
+  }
+  return res;
+}
+
+void write_sweep_report(const SweepConfig& cfg, const SweepResult& r) {
+  fs::create_directories(cfg.out);
+  Json j = r.to_json();
+  j["config"] = cfg.base.to_json();
+  write_file_atomic((fs::path(cfg.out) / "results.json").string(), j.dump(2) + "\n", Durability::Fsync);
+
+  using report::fmt_fixed;
+  using report::fmt_si;
+  const TrainConfig& b = cfg.base;
+  std::string seeds;
+  for (uint64_t s : cfg.seeds) seeds += (seeds.empty() ? "" : ", ") + std::to_string(s);
+  std::string md = "# Recipe sweep\n\n";
+  md += "Model `" + b.model.name + "`, " + std::to_string(b.steps) + " steps × " + std::to_string(b.batch) + " × " +
+        std::to_string(b.seq) + " tokens = " + fmt_si(static_cast<double>(b.steps * b.tokens_per_step())) +
+        " tokens per run, data `" + (b.data_dir.empty() ? (b.text_file.empty() ? "embedded corpus" : b.text_file) : b.data_dir) +
+        "`, seeds " + seeds + ", device `" + b.device + "`. Every recipe starts from the same initialization and reads " +
+        "the same batches (both follow the seed). Loss: cross-entropy in nats/token; train = mean over the last log " +
+        "window; val = the final evaluation. ± = max − min over seeds. Gap = (recipe − bf16) / bf16.\n\n";
+  if (!r.complete) md += "**Incomplete:** some runs have not finished; the table shows the finished ones.\n\n";
+  report::MarkdownTable t({"recipe", "seeds", "train loss", "±", "val loss", "±", "val gap to bf16", "train gap",
+                           "tokens/s", "step time vs bf16"},
+                          {report::Align::Left, report::Align::Right, report::Align::Right, report::Align::Right,
+                           report::Align::Right, report::Align::Right, report::Align::Right, report::Align::Right,
+                           report::Align::Right, report::Align::Right});
+  for (const SweepRecipe& s : r.recipes) {
+    const bool multi = s.seeds > 1;
+    t.add_row({s.recipe, std::to_string(s.seeds), fmt_fixed(s.train_mean, 4), multi ? fmt_fixed(s.train_spread, 4) : "—",
+               fmt_fixed(s.val_mean, 4), multi ? fmt_fixed(s.val_spread, 4) : "—",
+               std::isfinite(s.val_gap_pct) ? (s.val_gap_pct >= 0 ? "+" : "") + fmt_fixed(s.val_gap_pct, 2) + "%" : "—",
+               std::isfinite(s.train_gap_pct) ? (s.train_gap_pct >= 0 ? "+" : "") + fmt_fixed(s.train_gap_pct, 2) + "%" : "—",
+               fmt_si(s.tokens_per_s), std::isfinite(s.step_time_vs_bf16) ? fmt_fixed(s.step_time_vs_bf16, 2) + "×" : "—"});
+  }
+  md += t.str() + "\n![training loss](loss.svg)\n\n![validation loss](val_loss.svg)\n\n";
+
+  // Plots: per recipe the mean over its seeds (same schedule, so rows line up).
+  std::vector<report::Series> train_s, val_s, gap_s;
+  std::vector<double> bf16_train;
+  for (const SweepRecipe& s : r.recipes) {
+    std::vector<const SweepRun*> runs;
+    for (const SweepRun& x : r.runs)
+      if (x.recipe == s.recipe) runs.push_back(&x);
+    const std::vector<double> tr = mean_curve(runs, false), va = mean_curve(runs, true);
+    std::vector<double> tx(runs[0]->curve_tokens.begin(), runs[0]->curve_tokens.begin() + static_cast<std::ptrdiff_t>(tr.size()));
+    std::vector<double> vx(runs[0]->eval_tokens.begin(), runs[0]->eval_tokens.begin() + static_cast<std::ptrdiff_t>(va.size()));
+    train_s.push_back({s.recipe, tx, tr});
+    val_s.push_back({s.recipe, vx, va});
+    if (s.recipe == "bf16") bf16_train = tr;
+  }
+  if (!bf16_train.empty()) {
+    for (size_t i = 0; i < r.recipes.size(); ++i) {
+      if (r.recipes[i].recipe == "bf16") continue;
+      const report::Series& s = train_s[i];
+      std::vector<double> gx, gy;
+      for (size_t k = 0; k < std::min(s.y.size(), bf16_train.size()); ++k) {
+        gx.push_back(s.x[k]);
+        gy.push_back(100.0 * (s.y[k] - bf16_train[k]) / bf16_train[k]);
+      }
+      gap_s.push_back({s.label, gx, gy});
+    }
+    md += "![gap to bf16](gap.svg)\n";
+  }
+  report::PlotOptions o;
+  o.x_label = "tokens";
+  o.y_label = "cross-entropy (nats/token)";
+  o.title = "training loss (mean over each log window) · " + b.model.name;
+  o.smooth = 5;
+  report::write_line_plot((fs::path(cfg.out) / "loss.svg").string(), train_s, o);
+  o.title = "validation loss · " + b.model.name;
+  o.smooth = 0;
+  report::write_line_plot((fs::path(cfg.out) / "val_loss.svg").string(), val_s, o);
+  if (!gap_s.empty()) {
+    o.title = "training-loss gap to bf16 · " + b.model.name;
+    o.y_label = "gap to bf16 (%)";
+    o.smooth = 5;
+    report::write_line_plot((fs::path(cfg.out) / "gap.svg").string(), gap_s, o);
+  }
+  write_file_atomic((fs::path(cfg.out) / "results.md").string(), md, Durability::Fsync);
+}
+
+SweepResult run_sweep(const SweepConfig& cfg, const SweepOptions& opts) {
+  if (cfg.recipes.empty()) fail("sweep: no recipes");
+  if (cfg.seeds.empty()) fail("sweep: no seeds");
+  if (cfg.out.empty()) fail("sweep: no output directory");
+  std::vector<std::string> names;
+  for (const std::string& spec : cfg.recipes) {
+    names.push_back(recipe_name(spec));  // unknown recipes fail before any training
+    for (size_t i = 0; i + 1 < names.size(); ++i)
+      if (names[i] == names.back()) fail("sweep: recipe '", names.back(), "' is listed twice");
+  }
+  fs::create_directories(cfg.out);
+  int64_t budget = opts.stop_after_steps;
+  const size_t total = cfg.recipes.size() * cfg.seeds.size();
+  size_t index = 0;
+  for (size_t ri = 0; ri < cfg.recipes.size(); ++ri) {
+    for (uint64_t seed : cfg.seeds) {
+      ++index;
+      const std::string dir = sweep_run_dir(cfg.out, names[ri], seed);
+      if (run_finished(dir, cfg.base.steps)) {
+        if (!opts.quiet) std::printf("sweep [%zu/%zu] %s seed %llu: finished earlier, kept\n", index, total, names[ri].c_str(),
+                                     static_cast<unsigned long long>(seed));
+        continue;
+      }
+      if (budget == 0) return summarize_sweep(cfg);
+      TrainConfig c = cfg.base;
+      c.recipe = Recipe::resolve(cfg.recipes[ri]);
+      c.seed = seed;
+      c.out = dir;
+      TrainOptions o;
+      o.quiet = true;
+      const int64_t start = resumable_step(dir);
+      if (start >= 0) o.resume = dir;
+      if (budget > 0) o.stop_after = budget;
+      if (!opts.quiet) {
+        std::printf("sweep [%zu/%zu] %s seed %llu: %s\n", index, total, names[ri].c_str(),
+                    static_cast<unsigned long long>(seed),
+                    start >= 0 ? ("resuming at step " + std::to_string(start)).c_str() : "training");
+        std::fflush(stdout);
+      }
+      const TrainResult tr = train(c, o);
+      if (budget > 0) budget = std::max<int64_t>(0, budget - (tr.steps - std::max<int64_t>(start, 0)));
+      if (!opts.quiet && !tr.stopped_early)
+        std::printf("  val loss %.4f, %.0f tokens/s, %.0f s\n", tr.val_loss, tr.tokens_per_s, tr.seconds);
+      if (tr.stopped_early) return summarize_sweep(cfg);
+    }
+  }
+  SweepResult r = summarize_sweep(cfg);
+  write_sweep_report(cfg, r);
+  return r;
+}
+
+}  // namespace nibble

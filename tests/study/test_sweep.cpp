@@ -1,0 +1,150 @@
+// nibble sweep: runs per recipe and seed, the comparison against bf16 recomputed independently
+// from the runs' own logs, and a stopped sweep that resumes to the same numbers.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <filesystem>
+
+#include "nibble/data/corpus.hpp"
+#include "nibble/error.hpp"
+#include "nibble/fileio.hpp"
+#include "nibble/report/metrics.hpp"
+#include "nibble/study/sweep.hpp"
+#include "support/cli_runner.hpp"
+
+using namespace nibble;
+using nibble::testing::ScratchDir;
+namespace fs = std::filesystem;
+
+namespace {
+
+SweepConfig small_sweep(const ScratchDir& d, const std::string& out) {
+  write_file_atomic(d.file("text.txt"), read_file(default_corpus_path()).substr(0, 80000));
+  SweepConfig s;
+  TrainConfig& c = s.base;
+  c.model = ModelConfig::preset("tiny");
+  c.model.name = "test";
+  c.model.dim = 64;
+  c.model.n_layers = 2;
+  c.model.n_heads = 4;
+  c.model.n_kv_heads = 2;
+  c.model.ffn_dim = 128;
+  c.model.max_seq = 64;
+  c.text_file = d.file("text.txt");
+  c.device = "cpu";
+  c.batch = 4;
+  c.seq = 32;
+  c.steps = 10;
+  c.lr = 3e-3;
+  c.log_every = 2;
+  c.eval_every = 5;
+  c.eval_batches = 2;
+  c.save_every = 4;
+  s.recipes = {"bf16", "nvfp4"};
+  s.seeds = {1, 2};
+  s.out = d.file(out);
+  return s;
+}
+
+double last_val(const std::string& run) {
+  const std::vector<double> v = report::read_metrics_jsonl(run + "/metrics.jsonl").column("val_loss");
+  for (auto it = v.rbegin(); it != v.rend(); ++it)
+    if (std::isfinite(*it)) return *it;
+  return NAN;
+}
+
+SweepOptions quiet() {
+  SweepOptions o;
+  o.quiet = true;
+  return o;
+}
+
+}  // namespace
+
+TEST(Sweep, ComparesEveryRecipeWithBf16FromTheRunsOwnLogs) {
+  ScratchDir d;
+  const SweepConfig s = small_sweep(d, "sweep");
+  const SweepResult r = run_sweep(s, quiet());
+  ASSERT_TRUE(r.complete);
+  ASSERT_EQ(r.runs.size(), 4u);
+  ASSERT_EQ(r.recipes.size(), 2u);
+  // independent recomputation from each run's metrics.jsonl
+  const double b1 = last_val(sweep_run_dir(s.out, "bf16", 1)), b2 = last_val(sweep_run_dir(s.out, "bf16", 2));
+  const double n1 = last_val(sweep_run_dir(s.out, "nvfp4", 1)), n2 = last_val(sweep_run_dir(s.out, "nvfp4", 2));
+  const double bf = (b1 + b2) / 2, nv = (n1 + n2) / 2;
+  EXPECT_DOUBLE_EQ(r.recipes[0].val_mean, bf);
+  EXPECT_DOUBLE_EQ(r.recipes[0].val_spread, std::fabs(b1 - b2));
+  EXPECT_NEAR(r.recipes[1].val_gap_pct, 100.0 * (nv - bf) / bf, 1e-12);
+  EXPECT_EQ(r.recipes[0].val_gap_pct, 0.0);
+  EXPECT_NE(b1, b2);  // the seeds differ (data order, init)
+  // the report files
+  const Json j = Json::parse(read_file(s.out + "/results.json"), "results.json");
+  EXPECT_TRUE(j.at("complete").as_bool());
+  EXPECT_EQ(j.at("recipes").as_array().size(), 2u);
+  const std::string md = read_file(s.out + "/results.md");
+  EXPECT_NE(md.find("| nvfp4"), std::string::npos) << md;
+  EXPECT_NE(md.find("val gap to bf16"), std::string::npos);
+  for (const char* f : {"loss.svg", "val_loss.svg", "gap.svg"}) EXPECT_TRUE(fs::exists(s.out + "/" + f)) << f;
+}
+
+TEST(Sweep, AStoppedSweepResumesToTheSameNumbers) {
+  ScratchDir d;
+  SweepConfig whole = small_sweep(d, "whole");
+  whole.seeds = {1};
+  const SweepResult a = run_sweep(whole, quiet());
+  SweepConfig parts = whole;
+  parts.out = d.file("parts");
+  SweepOptions stop = quiet();
+  stop.stop_after_steps = 13;  // bf16 done (10 steps), nvfp4 stopped after 3 (checkpoint at step 3)
+  const SweepResult p1 = run_sweep(parts, stop);
+  EXPECT_FALSE(p1.complete);
+  EXPECT_EQ(p1.runs.size(), 1u);
+  EXPECT_FALSE(fs::exists(parts.out + "/results.md"));
+  const std::string bf16_metrics = read_file(sweep_run_dir(parts.out, "bf16", 1) + "/metrics.jsonl");
+  const SweepResult p2 = run_sweep(parts, quiet());
+  ASSERT_TRUE(p2.complete);
+  EXPECT_EQ(read_file(sweep_run_dir(parts.out, "bf16", 1) + "/metrics.jsonl"), bf16_metrics);  // kept, not retrained
+  ASSERT_EQ(p2.runs.size(), a.runs.size());
+  for (size_t i = 0; i < a.runs.size(); ++i) {
+    EXPECT_EQ(p2.runs[i].final_val_loss, a.runs[i].final_val_loss) << a.runs[i].recipe;
+    EXPECT_EQ(p2.runs[i].final_train_loss, a.runs[i].final_train_loss) << a.runs[i].recipe;
+  }
+  EXPECT_EQ(read_file(sweep_run_dir(parts.out, "nvfp4", 1) + "/final/model.safetensors"),
+            read_file(sweep_run_dir(whole.out, "nvfp4", 1) + "/final/model.safetensors"));
+}
+
+TEST(Sweep, BadConfigurationsAreErrors) {
+  ScratchDir d;
+  SweepConfig s = small_sweep(d, "bad");
+  s.recipes = {"bf16", "bf16"};
+  EXPECT_THROW(run_sweep(s, quiet()), Error);
+  s.recipes = {"bf16", "nope"};
+  EXPECT_THROW(run_sweep(s, quiet()), Error);
+  s.recipes = {"bf16"};
+  s.seeds.clear();
+  EXPECT_THROW(run_sweep(s, quiet()), Error);
+  EXPECT_FALSE(fs::exists(s.out + "/runs"));  // nothing trained
+}
+
+TEST(CliSweep, TokensSeedsAndErrors) {
+  ScratchDir d;
+  write_file_atomic(d.file("text.txt"), read_file(default_corpus_path()).substr(0, 60000));
+  write_file_atomic(d.file("model.json"), R"({"base": "tiny", "name": "small", "dim": 64, "n_layers": 2, "n_heads": 4,
+                                            "n_kv_heads": 2, "ffn_dim": 128, "max_seq": 64})");
+  const std::string base = "sweep --model " + d.file("model.json") + " --text " + d.file("text.txt") +
+                           " --batch 2 --seq 32 --log-every 2 --eval-every 4 --eval-batches 1 --quiet";
+  const auto r = nibble::testing::run_nibble(base + " --recipes bf16,ufp4 --tokens 500 --out " + d.file("s"));
+  ASSERT_EQ(r.code, 0) << r.out;
+  // 500 tokens at 64 per step: 8 steps
+  const Json j = Json::parse(read_file(d.file("s/results.json")), "results.json");
+  EXPECT_EQ(j.at("runs").as_array()[0].at("steps").as_int64(), 8);
+  auto expect_error = [&](const std::string& args, const std::string& needle) {
+    const auto e = nibble::testing::run_nibble(base + args);
+    EXPECT_NE(e.code, 0) << args << "\n" << e.out;
+    EXPECT_LT(e.code, 128) << e.out;
+    EXPECT_NE(e.out.find(needle), std::string::npos) << args << "\n" << e.out;
+  };
+  expect_error(" --recipes bf16 --out " + d.file("e"), "--tokens");
+  expect_error(" --recipes bf16 --tokens 100 --seeds 1,x --out " + d.file("e"), "'x'");
+  expect_error(" --recipes bf16,bogus --tokens 100 --out " + d.file("e"), "bogus");
+}
