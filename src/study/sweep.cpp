@@ -52,6 +52,8 @@ double median(std::vector<double> v) {
   return v[v.size() / 2];
 }
 
+}  // namespace
+
 SweepRun read_run(const std::string& recipe, uint64_t seed, const std::string& dir) {
   SweepRun r;
   r.recipe = recipe;
@@ -76,6 +78,8 @@ SweepRun read_run(const std::string& recipe, uint64_t seed, const std::string& d
     }
   return r;
 }
+
+namespace {
 
 std::vector<double> mean_curve(const std::vector<const SweepRun*>& runs, bool eval) {
   size_t n = std::numeric_limits<size_t>::max();

@@ -9,6 +9,8 @@
 #include "nibble/error.hpp"
 #include "nibble/fileio.hpp"
 #include "nibble/report/metrics.hpp"
+#include "nibble/report/markdown.hpp"
+#include "nibble/study/report.hpp"
 #include "nibble/study/sweep.hpp"
 #include "support/cli_runner.hpp"
 
@@ -147,4 +149,28 @@ TEST(CliSweep, TokensSeedsAndErrors) {
   expect_error(" --recipes bf16 --out " + d.file("e"), "--tokens");
   expect_error(" --recipes bf16 --tokens 100 --seeds 1,x --out " + d.file("e"), "'x'");
   expect_error(" --recipes bf16,bogus --tokens 100 --out " + d.file("e"), "bogus");
+}
+
+TEST(Report, RendersRunsAndSweepsIntoOnePage) {
+  ScratchDir d;
+  SweepConfig s = small_sweep(d, "sweep");
+  s.seeds = {1};
+  const SweepResult r = run_sweep(s, quiet());
+  ASSERT_TRUE(r.complete);
+  const std::string single = sweep_run_dir(s.out, "nvfp4", 1);
+  const std::string md = write_runs_report({s.out, single}, d.file("rep"));
+  // the sweep's two runs, then the single run again
+  EXPECT_NE(md.find("3 runs"), std::string::npos) << md;
+  EXPECT_NE(md.find("| bf16-seed1"), std::string::npos) << md;
+  EXPECT_NE(md.find(report::fmt_fixed(r.runs[1].final_val_loss, 4)), std::string::npos) << md;
+  for (const char* f : {"report.md", "loss.svg", "val_loss.svg"}) EXPECT_TRUE(fs::exists(d.file("rep") + "/" + f)) << f;
+  EXPECT_THROW(write_runs_report({d.file("nothing-here")}, d.file("rep2")), Error);
+  EXPECT_THROW(write_runs_report({}, d.file("rep2")), Error);
+  // the CLI takes the directories as arguments
+  const auto c = nibble::testing::run_nibble("report " + s.out + " " + single + " --out " + d.file("rep3"));
+  EXPECT_EQ(c.code, 0) << c.out;
+  EXPECT_EQ(read_file(d.file("rep3") + "/report.md"), md);
+  const auto e = nibble::testing::run_nibble("report " + d.file("nothing-here") + " --out " + d.file("rep4"));
+  EXPECT_NE(e.code, 0);
+  EXPECT_NE(e.out.find("neither a training run"), std::string::npos) << e.out;
 }

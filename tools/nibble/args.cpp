@@ -25,6 +25,11 @@ const Args::Opt* Args::find(const std::string& name) const {
   return nullptr;
 }
 
+void Args::allow_positionals(const std::string& value_name, const std::string& help) {
+  positional_name_ = value_name;
+  positional_help_ = help;
+}
+
 bool Args::parse(const std::vector<std::string>& argv) {
   for (size_t i = 0; i < argv.size(); ++i) {
     const std::string& a = argv[i];
@@ -32,7 +37,11 @@ bool Args::parse(const std::vector<std::string>& argv) {
       std::fputs(help().c_str(), stdout);
       return false;
     }
-    if (a.rfind("--", 0) != 0) fail("unexpected argument '", a, "' (options start with --; see --help)");
+    if (a.rfind("--", 0) != 0) {
+      if (positional_name_.empty()) fail("unexpected argument '", a, "' (options start with --; see --help)");
+      positionals_.push_back(a);
+      continue;
+    }
     std::string name = a.substr(2), value;
     bool inline_value = false;
     if (const auto eq = name.find('='); eq != std::string::npos) {
@@ -110,7 +119,9 @@ std::string Args::choice(const std::string& name, const std::vector<std::string>
 
 std::string Args::help() const {
   std::ostringstream os;
-  os << "usage: " << synopsis_ << "\n\n" << description_ << "\n\noptions:\n";
+  os << "usage: " << synopsis_ << "\n\n" << description_ << "\n\n";
+  if (!positional_name_.empty()) os << "arguments:\n  " << positional_name_ << "...  " << positional_help_ << "\n\n";
+  os << "options:\n";
   for (const auto& o : opts_) {
     std::string head = "  --" + o.name + (o.is_flag ? "" : " " + o.value_name);
     os << head;

@@ -18,6 +18,9 @@ class Args {
   void option(const std::string& name, const std::string& value_name, const std::string& help,
               std::optional<std::string> default_value = std::nullopt);
   void flag(const std::string& name, const std::string& help);
+  // Accept arguments that are not options (e.g. directories); without this they are errors.
+  void allow_positionals(const std::string& value_name, const std::string& help);
+  const std::vector<std::string>& positionals() const { return positionals_; }
 
   // Parses; returns false when --help was asked for (help already printed).
   bool parse(const std::vector<std::string>& argv);
@@ -45,6 +48,8 @@ class Args {
   std::string command_, synopsis_, description_;
   std::vector<Opt> opts_;
   std::map<std::string, std::string> values_;
+  std::string positional_name_, positional_help_;
+  std::vector<std::string> positionals_;
 };
 
 }  // namespace nibble::cli

@@ -61,6 +61,9 @@ struct SweepResult {
 
 std::string sweep_run_dir(const std::string& out, const std::string& recipe, uint64_t seed);
 
+// A training run's summary and curves from its metrics.jsonl (recipe and seed as given).
+SweepRun read_run(const std::string& recipe, uint64_t seed, const std::string& dir);
+
 // Trains what is missing, then summarizes and writes the report (when complete).
 SweepResult run_sweep(const SweepConfig& cfg, const SweepOptions& opts);
 // Reads the finished runs of a sweep directory back (no training).
