@@ -97,6 +97,11 @@ class Transformer {
   // Accumulates the gradient of the last forward's mean loss into grads().
   void backward(const StepContext& ctx);
   const T* logits() const { return logits_.data(); }  // [b·t, vocab]
+  // The residual stream of the last forward entering block `l` (l = n_layers: after the last
+  // block, before the final norm), [b·t, dim]: what the depth analysis compares across recipes.
+  const std::vector<T>& residual_stream(int l) const {
+    return l < cfg_.n_layers ? blocks_[static_cast<size_t>(l)].x_in : x_final_;
+  }
 
   // SPEC §6 statistics of every quantized layer's operands from the last step run with
   // ctx.collect_stats.

@@ -1,0 +1,32 @@
+#pragma once
+// `nibble analyze formats`: how each 4-bit format treats a distribution (SPEC §6 statistics).
+//  - shrinkage, SNR, relative error and code utilisation of nvfp4, mxfp4 (e2m1) and int4 (the
+//    uniform grid of UFP4), each without RHT and with RHT 16/32/128, under RNE and SR, on
+//    Gaussian, Laplace, Student-t(3) and LLM-like activation samples, and optionally on the
+//    2-D weight tensors of a checkpoint;
+//  - the depth effect: the relative error of each block's output (the residual stream) under a
+//    4-bit recipe's forward against the bf16 forward of the same checkpoint on the same tokens.
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "nibble/json.hpp"
+
+namespace nibble {
+
+struct FormatsConfig {
+  int64_t rows = 1024, cols = 1024;   // synthetic sample size
+  uint64_t seed = 1;
+  std::vector<std::string> distributions = {"gaussian", "laplace", "student-t3", "activations"};
+  std::string checkpoint;             // optional: also its 2-D weights (and the depth effect)
+  std::vector<std::string> depth_recipes = {"nvfp4", "mxfp4", "ufp4", "nvfp4-mean", "ufp4-mean"};
+  int64_t depth_batch = 4, depth_seq = 0;  // depth_seq 0: the checkpoint's training seq
+  std::string out;                    // results.json, results.md, plots
+};
+
+// Rows of {"tensor", "format", "rht", "rounding", "snr_db", "rel_err", "shrinkage",
+// "code_entropy_bits", "codes_used"} and, with a checkpoint, {"depth": [{"recipe", "rel_err":
+// [per depth]}]}. Writes the report files when cfg.out is set.
+Json analyze_formats(const FormatsConfig& cfg);
+
+}  // namespace nibble

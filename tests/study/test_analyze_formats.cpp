@@ -1,0 +1,113 @@
+// nibble analyze formats: each row recomputed independently, the depth effect's zero for bf16
+// against itself, and the report files.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <filesystem>
+
+#include "nibble/data/corpus.hpp"
+#include "nibble/fileio.hpp"
+#include "nibble/quant/quantizer.hpp"
+#include "nibble/quant/rht.hpp"
+#include "nibble/quant/synthetic.hpp"
+#include "nibble/study/analyze.hpp"
+#include "nibble/train/trainer.hpp"
+#include "support/cli_runner.hpp"
+
+using namespace nibble;
+using nibble::testing::ScratchDir;
+namespace fs = std::filesystem;
+
+TEST(AnalyzeFormats, RowsMatchAnIndependentQuantizeAndShrinkage) {
+  FormatsConfig c;
+  c.rows = 64;
+  c.cols = 256;
+  c.seed = 3;
+  c.distributions = {"laplace"};
+  const Json j = analyze_formats(c);
+  // 3 formats × 4 RHT sizes × 2 roundings
+  ASSERT_EQ(j.at("formats").as_array().size(), 24u);
+  SyntheticSpec s;
+  s.kind = SyntheticKind::Laplace;
+  s.rows = 64;
+  s.cols = 256;
+  s.seed = 3;
+  const std::vector<float> x = synthetic_matrix(s);
+  for (const Json& row : j.at("formats").as_array()) {
+    const Format f = format_from_name(row.at("format").as_string());
+    const int rht = static_cast<int>(row.at("rht").as_int64());
+    QuantSpec q = QuantSpec::for_format(f);
+    q.rounding = rounding_from_name(row.at("rounding").as_string());
+    q.seed = 3;
+    std::vector<float> op = x;
+    if (rht) {
+      const std::vector<float> signs = rht_signs(rht, 3, 0);
+      rht_forward(op.data(), 64, 256, rht, signs.data());
+    }
+    std::vector<float> hat(op.size());
+    quantize_dequantize(op.data(), 64, 256, q, hat.data());
+    double num = 0, den = 0;
+    for (size_t i = 0; i < op.size(); ++i) {
+      num += std::fabs(hat[i]) - std::fabs(op[i]);
+      den += std::fabs(op[i]);
+    }
+    // the same sums in another order (float64), a small difference of two large sums: equal to
+    // ~1e-11 absolute; another RHT, rounding or format moves shrinkage by more than 1e-5
+    EXPECT_NEAR(row.at("shrinkage").as_double(), num / den, 1e-10) << row.dump();
+    EXPECT_GT(row.at("snr_db").as_double(), 10.0) << row.dump();
+    EXPECT_LE(row.at("code_entropy_bits").as_double(), 4.0);
+  }
+}
+
+TEST(AnalyzeFormats, DepthEffectIsZeroForBf16AgainstItselfAndWritesTheReport) {
+  ScratchDir d;
+  write_file_atomic(d.file("text.txt"), read_file(default_corpus_path()).substr(0, 60000));
+  TrainConfig c;
+  c.model = ModelConfig::preset("tiny");
+  c.model.name = "small";
+  c.model.dim = 128;
+  c.model.n_layers = 3;
+  c.model.n_heads = 4;
+  c.model.n_kv_heads = 4;
+  c.model.ffn_dim = 128;
+  c.model.max_seq = 64;
+  c.text_file = d.file("text.txt");
+  c.device = "cpu";
+  c.batch = 2;
+  c.seq = 32;
+  c.steps = 4;
+  c.eval_every = 0;
+  c.eval_batches = 1;
+  c.save_every = 0;
+  c.out = d.file("run");
+  TrainOptions o;
+  o.quiet = true;
+  train(c, o);
+  FormatsConfig f;
+  f.rows = 32;
+  f.cols = 128;
+  f.distributions = {"gaussian"};
+  f.checkpoint = d.file("run");
+  f.depth_recipes = {"bf16", "nvfp4"};
+  f.depth_batch = 2;
+  f.out = d.file("fmt");
+  const Json j = analyze_formats(f);
+  const auto& depth = j.at("depth").as_array();
+  ASSERT_EQ(depth.size(), 2u);
+  ASSERT_EQ(depth[0].at("rel_err").as_array().size(), 3u);  // one per block
+  for (const Json& e : depth[0].at("rel_err").as_array()) EXPECT_EQ(e.as_double(), 0.0);  // bf16 vs bf16
+  for (const Json& e : depth[1].at("rel_err").as_array()) {
+    EXPECT_GT(e.as_double(), 1e-4);  // 4-bit moves the stream
+    EXPECT_LT(e.as_double(), 1.0);
+  }
+  // weights of the first, middle and last block: 3 blocks × 7 projections, each 24 configurations
+  // (RHT128 fits the 128-wide inputs; down_proj's 128-wide rows too)
+  size_t weight_rows = 0;
+  for (const Json& r : j.at("formats").as_array())
+    if (r.at("tensor").as_string().rfind("model.layers.", 0) == 0) ++weight_rows;
+  EXPECT_EQ(weight_rows, 3u * 7u * 24u);
+  for (const char* file : {"results.md", "results.json", "depth.svg"}) EXPECT_TRUE(fs::exists(f.out + "/" + file)) << file;
+  const auto bad = nibble::testing::run_nibble("analyze --out " + d.file("x"));
+  EXPECT_NE(bad.code, 0);
+  EXPECT_NE(bad.out.find("formats"), std::string::npos) << bad.out;
+}
