@@ -124,6 +124,10 @@ void QuantLinear<T>::forward(const T* x, T* y, int64_t t, const StepContext& ctx
     ops::matmul_nt(x, w_, y, t, out_, in_);
     (void)ctx;
   } else {
+    if (capture_) {
+      capture_(name_, "x", x, t, in_);
+      capture_(name_, "w", w_, out_, in_);
+    }
     if (exact_) {
       ops::matmul_nt(x, w_, y, t, out_, in_);
       return;
@@ -172,6 +176,7 @@ void QuantLinear<T>::backward(const T* dy, T* dx, int64_t t, const StepContext& 
     ops::transpose(x_, xt.data(), t, in_);
     ops::matmul_nt(dyt.data(), xt.data(), dw_, out_, in_, t, /*accumulate=*/true);
   } else {
+    if (capture_) capture_(name_, "dy", dy, t, out_);
     const Recipe& r = recipe_;
     std::vector<float> wt(static_cast<size_t>(in_ * out_));
     ops::transpose(w_, wt.data(), out_, in_);

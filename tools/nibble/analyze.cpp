@@ -21,7 +21,12 @@ std::vector<std::string> comma_list(const std::string& s) {
 }  // namespace
 
 int run_analyze(const std::vector<std::string>& argv) {
-  Args a("analyze", "nibble analyze formats [--checkpoint DIR] [options] --out DIR",
+  Args a("analyze", "nibble analyze --checkpoint DIR [--data DIR | --text FILE] --out DIR\n"
+         "       nibble analyze formats [--checkpoint DIR] [options] --out DIR",
+         "With a checkpoint: every attention/MLP projection's operands X, W and dY from one forward +\n"
+         "backward on a batch of data, quantized by nvfp4, mxfp4 and int4 under every transform (none,\n"
+         "RHT16/32/128, centring, centring + RHT16, spectral split), SPEC §6 statistics, the best\n"
+         "transform per tensor, X's and dY's anisotropy, and SNR heatmaps (layer × transform).\n\n"
          "formats: shrinkage, SNR, relative error and code use of nvfp4, mxfp4 (e2m1) and int4 (the\n"
          "uniform grid of UFP4), each without RHT and with RHT 16/32/128, under RNE and SR, on\n"
          "Gaussian, Laplace, Student-t(3) and LLM-like activation samples; with --checkpoint also on\n"
@@ -36,10 +41,30 @@ int run_analyze(const std::vector<std::string>& argv) {
   a.option("distributions", "LIST", "gaussian, laplace, student-t3, activations", "gaussian,laplace,student-t3,activations");
   a.option("depth-recipes", "LIST", "recipes of the depth effect", "nvfp4,mxfp4,ufp4,nvfp4-mean,ufp4-mean");
   a.option("depth-batch", "B", "sequences of the depth forward", "4");
+  a.option("data", "DIR", "token shards for the checkpoint analysis [default: the run's data]");
+  a.option("text", "FILE", "a text file for the checkpoint analysis");
+  a.option("batch", "B", "sequences of the checkpoint analysis' batch", "4");
+  a.option("seq", "T", "tokens per sequence [default: the run's training seq]");
   a.option("out", "DIR", "output directory");
   if (!a.parse(argv)) return 0;
+  if (a.positionals().empty()) {
+    if (!a.has("checkpoint")) fail("nibble analyze: give --checkpoint DIR, or 'formats' (see --help)");
+    CheckpointAnalysisConfig c;
+    c.checkpoint = a.str("checkpoint");
+    if (a.has("data") && a.has("text")) fail("give either --data or --text, not both");
+    if (a.has("data")) c.data_dir = a.str("data");
+    if (a.has("text")) c.text_file = a.str("text");
+    c.batch = a.integer("batch");
+    if (a.has("seq")) c.seq = a.integer("seq");
+    if (c.batch < 1 || (a.has("seq") && c.seq < 1)) fail("--batch and --seq must be positive");
+    c.seed = a.unsigned_integer("seed");
+    c.out = a.required("out");
+    analyze_checkpoint(c);
+    std::printf("%s/results.md\n", c.out.c_str());
+    return 0;
+  }
   if (a.positionals().size() != 1 || a.positionals()[0] != "formats")
-    fail("nibble analyze: say what to analyze: 'formats' (the per-layer checkpoint analysis is not built yet)");
+    fail("nibble analyze: unknown analysis '", a.positionals()[0], "' (use --checkpoint DIR, or 'formats')");
   FormatsConfig c;
   c.rows = a.integer("rows");
   c.cols = a.integer("cols");

@@ -10,6 +10,7 @@
 //   stream = (step mod 2^20) << 12 | (linear_id mod 256) << 4 | role
 // RHT signs do not depend on the step (one fixed sign vector per layer and GEMM).
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -63,6 +64,12 @@ class QuantLinear {
   // Statistics recorded by the last forward/backward with ctx.collect_stats.
   std::vector<OperandStats>& stats() { return stats_; }
 
+  // Analysis hook (nibble analyze): called with each raw operand as it reaches the layer —
+  // "x" [t, in] and "w" [out, in] in forward, "dy" [t, out] in backward (float layers only).
+  using Capture = std::function<void(const std::string& layer, const std::string& operand, const float* data,
+                                     int64_t rows, int64_t cols)>;
+  void set_capture(Capture c) { capture_ = std::move(c); }
+
  private:
   std::string name_;
   int64_t in_ = 0, out_ = 0;
@@ -74,6 +81,7 @@ class QuantLinear {
   bool exact_ = false;     // every operand fp32, no transform: plain GEMMs
   std::vector<float> signs_fprop_, signs_dgrad_, signs_wgrad_;
   std::vector<OperandStats> stats_;
+  Capture capture_;
 };
 
 }  // namespace nibble

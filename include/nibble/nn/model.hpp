@@ -97,6 +97,11 @@ class Transformer {
   // Accumulates the gradient of the last forward's mean loss into grads().
   void backward(const StepContext& ctx);
   const T* logits() const { return logits_.data(); }  // [b·t, vocab]
+  // Sets the analysis hook of every attention and MLP projection (not the head).
+  void set_capture(const typename QuantLinear<T>::Capture& c) {
+    for (Block& b : blocks_)
+      for (QuantLinear<T>* l : {&b.qkv, &b.o, &b.gate_up, &b.down}) l->set_capture(c);
+  }
   // The residual stream of the last forward entering block `l` (l = n_layers: after the last
   // block, before the final norm), [b·t, dim]: what the depth analysis compares across recipes.
   const std::vector<T>& residual_stream(int l) const {

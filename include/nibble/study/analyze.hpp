@@ -30,3 +30,22 @@ struct FormatsConfig {
 Json analyze_formats(const FormatsConfig& cfg);
 
 }  // namespace nibble
+
+namespace nibble {
+
+// `nibble analyze --checkpoint DIR`: every attention/MLP projection's operands X, W and dY from
+// one forward + backward of the checkpoint (under bf16) on a batch of its data, each quantized by
+// nvfp4, mxfp4 and int4 under every transform — none, RHT16/32/128, centring, centring + RHT16
+// (X and dY only: the mean is over tokens), spectral split (dY only) — with SPEC §6 statistics
+// of the reconstruction in the operand's own coordinates, the best transform per tensor, the
+// anisotropy of X and dY, and heatmaps (layer × transform SNR per format).
+struct CheckpointAnalysisConfig {
+  std::string checkpoint;
+  std::string data_dir, text_file;  // default: the run's own data
+  int64_t batch = 4, seq = 0;       // seq 0: the run's training seq
+  uint64_t seed = 1;
+  std::string out;
+};
+Json analyze_checkpoint(const CheckpointAnalysisConfig& cfg);
+
+}  // namespace nibble
