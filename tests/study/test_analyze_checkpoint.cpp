@@ -101,7 +101,9 @@ TEST(AnalyzeCheckpoint, OperandsTransformsAndAnIndependentRow) {
   for (const Json& best : j.at("best").as_array()) {
     for (const Json& r : j.at("operands").as_array()) {
       const std::string key = r.at("layer").as_string() + " " + r.at("operand").as_string() + " " + r.at("format").as_string();
-      if (key == best.at("tensor").as_string()) EXPECT_LE(r.at("snr_db").as_double(), best.at("snr_db").as_double());
+      if (key == best.at("tensor").as_string()) {
+        EXPECT_LE(r.at("snr_db").as_double(), best.at("snr_db").as_double());
+      }
     }
   }
   for (const char* f : {"results.md", "results.json", "snr_nvfp4.svg", "snr_mxfp4.svg", "snr_int4.svg"})
