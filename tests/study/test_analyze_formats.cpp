@@ -6,6 +6,7 @@
 #include <filesystem>
 
 #include "nibble/data/corpus.hpp"
+#include "nibble/error.hpp"
 #include "nibble/fileio.hpp"
 #include "nibble/quant/quantizer.hpp"
 #include "nibble/quant/rht.hpp"
@@ -110,4 +111,52 @@ TEST(AnalyzeFormats, DepthEffectIsZeroForBf16AgainstItselfAndWritesTheReport) {
   const auto bad = nibble::testing::run_nibble("analyze --out " + d.file("x"));
   EXPECT_NE(bad.code, 0);
   EXPECT_NE(bad.out.find("formats"), std::string::npos) << bad.out;
+}
+
+TEST(AnalyzeStats, HeatmapsHoldTheLoggedValues) {
+  ScratchDir d;
+  write_file_atomic(d.file("text.txt"), read_file(default_corpus_path()).substr(0, 60000));
+  TrainConfig c;
+  c.model = ModelConfig::preset("tiny");
+  c.model.n_layers = 2;
+  c.model.max_seq = 64;
+  c.text_file = d.file("text.txt");
+  c.device = "cpu";
+  c.batch = 2;
+  c.seq = 32;
+  c.steps = 5;
+  c.stats_every = 2;
+  c.eval_every = 0;
+  c.eval_batches = 1;
+  c.save_every = 0;
+  c.out = d.file("run");
+  TrainOptions o;
+  o.quiet = true;
+  train(c, o);
+  const Json j = analyze_stats_log(d.file("run"), d.file("st"));
+  ASSERT_EQ(j.at("panels").as_array().size(), 4u);
+  const Json& p = j.at("panels").as_array()[0];  // fprop x mean_energy_share
+  ASSERT_EQ(p.at("layers").as_array().size(), 8u);  // 2 blocks × 4 projections
+  ASSERT_EQ(p.at("steps").as_array().size(), 3u);   // steps 0, 2, 4
+  // every cell equals the log's row, read independently
+  size_t checked = 0;
+  for (const std::string& line : [&] {
+         std::vector<std::string> v;
+         const std::string all = read_file(d.file("run/stats.jsonl"));
+         size_t a = 0;
+         for (size_t b = all.find('\n'); b != std::string::npos; a = b + 1, b = all.find('\n', a)) v.push_back(all.substr(a, b - a));
+         return v;
+       }()) {
+    const Json r = Json::parse(line, "stats.jsonl");
+    if (r.at("gemm").as_string() != "fprop" || r.at("operand").as_string() != "x") continue;
+    size_t li = 0, si = 0;
+    while (p.at("layers").as_array()[li].as_string() != r.at("layer").as_string()) ++li;
+    while (p.at("steps").as_array()[si].as_int64() != r.at("step").as_int64()) ++si;
+    EXPECT_EQ(p.at("values").as_array()[li * 3 + si].as_double(), r.at("mean_energy_share").as_double());
+    ++checked;
+  }
+  EXPECT_EQ(checked, 24u);
+  EXPECT_TRUE(fs::exists(d.file("st/x_mean_energy_share.svg")));
+  EXPECT_TRUE(fs::exists(d.file("st/over_steps.svg")));
+  EXPECT_THROW(analyze_stats_log(d.file("text.txt"), d.file("st2")), Error);
 }

@@ -22,7 +22,8 @@ std::vector<std::string> comma_list(const std::string& s) {
 
 int run_analyze(const std::vector<std::string>& argv) {
   Args a("analyze", "nibble analyze --checkpoint DIR [--data DIR | --text FILE] --out DIR\n"
-         "       nibble analyze formats [--checkpoint DIR] [options] --out DIR",
+         "       nibble analyze formats [--checkpoint DIR] [options] --out DIR\n"
+         "       nibble analyze stats RUN_DIR --out DIR",
          "With a checkpoint: every attention/MLP projection's operands X, W and dY from one forward +\n"
          "backward on a batch of data, quantized by nvfp4, mxfp4 and int4 under every transform (none,\n"
          "RHT16/32/128, centring, centring + RHT16, spectral split), SPEC §6 statistics, the best\n"
@@ -33,7 +34,7 @@ int run_analyze(const std::vector<std::string>& argv) {
          "its weights (first, middle and last block) and the depth effect: how far each block's\n"
          "output drifts from the bf16 forward under each 4-bit recipe. Writes DIR/results.md,\n"
          "DIR/results.json (every row) and DIR/depth.svg.");
-  a.allow_positionals("WHAT", "formats");
+  a.allow_positionals("WHAT", "formats | stats RUN_DIR (heatmaps of a run's --stats-every log)");
   a.option("checkpoint", "DIR", "a run or checkpoint directory (weights + depth effect)");
   a.option("rows", "R", "synthetic sample rows", "1024");
   a.option("cols", "C", "synthetic sample columns (a multiple of 128 for every RHT size)", "1024");
@@ -63,8 +64,14 @@ int run_analyze(const std::vector<std::string>& argv) {
     std::printf("%s/results.md\n", c.out.c_str());
     return 0;
   }
+  if (a.positionals()[0] == "stats") {
+    if (a.positionals().size() != 2) fail("nibble analyze stats RUN_DIR --out DIR");
+    analyze_stats_log(a.positionals()[1], a.required("out"));
+    std::printf("%s/results.md\n", a.str("out").c_str());
+    return 0;
+  }
   if (a.positionals().size() != 1 || a.positionals()[0] != "formats")
-    fail("nibble analyze: unknown analysis '", a.positionals()[0], "' (use --checkpoint DIR, or 'formats')");
+    fail("nibble analyze: unknown analysis '", a.positionals()[0], "' (use --checkpoint DIR, 'formats' or 'stats RUN_DIR')");
   FormatsConfig c;
   c.rows = a.integer("rows");
   c.cols = a.integer("cols");

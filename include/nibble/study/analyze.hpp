@@ -49,3 +49,14 @@ struct CheckpointAnalysisConfig {
 Json analyze_checkpoint(const CheckpointAnalysisConfig& cfg);
 
 }  // namespace nibble
+
+namespace nibble {
+
+// `nibble analyze stats RUN_DIR`: the trainer's --stats-every log (OUT/stats.jsonl) as plots of
+// how anisotropy evolves over layers and steps: heatmaps (layer × step) of the mean-energy share
+// and the block amax inflation of X (fprop) and dY (dgrad), and their mean over layers per step.
+// Returns {"panels": [{"gemm", "operand", "key", "layers": [...], "steps": [...], "values":
+// [layer-major]}]} (what the heatmaps show).
+Json analyze_stats_log(const std::string& run_dir, const std::string& out);
+
+}  // namespace nibble
