@@ -24,5 +24,6 @@ int run_bench(const std::vector<std::string>& args);
 int run_sweep(const std::vector<std::string>& args);
 int run_report(const std::vector<std::string>& args);
 int run_analyze(const std::vector<std::string>& args);
+int run_hf(const std::vector<std::string>& args);
 
 }  // namespace nibble::cli
