@@ -1,0 +1,196 @@
+// Hessian spectrum tools (see hessian.hpp).
+#include "nibble/qat/hessian.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <numeric>
+
+#include "nibble/error.hpp"
+#include "nibble/philox.hpp"
+
+namespace nibble {
+namespace {
+
+double dot(const std::vector<double>& a, const std::vector<double>& b) {
+  double s = 0;
+  for (size_t i = 0; i < a.size(); ++i) s += a[i] * b[i];
+  return s;
+}
+double norm(const std::vector<double>& a) { return std::sqrt(dot(a, a)); }
+void axpy(double a, const std::vector<double>& x, std::vector<double>& y) {
+  for (size_t i = 0; i < y.size(); ++i) y[i] += a * x[i];
+}
+
+std::vector<double> rademacher(size_t n, uint64_t seed, uint32_t stream) {
+  std::vector<double> z(n);
+  for (size_t i = 0; i < n; ++i) z[i] = philox_sign(seed, stream, i);
+  return z;
+}
+
+}  // namespace
+
+std::vector<double> hvp(const HessianProblem& p, const std::vector<double>& v) {
+  NIBBLE_CHECK(v.size() == p.w.size(), "hvp: vector size");
+  const double nv = norm(v);
+  if (nv == 0) return std::vector<double>(v.size(), 0.0);
+  const double h = p.eps / nv;  // a step of length eps along v
+  std::vector<double> wp = p.w, wm = p.w;
+  axpy(h, v, wp);
+  axpy(-h, v, wm);
+  const std::vector<double> gp = p.grad(wp), gm = p.grad(wm);
+  std::vector<double> out(v.size());
+  for (size_t i = 0; i < v.size(); ++i) out[i] = (gp[i] - gm[i]) / (2 * h);
+  return out;
+}
+
+EigenResult top_eigen(const HessianProblem& p, int k, int max_iters, double tol, uint64_t seed) {
+  if (k < 1) fail("hessian: --top must be >= 1");
+  EigenResult r;
+  const size_t n = p.w.size();
+  for (int e = 0; e < k; ++e) {
+    std::vector<double> v = rademacher(n, seed, static_cast<uint32_t>(100 + e));
+    auto deflate = [&](std::vector<double>& x) {
+      for (const auto& u : r.vectors) axpy(-dot(u, x), u, x);
+    };
+    deflate(v);
+    double nv = norm(v);
+    for (double& x : v) x /= nv;
+    double lambda = 0;
+    int it = 0;
+    for (; it < max_iters; ++it) {
+      std::vector<double> hv = hvp(p, v);
+      deflate(hv);
+      const double l = dot(v, hv);  // Rayleigh quotient: the signed eigenvalue
+      const double nh = norm(hv);
+      if (nh == 0) { lambda = 0; break; }
+      std::vector<double> next = hv;
+      for (double& x : next) x /= nh;
+      // a negative eigenvalue flips the vector each step: compare up to sign
+      const double change = std::min(norm([&] { auto d = next; axpy(-1, v, d); return d; }()),
+                                     norm([&] { auto d = next; axpy(1, v, d); return d; }()));
+      v = next;
+      const bool converged = it > 0 && std::fabs(l - lambda) <= tol * std::max(1.0, std::fabs(l)) && change < std::sqrt(tol);
+      lambda = l;
+      if (converged) break;
+    }
+    r.values.push_back(lambda);
+    r.vectors.push_back(v);
+    r.iterations.push_back(it + 1);
+  }
+  return r;
+}
+
+double hutchinson_trace(const HessianProblem& p, int probes, uint64_t seed) {
+  if (probes < 1) fail("hessian: probes must be >= 1");
+  double s = 0;
+  for (int i = 0; i < probes; ++i) {
+    const std::vector<double> z = rademacher(p.w.size(), seed, static_cast<uint32_t>(1000 + i));
+    s += dot(z, hvp(p, z));
+  }
+  return s / probes;
+}
+
+void symmetric_eigen(std::vector<double> a, int n, std::vector<double>& values, std::vector<double>& vectors) {
+  vectors.assign(static_cast<size_t>(n * n), 0.0);
+  for (int i = 0; i < n; ++i) vectors[i * n + i] = 1.0;
+  for (int sweep = 0; sweep < 100; ++sweep) {
+    double off = 0;
+    for (int i = 0; i < n; ++i)
+      for (int j = i + 1; j < n; ++j) off += a[i * n + j] * a[i * n + j];
+    if (off < 1e-30) break;
+    for (int p = 0; p < n; ++p)
+      for (int q = p + 1; q < n; ++q) {
+        const double apq = a[p * n + q];
+        if (std::fabs(apq) < 1e-300) continue;
+        const double theta = (a[q * n + q] - a[p * n + p]) / (2 * apq);
+        const double t = (theta >= 0 ? 1.0 : -1.0) / (std::fabs(theta) + std::sqrt(theta * theta + 1));
+        const double c = 1 / std::sqrt(t * t + 1), s = t * c;
+        for (int k = 0; k < n; ++k) {  // A ← JᵀAJ
+          const double akp = a[k * n + p], akq = a[k * n + q];
+          a[k * n + p] = c * akp - s * akq;
+          a[k * n + q] = s * akp + c * akq;
+        }
+        for (int k = 0; k < n; ++k) {
+          const double apk = a[p * n + k], aqk = a[q * n + k];
+          a[p * n + k] = c * apk - s * aqk;
+          a[q * n + k] = s * apk + c * aqk;
+        }
+        for (int k = 0; k < n; ++k) {
+          const double vkp = vectors[k * n + p], vkq = vectors[k * n + q];
+          vectors[k * n + p] = c * vkp - s * vkq;
+          vectors[k * n + q] = s * vkp + c * vkq;
+        }
+      }
+  }
+  std::vector<int> order(static_cast<size_t>(n));
+  std::iota(order.begin(), order.end(), 0);
+  std::sort(order.begin(), order.end(), [&](int x, int y) { return a[x * n + x] < a[y * n + y]; });
+  values.resize(static_cast<size_t>(n));
+  std::vector<double> vs(vectors.size());
+  for (int c = 0; c < n; ++c) {
+    values[c] = a[order[c] * n + order[c]];
+    for (int r = 0; r < n; ++r) vs[r * n + c] = vectors[r * n + order[c]];
+  }
+  vectors = vs;
+}
+
+SpectralDensity slq_density(const HessianProblem& p, int probes, int steps, int grid_points, double sigma_rel, uint64_t seed) {
+  if (probes < 1 || steps < 1) fail("hessian: probes and Lanczos steps must be >= 1");
+  const size_t n = p.w.size();
+  const int m = static_cast<int>(std::min<size_t>(static_cast<size_t>(steps), n));
+  SpectralDensity d;
+  for (int pr = 0; pr < probes; ++pr) {
+    std::vector<double> v = rademacher(n, seed, static_cast<uint32_t>(5000 + pr));
+    const double nv = norm(v);
+    for (double& x : v) x /= nv;
+    std::vector<std::vector<double>> basis = {v};
+    std::vector<double> alpha, beta;
+    for (int j = 0; j < m; ++j) {
+      std::vector<double> w = hvp(p, basis[j]);
+      const double a = dot(w, basis[j]);
+      alpha.push_back(a);
+      // full reorthogonalisation (twice) against every Lanczos vector
+      for (int pass = 0; pass < 2; ++pass)
+        for (const auto& b : basis) axpy(-dot(b, w), b, w);
+      const double bnorm = norm(w);
+      if (j + 1 == m || bnorm < 1e-12) break;
+      beta.push_back(bnorm);
+      for (double& x : w) x /= bnorm;
+      basis.push_back(w);
+    }
+    const int k = static_cast<int>(alpha.size());
+    std::vector<double> t(static_cast<size_t>(k * k), 0.0);
+    for (int i = 0; i < k; ++i) {
+      t[i * k + i] = alpha[i];
+      if (i + 1 < k) t[i * k + i + 1] = t[(i + 1) * k + i] = beta[i];
+    }
+    std::vector<double> theta, vec;
+    symmetric_eigen(t, k, theta, vec);
+    std::vector<double> tau2(static_cast<size_t>(k));
+    for (int i = 0; i < k; ++i) tau2[i] = vec[0 * k + i] * vec[0 * k + i];  // first components squared
+    d.nodes.push_back(theta);
+    d.weights.push_back(tau2);
+  }
+  double lo = INFINITY, hi = -INFINITY;
+  for (const auto& th : d.nodes)
+    for (double x : th) { lo = std::min(lo, x); hi = std::max(hi, x); }
+  const double span = std::max(hi - lo, 1e-12), sigma = sigma_rel * span;
+  lo -= 5 * sigma;
+  hi += 5 * sigma;
+  d.grid.resize(static_cast<size_t>(grid_points));
+  d.density.assign(static_cast<size_t>(grid_points), 0.0);
+  for (int g = 0; g < grid_points; ++g) {
+    const double x = lo + (hi - lo) * g / (grid_points - 1);
+    d.grid[g] = x;
+    double s = 0;
+    for (size_t pr = 0; pr < d.nodes.size(); ++pr)
+      for (size_t i = 0; i < d.nodes[pr].size(); ++i) {
+        const double z = (x - d.nodes[pr][i]) / sigma;
+        s += d.weights[pr][i] * std::exp(-0.5 * z * z) / (sigma * std::sqrt(2 * M_PI));
+      }
+    d.density[g] = s / static_cast<double>(d.nodes.size());
+  }
+  return d;
+}
+
+}  // namespace nibble
