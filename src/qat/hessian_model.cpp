@@ -1,0 +1,96 @@
+// nibble hessian (see hessian_model.hpp).
+#include "nibble/qat/hessian_model.hpp"
+
+#include <cmath>
+#include <filesystem>
+
+#include "nibble/data/corpus.hpp"
+#include "nibble/data/dataset.hpp"
+#include "nibble/data/loader.hpp"
+#include "nibble/data/tokenizer.hpp"
+#include "nibble/error.hpp"
+#include "nibble/fileio.hpp"
+#include "nibble/nn/model.hpp"
+#include "nibble/qat/hessian.hpp"
+#include "nibble/report/markdown.hpp"
+#include "nibble/report/svg_plot.hpp"
+#include "nibble/train/checkpoint.hpp"
+#include "nibble/train/train_config.hpp"
+
+namespace nibble {
+namespace fs = std::filesystem;
+
+Json hessian_spectrum(const HessianConfig& cfg) {
+  const std::string ck = resolve_checkpoint_dir(cfg.checkpoint);
+  const TrainConfig tc = TrainConfig::from_json(read_checkpoint_config(ck), ck + "/config.json");
+  auto model = std::make_shared<Transformer<double>>(tc.model);
+  const Checkpoint c = load_checkpoint(ck, model->params(), false);
+  const std::unique_ptr<Tokenizer> tok = make_tokenizer(tc.model.tokenizer);
+  const bool own = cfg.data_dir.empty() && cfg.text_file.empty();
+  const std::string data_dir = own ? tc.data_dir : cfg.data_dir, text = own ? tc.text_file : cfg.text_file;
+  const TokenDataset ds = !data_dir.empty() ? TokenDataset::open(data_dir)
+                                            : TokenDataset::from_text(text.empty() ? default_corpus_path() : text, *tok, tc.val_fraction);
+  const int64_t seq = cfg.seq > 0 ? cfg.seq : std::min<int64_t>(tc.seq, 64);
+  DataLoader loader(ds.val.empty() ? ds.train : ds.val, cfg.batch, seq, cfg.seed, false);
+  const Batch b = loader.next();
+
+  HessianProblem p;
+  p.w.assign(c.weights.begin(), c.weights.end());
+  p.eps = 1e-4;
+  p.grad = [model, b](const std::vector<double>& w) {
+    std::copy(w.begin(), w.end(), model->weights());
+    model->zero_grad();
+    StepContext ctx;
+    model->forward(b.inputs.data(), b.targets.data(), b.batch_size, b.seq_len, ctx);
+    model->backward(ctx);
+    return std::vector<double>(model->grads(), model->grads() + model->num_params());
+  };
+  Json out = Json::object();
+  out["checkpoint"] = ck;
+  out["params"] = static_cast<int64_t>(p.w.size());
+  out["tokens"] = b.batch_size * b.seq_len;
+  const EigenResult top = top_eigen(p, cfg.top, 100, 1e-5, cfg.seed);
+  Json tv = Json::array();
+  for (double v : top.values) tv.push_back(v);
+  out["top_eigenvalues"] = tv;
+  out["trace"] = hutchinson_trace(p, cfg.probes, cfg.seed);
+  std::string md = "# Hessian spectrum of " + ck + "\n\nTraining loss on " + std::to_string(b.batch_size * b.seq_len) +
+                   " tokens, all " + std::to_string(p.w.size()) +
+                   " weights, float64 (quantization bypassed), Hessian-vector products by central differences.\n\n";
+  report::MarkdownTable t({"quantity", "value"}, {report::Align::Left, report::Align::Right});
+  for (size_t i = 0; i < top.values.size(); ++i) t.add_row({"eigenvalue " + std::to_string(i + 1) + " (by magnitude)", report::fmt_sig(top.values[i], 5)});
+  t.add_row({"trace (Hutchinson, " + std::to_string(cfg.probes) + " probes)", report::fmt_sig(out.at("trace").as_double(), 5)});
+  if (cfg.density) {
+    const SpectralDensity d = slq_density(p, cfg.probes, cfg.steps, 300, 0.01, cfg.seed);
+    double neg = 0;
+    for (size_t pr = 0; pr < d.nodes.size(); ++pr)
+      for (size_t i = 0; i < d.nodes[pr].size(); ++i)
+        if (d.nodes[pr][i] < 0) neg += d.weights[pr][i] / static_cast<double>(d.nodes.size());
+    out["negative_mass"] = neg;
+    Json dj = Json::object(), g = Json::array(), v = Json::array();
+    for (double x : d.grid) g.push_back(x);
+    for (double x : d.density) v.push_back(x);
+    dj["grid"] = g;
+    dj["values"] = v;
+    out["density"] = dj;
+    t.add_row({"share of spectral mass below 0 (SLQ)", report::fmt_percent(neg, 2)});
+    if (!cfg.out.empty()) {
+      fs::create_directories(cfg.out);
+      report::PlotOptions o;
+      o.title = "Hessian eigenvalue density (SLQ)";
+      o.x_label = "eigenvalue";
+      o.y_label = "density";
+      o.log_y = false;
+      report::write_line_plot((fs::path(cfg.out) / "density.svg").string(), {report::Series{"density", d.grid, d.density}}, o);
+    }
+  }
+  md += t.str() + (cfg.density ? "\n![density](density.svg)\n" : "");
+  if (!cfg.out.empty()) {
+    fs::create_directories(cfg.out);
+    write_file_atomic((fs::path(cfg.out) / "results.json").string(), out.dump(2) + "\n", Durability::Fsync);
+    write_file_atomic((fs::path(cfg.out) / "results.md").string(), md, Durability::Fsync);
+  }
+  return out;
+}
+
+}  // namespace nibble

@@ -1,0 +1,50 @@
+// nibble hessian: top eigenvalues, trace and eigenvalue density of a checkpoint's loss.
+#include <cstdio>
+
+#include "args.hpp"
+#include "commands.hpp"
+#include "nibble/error.hpp"
+#include "nibble/qat/hessian_model.hpp"
+
+namespace nibble::cli {
+
+int run_hessian(const std::vector<std::string>& argv) {
+  Args a("hessian", "nibble hessian --checkpoint DIR [--data DIR | --text FILE] [--top K] [--density] --out DIR",
+         "The Hessian of a checkpoint's training loss on one batch (float64, every weight): the K\n"
+         "largest-magnitude eigenvalues with their signs (power iteration with deflation), the trace\n"
+         "(Hutchinson) and with --density the eigenvalue density by stochastic Lanczos quadrature\n"
+         "(share of negative mass, density.svg). CPU only for now.");
+  a.option("checkpoint", "DIR", "run or checkpoint directory");
+  a.option("data", "DIR", "token shards [default: the run's data]");
+  a.option("text", "FILE", "a text file");
+  a.option("batch", "B", "sequences in the batch", "2");
+  a.option("seq", "T", "tokens per sequence [default: min(run's seq, 64)]");
+  a.option("top", "K", "eigenvalues", "3");
+  a.option("probes", "N", "Hutchinson / SLQ probes", "4");
+  a.option("lanczos-steps", "M", "Lanczos steps per SLQ probe", "30");
+  a.flag("density", "also the eigenvalue density (SLQ)");
+  a.option("seed", "N", "probe seed", "1");
+  a.option("out", "DIR", "output directory");
+  if (!a.parse(argv)) return 0;
+  HessianConfig c;
+  c.checkpoint = a.required("checkpoint");
+  if (a.has("data") && a.has("text")) fail("give either --data or --text, not both");
+  if (a.has("data")) c.data_dir = a.str("data");
+  if (a.has("text")) c.text_file = a.str("text");
+  c.batch = a.integer("batch");
+  if (a.has("seq")) c.seq = a.integer("seq");
+  c.top = static_cast<int>(a.integer("top"));
+  c.probes = static_cast<int>(a.integer("probes"));
+  c.steps = static_cast<int>(a.integer("lanczos-steps"));
+  c.density = a.flag_set("density");
+  c.seed = a.unsigned_integer("seed");
+  c.out = a.required("out");
+  if (c.batch < 1) fail("--batch must be positive");
+  const Json r = hessian_spectrum(c);
+  std::printf("top eigenvalues:");
+  for (const Json& v : r.at("top_eigenvalues").as_array()) std::printf(" %.6g", v.as_double());
+  std::printf("\ntrace: %.6g\n%s/results.md\n", r.at("trace").as_double(), c.out.c_str());
+  return 0;
+}
+
+}  // namespace nibble::cli
