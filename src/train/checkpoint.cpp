@@ -66,7 +66,8 @@ void save_checkpoint(const std::string& out_dir, const std::string& name, const 
 }
 
 void save_checkpoint(const std::string& out_dir, const std::string& name, const ModelWeights& model,
-                     const OptimizerState& opt, const Json& config, const Json& trainer, bool update_latest) {
+                     const OptimizerState& opt, const Json& config, const Json& trainer, bool update_latest,
+                     const std::vector<std::pair<std::string, SafeTensors>>& extra_files) {
   fs::create_directories(out_dir);
   const fs::path final_dir = fs::path(out_dir) / name;
   const fs::path tmp = fs::path(out_dir) / (".tmp-" + name + "-" + std::to_string(::getpid()));
@@ -86,6 +87,7 @@ void save_checkpoint(const std::string& out_dir, const std::string& name, const 
     Json t = trainer;
     t["format_version"] = 1;
     write_file((tmp / "trainer.json").string(), t.dump(2) + "\n");
+    for (const auto& [file, st] : extra_files) write_file((tmp / file).string(), serialize_safetensors(st));
     fsync_directory(tmp.string());
     // Replace an existing checkpoint of the same name only once the new one is complete.
     if (fs::exists(final_dir)) {

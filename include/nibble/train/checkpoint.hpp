@@ -41,8 +41,11 @@ struct ModelWeights {
 // Writes OUT/<name> atomically and (when update_latest) points OUT/latest at it.
 void save_checkpoint(const std::string& out_dir, const std::string& name, const Transformer<float>& model,
                      const OptimizerState& opt, const Json& config, const Json& trainer, bool update_latest = true);
+// extra_files: more safetensors files written into the same atomic directory (QAT's latent
+// weights and scales).
 void save_checkpoint(const std::string& out_dir, const std::string& name, const ModelWeights& model,
-                     const OptimizerState& opt, const Json& config, const Json& trainer, bool update_latest = true);
+                     const OptimizerState& opt, const Json& config, const Json& trainer, bool update_latest = true,
+                     const std::vector<std::pair<std::string, SafeTensors>>& extra_files = {});
 
 // `path`: a checkpoint directory, or a run directory (then OUT/latest is followed).
 std::string resolve_checkpoint_dir(const std::string& path);

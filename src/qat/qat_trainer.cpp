@@ -1,0 +1,233 @@
+// nibble qat (see qat_trainer.hpp). CPU engine; the CUDA path comes with the QAT issue's rest.
+#include "nibble/qat/qat_trainer.hpp"
+
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+
+#include "nibble/data/corpus.hpp"
+#include "nibble/data/dataset.hpp"
+#include "nibble/data/loader.hpp"
+#include "nibble/data/tokenizer.hpp"
+#include "nibble/error.hpp"
+#include "nibble/fileio.hpp"
+#include "nibble/nn/model.hpp"
+#include "nibble/ops/ops.hpp"
+#include "nibble/quant/spectral.hpp"  // philox_normal
+#include "nibble/report/metrics.hpp"
+#include "nibble/report/svg_plot.hpp"
+#include "nibble/safetensors.hpp"
+#include "nibble/train/checkpoint.hpp"
+
+namespace nibble {
+namespace fs = std::filesystem;
+
+namespace {
+
+struct QuantParam {
+  const ParamInfo* p;
+  int64_t rows, cols, alpha_offset, alpha_count;
+};
+
+bool is_projection(const ParamInfo& p) {
+  return p.shape.size() == 2 && (p.name.find(".self_attn.") != std::string::npos || p.name.find(".mlp.") != std::string::npos);
+}
+
+Tensor tensor_of(const float* data, Shape shape) {
+  Tensor t(shape, DType::F32);
+  std::copy(data, data + shape_numel(shape), t.data<float>());
+  return t;
+}
+
+}  // namespace
+
+QatResult run_qat(const QatConfig& qc, bool quiet) {
+  const std::string ck = resolve_checkpoint_dir(qc.checkpoint);
+  TrainConfig cfg = qc.train;
+  const TrainConfig base = TrainConfig::from_json(read_checkpoint_config(ck), ck + "/config.json");
+  cfg.model = base.model;
+  cfg.recipe = Recipe::preset("bf16");  // the GEMMs of the (fake-quantized) model
+  cfg.validate();
+  if (qc.winq && qc.reset_every < 1) fail("--winq-reset must be >= 1");
+  Transformer<float> model(cfg.model);
+  model.set_recipe(cfg.recipe);
+  const Checkpoint start = load_checkpoint(ck, model.params(), false);
+  std::vector<float> w = start.weights;  // latent fp32 weights
+  const int64_t np = model.num_params();
+
+  std::vector<QuantParam> qps;
+  int64_t na = 0;
+  for (const ParamInfo& p : model.params())
+    if (is_projection(p)) {
+      const int64_t rows = p.shape[0], cols = p.shape[1], cnt = rows * qc.spec.groups_per_row(cols);
+      qps.push_back({&p, rows, cols, na, cnt});
+      na += cnt;
+    }
+  std::vector<float> alpha(static_cast<size_t>(na));
+  for (const QuantParam& q : qps) qat_init_scales(qc.spec, w.data() + q.p->offset, q.rows, q.cols, alpha.data() + q.alpha_offset);
+
+  const std::unique_ptr<Tokenizer> tok = make_tokenizer(cfg.model.tokenizer);
+  const TokenDataset ds = !cfg.data_dir.empty()
+                              ? TokenDataset::open(cfg.data_dir)
+                              : TokenDataset::from_text(cfg.text_file.empty() ? default_corpus_path() : cfg.text_file, *tok, cfg.val_fraction);
+  if (ds.tokenizer != cfg.model.tokenizer) fail("qat: the data is tokenized with ", ds.tokenizer, ", the model uses ", cfg.model.tokenizer);
+  DataLoader train_loader(ds.train, cfg.batch, cfg.seq, cfg.seed, true);
+  DataLoader val_loader(ds.val, cfg.batch, cfg.seq, cfg.seed, false);
+
+  // Ŵ into the model: projections quantized from (wsrc, asrc), the rest copied
+  auto load_quantized = [&](const std::vector<float>& wsrc, const std::vector<float>& asrc) {
+    std::copy(wsrc.begin(), wsrc.end(), model.weights());
+    for (const QuantParam& q : qps)
+      qat_forward(qc.spec, wsrc.data() + q.p->offset, asrc.data() + q.alpha_offset, q.rows, q.cols, model.weights() + q.p->offset);
+  };
+  auto evaluate = [&]() {
+    load_quantized(w, alpha);
+    val_loader.reset();
+    double s = 0;
+    StepContext ctx;
+    ctx.seed = cfg.seed;
+    for (int64_t i = 0; i < cfg.eval_batches; ++i) {
+      const Batch b = val_loader.next();
+      s += model.forward(b.inputs.data(), b.targets.data(), b.batch_size, b.seq_len, ctx);
+    }
+    return s / static_cast<double>(cfg.eval_batches);
+  };
+
+  fs::create_directories(cfg.out);
+  Json cj = cfg.to_json();
+  write_file_atomic((fs::path(cfg.out) / "config.json").string(), cj.dump(2) + "\n", Durability::Fsync);
+  std::ofstream metrics((fs::path(cfg.out) / "metrics.jsonl").string(), std::ios::trunc);
+  QatResult res;
+  res.initial_val_loss = evaluate();
+  if (!quiet) std::printf("nibble qat: %s, %g-bit %s%s, quantized model before QAT: val loss %.4f\n", ck.c_str(), qc.spec.bits,
+                          qc.spec.kind == QatQuantizer::LSQ ? "LSQ" : "SEQ", qc.winq ? " + WinQ" : "", res.initial_val_loss);
+  {
+    Json row = Json::object();
+    row["step"] = 0;
+    row["val_loss"] = res.initial_val_loss;
+    row["tokens"] = 0.0;
+    metrics << row.dump() << "\n";
+  }
+  // AdamW moments and gradients of W and α (assign(): GCC 12 warns falsely on the sized constructors here)
+  std::vector<float> mw, vw, ma, va, gw, ga;
+  mw.assign(static_cast<size_t>(np), 0.0f);
+  vw.assign(static_cast<size_t>(np), 0.0f);
+  gw.assign(static_cast<size_t>(np), 0.0f);
+  ma.assign(alpha.size(), 0.0f);
+  va.assign(alpha.size(), 0.0f);
+  ga.assign(alpha.size(), 0.0f);
+  std::vector<float> wn = w, an = alpha;
+  double window = 0;
+  int64_t window_n = 0;
+  for (int64_t step = 0; step < cfg.steps; ++step) {
+    // the (noisy) point the gradient is taken at
+    wn = w;
+    an = alpha;
+    if (qc.winq) {
+      const uint32_t s = static_cast<uint32_t>(0x51000000u | (step & 0xFFFFFF));
+      for (const QuantParam& q : qps)
+        for (int64_t i = 0; i < q.rows * q.cols; ++i)
+          wn[static_cast<size_t>(q.p->offset + i)] += static_cast<float>(qc.noise_w * philox_normal(cfg.seed, s, static_cast<uint64_t>(q.p->offset + i)));
+      for (size_t i = 0; i < an.size(); ++i) {
+        an[i] += static_cast<float>(qc.noise_s * philox_normal(cfg.seed ^ 0x5CA1Eu, s, i));
+        an[i] = std::max(an[i], 1e-8f);  // a scale stays positive
+      }
+    }
+    load_quantized(wn, an);
+    const Batch b = train_loader.next();
+    StepContext ctx;
+    ctx.seed = cfg.seed;
+    ctx.step = static_cast<uint64_t>(step);
+    model.zero_grad();
+    const double loss = model.forward(b.inputs.data(), b.targets.data(), b.batch_size, b.seq_len, ctx);
+    if (!std::isfinite(loss)) fail("qat: step ", step, ": the loss is ", loss);
+    model.backward(ctx);
+    std::copy(model.grads(), model.grads() + np, gw.begin());
+    std::fill(ga.begin(), ga.end(), 0.0f);
+    for (const QuantParam& q : qps)
+      qat_backward(qc.spec, wn.data() + q.p->offset, an.data() + q.alpha_offset, q.rows, q.cols, model.grads() + q.p->offset,
+                   gw.data() + q.p->offset, ga.data() + q.alpha_offset);
+    const float* bufs[2] = {gw.data(), ga.data()};
+    const int64_t sizes[2] = {np, static_cast<int64_t>(ga.size())};
+    const double gnorm = ops::global_norm(bufs, sizes, 2);
+    if (!std::isfinite(gnorm)) fail("qat: step ", step, ": the gradient norm is ", gnorm);
+    const float clip = cfg.grad_clip > 0 && gnorm > cfg.grad_clip ? static_cast<float>(cfg.grad_clip / gnorm) : 1.0f;
+    if (clip != 1.0f) {
+      ops::scale_inplace(gw.data(), np, clip);
+      ops::scale_inplace(ga.data(), static_cast<int64_t>(ga.size()), clip);
+    }
+    const float lr = static_cast<float>(cfg.lr_at(step));
+    for (const ParamInfo& p : model.params())
+      ops::adamw_update(w.data() + p.offset, gw.data() + p.offset, mw.data() + p.offset, vw.data() + p.offset, p.numel, lr,
+                        static_cast<float>(cfg.beta1), static_cast<float>(cfg.beta2), static_cast<float>(cfg.eps),
+                        p.decay ? static_cast<float>(cfg.weight_decay) : 0.0f, step + 1);
+    if (!alpha.empty())
+      ops::adamw_update(alpha.data(), ga.data(), ma.data(), va.data(), static_cast<int64_t>(alpha.size()), lr,
+                        static_cast<float>(cfg.beta1), static_cast<float>(cfg.beta2), static_cast<float>(cfg.eps), 0.0f, step + 1);
+    for (float& a : alpha) a = std::max(a, 1e-8f);
+    if (qc.winq && (step + 1) % qc.reset_every == 0)
+      for (const QuantParam& q : qps)
+        winq_reset(qc.spec, w.data() + q.p->offset, alpha.data() + q.alpha_offset, q.rows, q.cols, qc.reset_a);
+    window += loss;
+    ++window_n;
+    const bool last = step + 1 == cfg.steps;
+    if ((step + 1) % cfg.log_every == 0 || last || (cfg.eval_every > 0 && (step + 1) % cfg.eval_every == 0)) {
+      Json row = Json::object();
+      row["step"] = step + 1;
+      row["loss"] = loss;
+      row["loss_avg"] = window / static_cast<double>(window_n);
+      row["lr"] = lr;
+      row["grad_norm"] = gnorm;
+      row["tokens"] = static_cast<double>((step + 1) * cfg.tokens_per_step());
+      if (last || (cfg.eval_every > 0 && (step + 1) % cfg.eval_every == 0)) row["val_loss"] = res.final_val_loss = evaluate();
+      metrics << row.dump() << "\n";
+      metrics.flush();
+      if (!quiet) {
+        std::printf("step %5lld | loss %.4f%s\n", static_cast<long long>(step + 1), window / static_cast<double>(window_n),
+                    row.contains("val_loss") ? (" | val " + std::to_string(res.final_val_loss).substr(0, 6)).c_str() : "");
+        std::fflush(stdout);
+      }
+      window = 0;
+      window_n = 0;
+    }
+  }
+  res.steps = cfg.steps;
+  if (cfg.steps == 0) res.final_val_loss = res.initial_val_loss;
+  // final/: Ŵ as the model (what eval measures), latent W and α beside it, written atomically
+  load_quantized(w, alpha);
+  SafeTensors latent;
+  for (const ParamInfo& p : model.params()) latent.add("latent." + p.name, tensor_of(w.data() + p.offset, p.shape));
+  for (const QuantParam& q : qps)
+    latent.add("scale." + q.p->name, tensor_of(alpha.data() + q.alpha_offset, {q.rows, q.alpha_count / q.rows}));
+  Json spec = Json::object();
+  spec["bits"] = qc.spec.bits;
+  spec["quantizer"] = qc.spec.kind == QatQuantizer::LSQ ? "lsq" : "seq";
+  spec["group_size"] = qc.spec.group_size;
+  spec["winq"] = qc.winq;
+  latent.metadata["qat"] = spec.dump();
+  OptimizerState opt;
+  opt.m = mw;
+  opt.v = vw;
+  opt.step = cfg.steps;
+  Json trainer = Json::object();
+  trainer["step"] = cfg.steps;
+  trainer["tokens"] = static_cast<double>(cfg.steps * cfg.tokens_per_step());
+  trainer["qat"] = spec;
+  save_checkpoint(cfg.out, "final", ModelWeights{model.config(), model.params(), model.weights()}, opt, cj, trainer, true,
+                  {{"qat.safetensors", latent}});
+  metrics.close();
+  const report::MetricsLog log = report::read_metrics_jsonl((fs::path(cfg.out) / "metrics.jsonl").string());
+  std::vector<double> st = log.column("step"), val = log.column("val_loss"), vs, vl;
+  for (size_t i = 0; i < st.size(); ++i)
+    if (std::isfinite(val[i])) { vs.push_back(st[i]); vl.push_back(val[i]); }
+  report::PlotOptions o;
+  o.title = "QAT validation loss (quantized weights)";
+  o.x_label = "step";
+  o.y_label = "cross-entropy (nats/token)";
+  report::write_line_plot((fs::path(cfg.out) / "loss.svg").string(),
+                          {report::Series{"train loss", log.column("step"), log.column("loss_avg")}, report::Series{"validation", vs, vl}}, o);
+  return res;
+}
+
+}  // namespace nibble

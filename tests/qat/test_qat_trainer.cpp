@@ -1,0 +1,132 @@
+// nibble qat on a small trained model: QAT lowers the quantized model's loss, the saved model is
+// exactly Q(latent; α) on the quantizer's grid, a WinQ reset with a = 0 leaves W on the grid,
+// runs are deterministic, and bad options are errors.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstring>
+#include <filesystem>
+
+#include "nibble/data/corpus.hpp"
+#include "nibble/error.hpp"
+#include "nibble/fileio.hpp"
+#include "nibble/qat/qat_trainer.hpp"
+#include "nibble/safetensors.hpp"
+#include "nibble/train/trainer.hpp"
+#include "support/cli_runner.hpp"
+
+using namespace nibble;
+using nibble::testing::ScratchDir;
+namespace fs = std::filesystem;
+
+namespace {
+
+void pretrain(const ScratchDir& d) {
+  write_file_atomic(d.file("text.txt"), read_file(default_corpus_path()).substr(0, 80000));
+  TrainConfig c;
+  c.model = ModelConfig::preset("tiny");
+  c.model.dim = 64;
+  c.model.n_layers = 2;
+  c.model.n_heads = 2;
+  c.model.n_kv_heads = 2;
+  c.model.ffn_dim = 128;
+  c.model.max_seq = 64;
+  c.text_file = d.file("text.txt");
+  c.device = "cpu";
+  c.batch = 4;
+  c.seq = 32;
+  c.steps = 40;
+  c.lr = 3e-3;
+  c.eval_every = 0;
+  c.eval_batches = 2;
+  c.save_every = 0;
+  c.out = d.file("base");
+  TrainOptions o;
+  o.quiet = true;
+  train(c, o);
+}
+
+QatConfig qat_config(const ScratchDir& d, const std::string& out, double bits) {
+  QatConfig q;
+  q.checkpoint = d.file("base");
+  q.spec = QatSpec::make(bits, "auto");
+  TrainConfig& c = q.train;
+  c.text_file = d.file("text.txt");
+  c.steps = 30;
+  c.batch = 4;
+  c.seq = 32;
+  c.lr = 1e-3;
+  c.log_every = 10;
+  c.eval_every = 15;
+  c.eval_batches = 4;
+  c.out = d.file(out);
+  return q;
+}
+
+}  // namespace
+
+TEST(Qat, LowersTheQuantizedLossAndSavesQOfTheLatentWeights) {
+  ScratchDir d;
+  pretrain(d);
+  const QatConfig q = qat_config(d, "q2", 2);
+  const QatResult r = run_qat(q, true);
+  EXPECT_LT(r.final_val_loss, r.initial_val_loss) << r.initial_val_loss << " -> " << r.final_val_loss;
+  const SafeTensors model = read_safetensors(d.file("q2/final/model.safetensors"));
+  const SafeTensors lat = read_safetensors(d.file("q2/final/qat.safetensors"));
+  // every projection of the saved model lies on α·{±1/4, ±3/4} (2-bit SEQ) with its row's α
+  const Tensor what = model.get("model.layers.1.mlp.down_proj.weight").to_f32();
+  const Tensor alpha = lat.get("scale.model.layers.1.mlp.down_proj.weight").to_f32();
+  const int64_t rows = what.shape()[0], cols = what.shape()[1];
+  for (int64_t r2 = 0; r2 < rows; ++r2)
+    for (int64_t j = 0; j < cols; ++j) {
+      const double lvl = what.data<float>()[r2 * cols + j] / alpha.data<float>()[r2];
+      const double m = std::fabs(lvl);
+      EXPECT_TRUE(std::fabs(m - 0.25) < 1e-5 || std::fabs(m - 0.75) < 1e-5) << lvl;
+    }
+  // full-precision tensors are saved as they are
+  const Tensor emb = model.get("model.embed_tokens.weight").to_f32();
+  const Tensor emb_l = lat.get("latent.model.embed_tokens.weight").to_f32();
+  EXPECT_EQ(0, std::memcmp(emb.data<float>(), emb_l.data<float>(), static_cast<size_t>(emb.numel()) * 4));
+  // nibble eval on the QAT output measures the quantized model
+  const auto ev = nibble::testing::run_nibble("eval --device cpu --checkpoint " + d.file("q2") + " --text " + d.file("text.txt") +
+                                              " --max-batches 1");
+  EXPECT_EQ(ev.code, 0) << ev.out;
+}
+
+TEST(Qat, WinqResetWithAZeroPutsTheLatentWeightsOnTheGridAndRunsRepeat) {
+  ScratchDir d;
+  pretrain(d);
+  QatConfig q = qat_config(d, "w", 4);
+  q.winq = true;
+  q.reset_every = 30;  // at the last step
+  q.reset_a = 0.0;
+  run_qat(q, true);
+  const SafeTensors model = read_safetensors(d.file("w/final/model.safetensors"));
+  const SafeTensors lat = read_safetensors(d.file("w/final/qat.safetensors"));
+  // after W ← Q(W; α), Q(W; α) = W: the latent projections equal the saved quantized ones
+  for (const char* n : {"model.layers.0.self_attn.q_proj.weight", "model.layers.1.mlp.gate_proj.weight"}) {
+    const Tensor a = model.get(n).to_f32(), b = lat.get(std::string("latent.") + n).to_f32();
+    EXPECT_EQ(0, std::memcmp(a.data<float>(), b.data<float>(), static_cast<size_t>(a.numel()) * 4)) << n;
+  }
+  QatConfig again = q;
+  again.train.out = d.file("w2");
+  run_qat(again, true);
+  EXPECT_EQ(read_file(d.file("w/final/model.safetensors")), read_file(d.file("w2/final/model.safetensors")));
+  EXPECT_EQ(read_file(d.file("w/metrics.jsonl")), read_file(d.file("w2/metrics.jsonl")));
+}
+
+TEST(Qat, CliErrors) {
+  ScratchDir d;
+  pretrain(d);
+  auto expect_error = [&](const std::string& args, const std::string& needle) {
+    const auto r = nibble::testing::run_nibble("qat --checkpoint " + d.file("base") + " --out " + d.file("x") + args);
+    EXPECT_NE(r.code, 0) << args << "\n" << r.out;
+    EXPECT_LT(r.code, 128) << r.out;
+    EXPECT_NE(r.out.find(needle), std::string::npos) << args << "\n" << r.out;
+  };
+  expect_error(" --bits 5", "5");
+  expect_error(" --bits 2 --quantizer lsq", "seq");
+  expect_error(" --bits 4 --act-bits 8", "--act-bits");
+  expect_error(" --bits 4 --device cuda", "CPU");
+  expect_error(" --bits 4 --winq-alpha 2", "--winq-alpha");
+}
