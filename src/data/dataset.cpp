@@ -1,5 +1,7 @@
 #include "nibble/data/dataset.hpp"
 
+#include "nibble/data/corpus.hpp"
+
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
@@ -177,6 +179,12 @@ std::string TokenDataset::describe() const {
   return tokenizer + " (vocab " + std::to_string(vocab_size) + "): " +
          human(static_cast<int64_t>(train.size())) + " train + " +
          human(static_cast<int64_t>(val.size())) + " val tokens";
+}
+
+TokenDataset open_run_data(const std::string& data_dir, const std::string& text_file, const Tokenizer& tokenizer,
+                           double val_fraction) {
+  if (!data_dir.empty()) return TokenDataset::open(data_dir);
+  return TokenDataset::from_text(text_file.empty() ? default_corpus_path() : text_file, tokenizer, val_fraction);
 }
 
 }  // namespace nibble

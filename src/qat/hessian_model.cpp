@@ -28,8 +28,7 @@ Json hessian_spectrum(const HessianConfig& cfg) {
   const std::unique_ptr<Tokenizer> tok = make_tokenizer(tc.model.tokenizer);
   const bool own = cfg.data_dir.empty() && cfg.text_file.empty();
   const std::string data_dir = own ? tc.data_dir : cfg.data_dir, text = own ? tc.text_file : cfg.text_file;
-  const TokenDataset ds = !data_dir.empty() ? TokenDataset::open(data_dir)
-                                            : TokenDataset::from_text(text.empty() ? default_corpus_path() : text, *tok, tc.val_fraction);
+  const TokenDataset ds = open_run_data(data_dir, text, *tok, tc.val_fraction);
   const int64_t seq = cfg.seq > 0 ? cfg.seq : std::min<int64_t>(tc.seq, 64);
   DataLoader loader(ds.val.empty() ? ds.train : ds.val, cfg.batch, seq, cfg.seed, false);
   const Batch b = loader.next();

@@ -68,9 +68,7 @@ QatResult run_qat(const QatConfig& qc, bool quiet) {
   for (const QuantParam& q : qps) qat_init_scales(qc.spec, w.data() + q.p->offset, q.rows, q.cols, alpha.data() + q.alpha_offset);
 
   const std::unique_ptr<Tokenizer> tok = make_tokenizer(cfg.model.tokenizer);
-  const TokenDataset ds = !cfg.data_dir.empty()
-                              ? TokenDataset::open(cfg.data_dir)
-                              : TokenDataset::from_text(cfg.text_file.empty() ? default_corpus_path() : cfg.text_file, *tok, cfg.val_fraction);
+  const TokenDataset ds = open_run_data(cfg.data_dir, cfg.text_file, *tok, cfg.val_fraction);
   if (ds.tokenizer != cfg.model.tokenizer) fail("qat: the data is tokenized with ", ds.tokenizer, ", the model uses ", cfg.model.tokenizer);
   DataLoader train_loader(ds.train, cfg.batch, cfg.seq, cfg.seed, true);
   DataLoader val_loader(ds.val, cfg.batch, cfg.seq, cfg.seed, false);

@@ -61,9 +61,7 @@ Json analyze_checkpoint(const CheckpointAnalysisConfig& cfg) {
   const std::unique_ptr<Tokenizer> tok = make_tokenizer(tc.model.tokenizer);
   const std::string data_dir = !cfg.data_dir.empty() || !cfg.text_file.empty() ? cfg.data_dir : tc.data_dir;
   const std::string text = !cfg.data_dir.empty() || !cfg.text_file.empty() ? cfg.text_file : tc.text_file;
-  const TokenDataset ds = !data_dir.empty() ? TokenDataset::open(data_dir)
-                                            : TokenDataset::from_text(text.empty() ? default_corpus_path() : text, *tok,
-                                                                      tc.val_fraction);
+  const TokenDataset ds = open_run_data(data_dir, text, *tok, tc.val_fraction);
   if (ds.tokenizer != tc.model.tokenizer) fail("analyze: the data is tokenized with ", ds.tokenizer, ", the model uses ", tc.model.tokenizer);
   const int64_t seq = cfg.seq > 0 ? cfg.seq : tc.seq;
   DataLoader loader(ds.val.empty() ? ds.train : ds.val, cfg.batch, seq, cfg.seed, false);

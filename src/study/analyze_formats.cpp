@@ -105,9 +105,7 @@ Json depth_effect(const std::string& dir, const TrainConfig& cfg, const FormatsC
   const Checkpoint c = load_checkpoint(ck, m.params(), false);
   std::copy(c.weights.begin(), c.weights.end(), m.weights());
   const std::unique_ptr<Tokenizer> tok = make_tokenizer(cfg.model.tokenizer);
-  TokenDataset ds = !cfg.data_dir.empty() ? TokenDataset::open(cfg.data_dir)
-                                          : TokenDataset::from_text(cfg.text_file.empty() ? default_corpus_path() : cfg.text_file,
-                                                                    *tok, cfg.val_fraction);
+  const TokenDataset ds = open_run_data(cfg.data_dir, cfg.text_file, *tok, cfg.val_fraction);
   const int64_t seq = fc.depth_seq > 0 ? fc.depth_seq : cfg.seq;
   DataLoader loader(ds.val.empty() ? ds.train : ds.val, fc.depth_batch, seq, cfg.seed, false);
   const Batch batch = loader.next();

@@ -16,6 +16,7 @@
 #include "nibble/train/checkpoint.hpp"
 #include "nibble/train/trainer.hpp"
 #include "support/cli_runner.hpp"
+#include "support/small_run.hpp"
 
 using namespace nibble;
 using nibble::testing::ScratchDir;
@@ -23,27 +24,16 @@ namespace fs = std::filesystem;
 
 TEST(HessianModel, SymmetricHvpTopEigenpairDensityAndReport) {
   ScratchDir d;
-  write_file_atomic(d.file("text.txt"), read_file(default_corpus_path()).substr(0, 40000));
-  TrainConfig c;
-  c.model = ModelConfig::preset("tiny");
-  c.model.dim = 32;
+  TrainConfig c = nibble::testing::small_run_config(d, "run", 40000);
+  c.model.dim = 32;  // a Hessian over every weight in float64: keep it small
   c.model.n_layers = 1;
   c.model.n_heads = 1;
   c.model.n_kv_heads = 1;
   c.model.ffn_dim = 32;
   c.model.max_seq = 32;
-  c.text_file = d.file("text.txt");
-  c.device = "cpu";
-  c.batch = 2;
   c.seq = 16;
   c.steps = 5;
-  c.eval_every = 0;
-  c.eval_batches = 1;
-  c.save_every = 0;
-  c.out = d.file("run");
-  TrainOptions o;
-  o.quiet = true;
-  train(c, o);
+  nibble::testing::train_quietly(c);
 
   // the model's loss on one batch as a Hessian problem
   auto m = std::make_shared<Transformer<double>>(c.model);

@@ -14,6 +14,7 @@
 #include "nibble/safetensors.hpp"
 #include "nibble/train/trainer.hpp"
 #include "support/cli_runner.hpp"
+#include "support/small_run.hpp"
 
 using namespace nibble;
 using nibble::testing::ScratchDir;
@@ -22,28 +23,11 @@ namespace fs = std::filesystem;
 namespace {
 
 void pretrain(const ScratchDir& d) {
-  write_file_atomic(d.file("text.txt"), read_file(default_corpus_path()).substr(0, 80000));
-  TrainConfig c;
-  c.model = ModelConfig::preset("tiny");
-  c.model.dim = 64;
-  c.model.n_layers = 2;
-  c.model.n_heads = 2;
-  c.model.n_kv_heads = 2;
-  c.model.ffn_dim = 128;
-  c.model.max_seq = 64;
-  c.text_file = d.file("text.txt");
-  c.device = "cpu";
+  TrainConfig c = nibble::testing::small_run_config(d, "base", 80000);
   c.batch = 4;
-  c.seq = 32;
   c.steps = 40;
   c.lr = 3e-3;
-  c.eval_every = 0;
-  c.eval_batches = 2;
-  c.save_every = 0;
-  c.out = d.file("base");
-  TrainOptions o;
-  o.quiet = true;
-  train(c, o);
+  nibble::testing::train_quietly(c);
 }
 
 QatConfig qat_config(const ScratchDir& d, const std::string& out, double bits) {

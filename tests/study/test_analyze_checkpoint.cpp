@@ -17,6 +17,7 @@
 #include "nibble/train/checkpoint.hpp"
 #include "nibble/train/trainer.hpp"
 #include "support/cli_runner.hpp"
+#include "support/small_run.hpp"
 
 using namespace nibble;
 using nibble::testing::ScratchDir;
@@ -24,25 +25,13 @@ namespace fs = std::filesystem;
 
 TEST(AnalyzeCheckpoint, OperandsTransformsAndAnIndependentRow) {
   ScratchDir d;
-  write_file_atomic(d.file("text.txt"), read_file(default_corpus_path()).substr(0, 60000));
-  TrainConfig c;
-  c.model = ModelConfig::preset("tiny");
-  c.model.name = "small";
-  c.model.n_layers = 2;
+  TrainConfig c = nibble::testing::small_run_config(d, "run");
+  c.model.dim = 128;  // widths 128/256/512/128: every RHT size fits
+  c.model.n_heads = 4;
+  c.model.n_kv_heads = 4;
   c.model.ffn_dim = 256;
-  c.model.max_seq = 64;
-  c.text_file = d.file("text.txt");
-  c.device = "cpu";
-  c.batch = 2;
-  c.seq = 32;
   c.steps = 3;
-  c.eval_every = 0;
-  c.eval_batches = 1;
-  c.save_every = 0;
-  c.out = d.file("run");
-  TrainOptions o;
-  o.quiet = true;
-  train(c, o);
+  nibble::testing::train_quietly(c);
 
   CheckpointAnalysisConfig a;
   a.checkpoint = d.file("run");

@@ -14,6 +14,7 @@
 #include "nibble/study/analyze.hpp"
 #include "nibble/train/trainer.hpp"
 #include "support/cli_runner.hpp"
+#include "support/small_run.hpp"
 
 using namespace nibble;
 using nibble::testing::ScratchDir;
@@ -62,28 +63,12 @@ TEST(AnalyzeFormats, RowsMatchAnIndependentQuantizeAndShrinkage) {
 
 TEST(AnalyzeFormats, DepthEffectIsZeroForBf16AgainstItselfAndWritesTheReport) {
   ScratchDir d;
-  write_file_atomic(d.file("text.txt"), read_file(default_corpus_path()).substr(0, 60000));
-  TrainConfig c;
-  c.model = ModelConfig::preset("tiny");
-  c.model.name = "small";
+  TrainConfig c = nibble::testing::small_run_config(d, "run");
   c.model.dim = 128;
   c.model.n_layers = 3;
   c.model.n_heads = 4;
   c.model.n_kv_heads = 4;
-  c.model.ffn_dim = 128;
-  c.model.max_seq = 64;
-  c.text_file = d.file("text.txt");
-  c.device = "cpu";
-  c.batch = 2;
-  c.seq = 32;
-  c.steps = 4;
-  c.eval_every = 0;
-  c.eval_batches = 1;
-  c.save_every = 0;
-  c.out = d.file("run");
-  TrainOptions o;
-  o.quiet = true;
-  train(c, o);
+  nibble::testing::train_quietly(c);
   FormatsConfig f;
   f.rows = 32;
   f.cols = 128;
@@ -115,24 +100,10 @@ TEST(AnalyzeFormats, DepthEffectIsZeroForBf16AgainstItselfAndWritesTheReport) {
 
 TEST(AnalyzeStats, HeatmapsHoldTheLoggedValues) {
   ScratchDir d;
-  write_file_atomic(d.file("text.txt"), read_file(default_corpus_path()).substr(0, 60000));
-  TrainConfig c;
-  c.model = ModelConfig::preset("tiny");
-  c.model.n_layers = 2;
-  c.model.max_seq = 64;
-  c.text_file = d.file("text.txt");
-  c.device = "cpu";
-  c.batch = 2;
-  c.seq = 32;
+  TrainConfig c = nibble::testing::small_run_config(d, "run");
   c.steps = 5;
   c.stats_every = 2;
-  c.eval_every = 0;
-  c.eval_batches = 1;
-  c.save_every = 0;
-  c.out = d.file("run");
-  TrainOptions o;
-  o.quiet = true;
-  train(c, o);
+  nibble::testing::train_quietly(c);
   const Json j = analyze_stats_log(d.file("run"), d.file("st"));
   ASSERT_EQ(j.at("panels").as_array().size(), 4u);
   const Json& p = j.at("panels").as_array()[0];  // fprop x mean_energy_share

@@ -9,16 +9,6 @@
 
 namespace nibble::cli {
 
-namespace {
-std::vector<std::string> comma_list(const std::string& s) {
-  std::vector<std::string> out;
-  std::stringstream ss(s);
-  std::string item;
-  while (std::getline(ss, item, ','))
-    if (!item.empty()) out.push_back(item);
-  return out;
-}
-}  // namespace
 
 int run_analyze(const std::vector<std::string>& argv) {
   Args a("analyze", "nibble analyze --checkpoint DIR [--data DIR | --text FILE] --out DIR\n"
@@ -77,8 +67,8 @@ int run_analyze(const std::vector<std::string>& argv) {
   c.cols = a.integer("cols");
   if (c.rows < 1 || c.cols < 32 || c.cols % 32 != 0) fail("--rows must be positive and --cols a positive multiple of 32");
   c.seed = a.unsigned_integer("seed");
-  c.distributions = comma_list(a.str("distributions"));
-  c.depth_recipes = comma_list(a.str("depth-recipes"));
+  c.distributions = split_list(a.str("distributions"));
+  c.depth_recipes = split_list(a.str("depth-recipes"));
   c.depth_batch = a.integer("depth-batch");
   if (a.has("checkpoint")) c.checkpoint = a.str("checkpoint");
   c.out = a.required("out");

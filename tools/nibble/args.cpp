@@ -1,3 +1,4 @@
+#include <algorithm>
 #include "args.hpp"
 
 #include <charconv>
@@ -23,6 +24,17 @@ const Args::Opt* Args::find(const std::string& name) const {
   for (const auto& o : opts_)
     if (o.name == name) return &o;
   return nullptr;
+}
+
+std::vector<std::string> split_list(const std::string& s) {
+  std::vector<std::string> out;
+  size_t a = 0;
+  while (a <= s.size()) {
+    const size_t b = std::min(s.find(',', a), s.size());
+    if (b > a) out.push_back(s.substr(a, b - a));
+    a = b + 1;
+  }
+  return out;
 }
 
 void Args::allow_positionals(const std::string& value_name, const std::string& help) {

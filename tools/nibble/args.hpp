@@ -10,6 +10,9 @@
 
 namespace nibble::cli {
 
+// "a,b,,c" → {"a", "b", "c"} (list-valued options such as --recipes).
+std::vector<std::string> split_list(const std::string& s);
+
 class Args {
  public:
   Args(std::string command, std::string synopsis, std::string description);

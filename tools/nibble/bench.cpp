@@ -19,14 +19,6 @@
 namespace nibble::cli {
 namespace {
 
-std::vector<std::string> split_list(const std::string& s) {
-  std::vector<std::string> out;
-  std::stringstream ss(s);
-  std::string item;
-  while (std::getline(ss, item, ','))
-    if (!item.empty()) out.push_back(item);
-  return out;
-}
 
 // Training FLOPs per token (the usual 6·N for the matmul weights, head included, plus the
 // causal attention's score and value products: 6·L·T·d for sequence T).

@@ -11,16 +11,6 @@
 
 namespace nibble::cli {
 
-namespace {
-std::vector<std::string> split_commas(const std::string& s) {
-  std::vector<std::string> out;
-  std::stringstream ss(s);
-  std::string item;
-  while (std::getline(ss, item, ','))
-    if (!item.empty()) out.push_back(item);
-  return out;
-}
-}  // namespace
 
 int run_sweep(const std::vector<std::string>& argv) {
   Args a("sweep", "nibble sweep --recipes LIST [--model M] [--data DIR | --text FILE] (--tokens N | --steps N) --out DIR",
@@ -76,9 +66,9 @@ int run_sweep(const std::vector<std::string>& argv) {
   c.eval_batches = a.integer("eval-batches");
   c.save_every = a.integer("save-every");
   c.device = resolve_device(a.choice("device", {"cpu", "cuda", "auto"}));
-  s.recipes = split_commas(a.str("recipes"));
+  s.recipes = split_list(a.str("recipes"));
   s.seeds.clear();
-  for (const std::string& x : split_commas(a.str("seeds"))) {
+  for (const std::string& x : split_list(a.str("seeds"))) {
     std::size_t used = 0;
     unsigned long long v = 0;
     try {

@@ -44,6 +44,11 @@ struct TokenDataset {
   std::string describe() const;  // "gpt2 (vocab 50257): 1.2M train + 12.3K val tokens"
 };
 
+// A run's data as its configuration names it: a token directory, else a text file, else the
+// embedded default corpus (tokenized with `tokenizer`, `val_fraction` held out).
+TokenDataset open_run_data(const std::string& data_dir, const std::string& text_file, const Tokenizer& tokenizer,
+                           double val_fraction);
+
 // The split a shard file name belongs to under the rule above: "train", "val" or "" (not a
 // shard, or a name with both parts).
 std::string shard_split_of(std::string_view filename);
