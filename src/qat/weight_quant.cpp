@@ -40,16 +40,57 @@ double quantize_one(const QatSpec& s, const Levels& l, double x, bool& inside, d
     inside = x >= l.qn && x <= l.qp;
     const double q = std::clamp(r, l.qn, l.qp);
     dalpha = inside ? r - x : q;
-    return q;
+    return q == 0.0 ? 0.0 : q;  // round(−0.3) is −0: store +0, as the integer code decodes
   }
   const double xc = std::clamp(x, -l.c, l.c);
   const double q = (std::nearbyint(xc * l.n - l.shift) + l.shift) / l.n;
   inside = std::fabs(x) <= l.c;
   dalpha = inside ? q - x : (x > 0 ? 1.0 : -1.0) * (l.n - l.shift) / l.n;
-  return q;
+  return q == 0.0 ? 0.0 : q;
+}
+
+// The integer behind q: LSQ the clamped level, SEQ round(clamp(x)·n − shift).
+int64_t level_of(const QatSpec& s, const Levels& l, double x) {
+  if (s.kind == QatQuantizer::LSQ) return static_cast<int64_t>(std::clamp(std::nearbyint(x), l.qn, l.qp));
+  return static_cast<int64_t>(std::nearbyint(std::clamp(x, -l.c, l.c) * l.n - l.shift));
+}
+double q_of_level(const QatSpec& s, const Levels& l, int64_t r) {
+  if (s.kind == QatQuantizer::LSQ) return static_cast<double>(r);
+  return (static_cast<double>(r) + l.shift) / l.n;
+}
+int64_t code_offset(const QatSpec& s, const Levels& l) {
+  if (s.kind == QatQuantizer::LSQ) return static_cast<int64_t>(-l.qn);
+  return s.bits == 2 ? 2 : 1;
 }
 
 }  // namespace
+
+int qat_levels(const QatSpec& s) {
+  if (s.kind == QatQuantizer::LSQ) return 1 << static_cast<int>(s.bits);
+  return s.bits == 2 ? 4 : 3;
+}
+
+void qat_codes(const QatSpec& s, const float* w, const float* alpha, int64_t rows, int64_t cols, uint8_t* codes) {
+  const int64_t gpr = s.groups_per_row(cols), g = cols / gpr;
+  const Levels l = levels(s);
+  const int64_t off = code_offset(s, l);
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t j = 0; j < cols; ++j) {
+      const double a = alpha[r * gpr + j / g];
+      codes[r * cols + j] = static_cast<uint8_t>(level_of(s, l, w[r * cols + j] / a) + off);
+    }
+}
+
+void qat_decode(const QatSpec& s, const uint8_t* codes, const float* alpha, int64_t rows, int64_t cols, float* w_hat) {
+  const int64_t gpr = s.groups_per_row(cols), g = cols / gpr;
+  const Levels l = levels(s);
+  const int64_t off = code_offset(s, l);
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t j = 0; j < cols; ++j) {
+      const double a = alpha[r * gpr + j / g];
+      w_hat[r * cols + j] = static_cast<float>(a * q_of_level(s, l, static_cast<int64_t>(codes[r * cols + j]) - off));
+    }
+}
 
 QatSpec QatSpec::make(double bits, const std::string& quantizer, int64_t group_size) {
   QatSpec s;

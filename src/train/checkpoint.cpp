@@ -111,6 +111,7 @@ std::string resolve_checkpoint_dir(const std::string& path) {
   const fs::path p(path);
   if (!fs::exists(p)) fail(path, ": no such checkpoint or run directory");
   if (fs::exists(p / "model.safetensors")) return p.string();
+  if (fs::exists(p / "model.packed.safetensors") && fs::exists(p / "config.json")) return p.string();  // nibble export --packed
   if (fs::exists(p / "latest")) {
     std::string name = read_file((p / "latest").string());
     while (!name.empty() && (name.back() == '\n' || name.back() == ' ')) name.pop_back();

@@ -11,6 +11,7 @@ const std::vector<Command>& commands() {
       {"sweep", "train every recipe from the same init and data, compare with bf16 (results.md + plots)", run_sweep},
       {"analyze", "formats: shrinkage, SNR and code use of e2m1 vs int4 with and without RHT; the depth effect", run_analyze},
       {"qat", "quantization-aware training of a checkpoint (LSQ / SEQ, 1.58-4 bits, optional WinQ)", run_qat},
+      {"export", "a QAT checkpoint with bit-packed integer codes (nibble eval reads it)", run_export},
       {"hessian", "top eigenvalues, trace and eigenvalue density of a checkpoint's loss Hessian", run_hessian},
       {"hf", "import / export LLaMA models in Hugging Face layout (config.json + model.safetensors)", run_hf},
       {"report", "render training runs or sweeps into one Markdown page with loss plots", run_report},

@@ -1,10 +1,12 @@
 #pragma once
 // Loading a trained model for eval / sample: config.json → model + recipe, weights.
 #include <cstdlib>
+#include <filesystem>
 #include <memory>
 #include <string>
 
 #include "nibble/nn/model.hpp"
+#include "nibble/qat/packed_export.hpp"
 #include "nibble/train/engine.hpp"
 #include "nibble/train/checkpoint.hpp"
 #include "nibble/train/train_config.hpp"
@@ -30,6 +32,12 @@ inline LoadedModel load_model(const std::string& path, const std::string& device
   m.cfg = TrainConfig::from_json(read_checkpoint_config(m.dir), m.dir + "/config.json");
   m.model = make_engine(device, m.cfg.model);
   m.model->set_recipe(m.cfg.recipe);
+  const std::string packed = m.dir + "/model.packed.safetensors";
+  if (!std::filesystem::exists(m.dir + "/model.safetensors") && std::filesystem::exists(packed)) {
+    // a packed QAT export: decode the integer codes to the weights the QAT run evaluated
+    m.model->set_weights(load_packed(packed, m.model->params()).data());
+    return m;
+  }
   const Checkpoint ck = load_checkpoint(m.dir, m.model->params(), false);
   m.model->set_weights(ck.weights.data());
   return m;

@@ -36,6 +36,13 @@ void qat_forward(const QatSpec& s, const float* w, const float* alpha, int64_t r
 // dW = STE(dŴ) (written); dα += g·Σ dŴ·∂Ŵ/∂α over each scale's elements (accumulated, float64 sums).
 void qat_backward(const QatSpec& s, const float* w, const float* alpha, int64_t rows, int64_t cols,
                   const float* d_what, float* d_w, float* d_alpha);
+// The integer code of each element (LSQ: level − Qn ∈ [0, 2^b − 1]; SEQ 2-bit: round(·) + 2 ∈
+// [0, 3]; ternary: round(·) + 1 ∈ [0, 2]) and its inverse: qat_decode(codes) == qat_forward(W)
+// bit for bit. levels_per_code() = 2^b (3 for ternary).
+void qat_codes(const QatSpec& s, const float* w, const float* alpha, int64_t rows, int64_t cols, uint8_t* codes);
+void qat_decode(const QatSpec& s, const uint8_t* codes, const float* alpha, int64_t rows, int64_t cols, float* w_hat);
+int qat_levels(const QatSpec& s);
+
 // WinQ reset: W ← a·W + (1 − a)·Q(W; α), in place.
 void winq_reset(const QatSpec& s, float* w, const float* alpha, int64_t rows, int64_t cols, double a);
 
