@@ -9,7 +9,7 @@ const std::vector<Command>& commands() {
       {"sample", "generate text from a checkpoint", run_sample},
       {"data", "tokenize text files into llm.c-layout token shards", run_data},
       {"sweep", "train every recipe from the same init and data, compare with bf16 (results.md + plots)", run_sweep},
-      {"analyze", "formats: shrinkage, SNR and code use of e2m1 vs int4 with and without RHT; the depth effect", run_analyze},
+      {"analyze", "a checkpoint's operands under every format and transform; formats; a run's stats log", run_analyze},
       {"qat", "quantization-aware training of a checkpoint (LSQ / SEQ, 1.58-4 bits, optional WinQ)", run_qat},
       {"export", "a QAT checkpoint with bit-packed integer codes (nibble eval reads it)", run_export},
       {"hessian", "top eigenvalues, trace and eigenvalue density of a checkpoint's loss Hessian", run_hessian},
