@@ -144,6 +144,7 @@ TrainResult train(const TrainConfig& cfg_in, const TrainOptions& opts) {
   const AdamHyper hyper{static_cast<float>(cfg.beta1), static_cast<float>(cfg.beta2), static_cast<float>(cfg.eps),
                         static_cast<float>(cfg.weight_decay), cfg.decay_all};
   int64_t adam_step = 0;
+  const Json config_json = cfg.to_json();  // written once here, and into every checkpoint
   // Host copies of the state for checkpoints (fetched from the engine when one is written).
   std::vector<float> host_weights;
   auto save = [&](const std::string& name, const Json& trainer_json) {
@@ -152,7 +153,7 @@ TrainResult train(const TrainConfig& cfg_in, const TrainOptions& opts) {
     OptimizerState opt = model.get_optimizer();
     opt.step = adam_step;
     save_checkpoint(cfg.out, name, ModelWeights{model.config(), model.params(), host_weights.data()}, opt,
-                    cfg.to_json(), trainer_json);
+                    config_json, trainer_json);
   };
 
   Data data = open_data(cfg);
@@ -174,7 +175,6 @@ TrainResult train(const TrainConfig& cfg_in, const TrainOptions& opts) {
   } else {
     model.init(cfg.seed);
   }
-  const Json config_json = cfg.to_json();
   write_file_atomic((fs::path(cfg.out) / "config.json").string(), config_json.dump(2) + "\n", Durability::Fsync);
   MetricsWriter metrics((fs::path(cfg.out) / "metrics.jsonl").string(), opts.resume.empty() ? -1 : start);
   std::unique_ptr<std::ofstream> stats_out;

@@ -13,6 +13,7 @@
 #include "nibble/study/report.hpp"
 #include "nibble/study/sweep.hpp"
 #include "support/cli_runner.hpp"
+#include "support/small_run.hpp"
 
 using namespace nibble;
 using nibble::testing::ScratchDir;
@@ -21,21 +22,12 @@ namespace fs = std::filesystem;
 namespace {
 
 SweepConfig small_sweep(const ScratchDir& d, const std::string& out) {
-  write_file_atomic(d.file("text.txt"), read_file(default_corpus_path()).substr(0, 80000));
   SweepConfig s;
+  s.base = nibble::testing::small_run_config(d, out, 80000);
   TrainConfig& c = s.base;
-  c.model = ModelConfig::preset("tiny");
   c.model.name = "test";
-  c.model.dim = 64;
-  c.model.n_layers = 2;
   c.model.n_heads = 4;
-  c.model.n_kv_heads = 2;
-  c.model.ffn_dim = 128;
-  c.model.max_seq = 64;
-  c.text_file = d.file("text.txt");
-  c.device = "cpu";
   c.batch = 4;
-  c.seq = 32;
   c.steps = 10;
   c.lr = 3e-3;
   c.log_every = 2;
