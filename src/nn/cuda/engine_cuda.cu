@@ -2,6 +2,14 @@
 // one GPU, fp32 master weights, gradients and AdamW moments in device memory, every GEMM
 // through CudaLinear. All work is queued on one stream; the host waits only for the loss and
 // the gradient norm (two doubles per step).
+//
+// Mixed precision as in Transformer Engine / torch autocast: the residual stream and its
+// gradient, norms' statistics, master weights and optimizer state are fp32; every other
+// activation (norm outputs, q/k/v, attention output, gate/up, SwiGLU output, logits) and their
+// gradients are stored in bf16 — the type the GEMMs read anyway — so the GEMMs read them in
+// place and the memory-bound ops move half the bytes. NIBBLE_ACTIVATIONS=fp32 keeps them in fp32
+// (with NIBBLE_ATTENTION=fp32 the engine then reproduces the CPU op for op; the engine-vs-CPU
+// tests use it).
 #include <algorithm>
 #include <cmath>
 #include <cstdlib>
@@ -9,9 +17,12 @@
 #include <map>
 #include <numeric>
 
+#include <cuda_bf16.h>
+
 #include "core/cuda/check.cuh"
 #include "core/cuda/scratch.cuh"
 #include "nibble/cuda.hpp"
+#include "nibble/dtype.hpp"
 #include "nibble/error.hpp"
 #include "nibble/train/engine.hpp"
 #include "nn/cuda/linear_cuda.hpp"
@@ -78,6 +89,12 @@ class OpProfiler {
   std::map<std::string, double> totals_;
   std::vector<cudaEvent_t> pool_;
 };
+// The stored type of an activation type: bf16 or fp32.
+template <class A>
+constexpr cuda::GemmDtype act_type() {
+  return sizeof(A) == 2 ? cuda::GemmDtype::BF16 : cuda::GemmDtype::FP32;
+}
+
 #define NIBBLE_TIMED(name) OpProfiler::Scope timed_scope_(prof_, name, st_)
 std::string layer_prefix(int l) { return "model.layers." + std::to_string(l) + "."; }
 
@@ -105,6 +122,14 @@ class CudaEngine final : public TrainEngine {
     const std::string choice = att && *att ? att : "tc";
     if (choice != "tc" && choice != "fp32") fail("NIBBLE_ATTENTION=", choice, " (use tc or fp32)");
     attention_tc_ = choice == "tc" && gops::attention_tc_supported(cfg_.head_dim());
+    const char* act = std::getenv("NIBBLE_ACTIVATIONS");
+    const std::string acts = act && *act ? act : "bf16";
+    if (acts != "bf16" && acts != "fp32") fail("NIBBLE_ACTIVATIONS=", acts, " (use bf16 or fp32)");
+    act_bf16_ = acts == "bf16";
+    if (act_bf16_ && !attention_tc_)
+      fail("bf16 activations need the tensor-core attention (head_dim 32, 64 or 128, NIBBLE_ATTENTION=tc); this "
+           "model has head_dim ", cfg_.head_dim(), choice == "fp32" ? " and NIBBLE_ATTENTION=fp32" : "",
+           ": set NIBBLE_ACTIVATIONS=fp32");
     set_recipe(Recipe::preset("bf16"));
   }
   ~CudaEngine() override {
@@ -113,7 +138,8 @@ class CudaEngine final : public TrainEngine {
   }
 
   std::string device() const override {
-    return cuda::device_summary() + (attention_tc_ ? ", bf16 tensor-core attention" : ", fp32 attention");
+    return cuda::device_summary() + (act_bf16_ ? ", bf16 activations" : ", fp32 activations") +
+           (attention_tc_ ? ", bf16 tensor-core attention" : ", fp32 attention");
   }
   const ModelConfig& config() const override { return cfg_; }
   const std::vector<ParamInfo>& params() const override { return params_; }
@@ -150,11 +176,17 @@ class CudaEngine final : public TrainEngine {
   }
 
   double forward(const int32_t* tokens, const int32_t* targets, int64_t b, int64_t t, const StepContext& ctx,
-                 bool need_backward) override;
+                 bool need_backward) override {
+    return act_bf16_ ? forward_t<bf16>(tokens, targets, b, t, ctx, need_backward)
+                     : forward_t<float>(tokens, targets, b, t, ctx, need_backward);
+  }
   void zero_grad() override {
     NIBBLE_CUDA_CHECK(cudaMemsetAsync(g_.get<void>(), 0, static_cast<size_t>(np_) * sizeof(float), st_));
   }
-  void backward(const StepContext& ctx) override;
+  void backward(const StepContext& ctx) override {
+    if (act_bf16_) backward_t<bf16>(ctx);
+    else backward_t<float>(ctx);
+  }
   double grad_norm() override {
     NIBBLE_TIMED("grad norm");
     double* part = norm_partials_.as<double>(static_cast<size_t>(gops::global_norm_partials()) + 1);
@@ -177,8 +209,17 @@ class CudaEngine final : public TrainEngine {
   }
   std::vector<float> logits_row(int64_t row) override {
     NIBBLE_CHECK(row >= 0 && row < n_, "logits row ", row, " out of range");
-    std::vector<float> h(static_cast<size_t>(cfg_.vocab_size));
-    NIBBLE_CUDA_CHECK(cudaMemcpyAsync(h.data(), logits_.get<float>() + row * cfg_.vocab_size, h.size() * sizeof(float),
+    const int64_t v = cfg_.vocab_size;
+    std::vector<float> h(static_cast<size_t>(v));
+    if (act_bf16_) {
+      std::vector<uint16_t> raw(h.size());
+      NIBBLE_CUDA_CHECK(cudaMemcpyAsync(raw.data(), logits_.get<uint16_t>() + row * v, raw.size() * 2,
+                                        cudaMemcpyDeviceToHost, st_));
+      NIBBLE_CUDA_CHECK(cudaStreamSynchronize(st_));
+      for (size_t i = 0; i < h.size(); ++i) h[i] = bf16_to_float(raw[i]);
+      return h;
+    }
+    NIBBLE_CUDA_CHECK(cudaMemcpyAsync(h.data(), logits_.get<float>() + row * v, h.size() * sizeof(float),
                                       cudaMemcpyDeviceToHost, st_));
     NIBBLE_CUDA_CHECK(cudaStreamSynchronize(st_));
     return h;
@@ -199,13 +240,21 @@ class CudaEngine final : public TrainEngine {
   Json profile() override { return prof_.collect(st_); }
 
  private:
+  using bf16 = __nv_bfloat16;
+  template <class A>
+  double forward_t(const int32_t* tokens, const int32_t* targets, int64_t b, int64_t t, const StepContext& ctx,
+                   bool need_backward);
+  template <class A>
+  void backward_t(const StepContext& ctx);
+
   struct Block {
     CudaLinear qkv, o, gate_up, down;
     float* attn_norm = nullptr;
     float* mlp_norm = nullptr;
     float* d_attn_norm = nullptr;
     float* d_mlp_norm = nullptr;
-    // saved activations
+    // saved activations: x_in, x2 (the residual stream), rstd and lse fp32; the rest of the
+    // activation type
     DeviceScratch x_in, h1, rstd1, qkv_act, att, lse, x2, h2, rstd2, gu_act, s_act;
   };
 
@@ -277,25 +326,26 @@ class CudaEngine final : public TrainEngine {
     if (b == b_ && t == t_) return;
     const int64_t n = b * t, c = cfg_.dim, qd = cfg_.n_heads * cfg_.head_dim(), kd = cfg_.kv_dim();
     const int64_t f = cfg_.ffn_dim, v = cfg_.vocab_size;
+    const size_t ab = act_bf16_ ? 2 : 4;
     auto fl = [](DeviceScratch& d, int64_t count) { d.as<float>(static_cast<size_t>(count)); };
+    auto ac = [ab](DeviceScratch& d, int64_t count) { d.ensure(static_cast<size_t>(count) * ab); };
     for (Block& bl : blocks_) {
       fl(bl.x_in, n * c);
-      fl(bl.h1, n * c);
+      ac(bl.h1, n * c);
       fl(bl.rstd1, n);
-      fl(bl.qkv_act, n * (qd + 2 * kd));
-      fl(bl.att, n * qd);
+      ac(bl.qkv_act, n * (qd + 2 * kd));
+      ac(bl.att, n * qd);
       fl(bl.lse, b * cfg_.n_heads * t);
       fl(bl.x2, n * c);
-      fl(bl.h2, n * c);
+      ac(bl.h2, n * c);
       fl(bl.rstd2, n);
-      fl(bl.gu_act, n * 2 * f);
-      fl(bl.s_act, n * f);
+      ac(bl.gu_act, n * 2 * f);
+      ac(bl.s_act, n * f);
     }
-    fl(tmp_, n * c);
     fl(x_final_, n * c);
-    fl(hf_, n * c);
+    ac(hf_, n * c);
     fl(rstd_f_, n);
-    fl(logits_, n * v);
+    ac(logits_, n * v);
     tokens_d_.as<int32_t>(static_cast<size_t>(n));
     targets_d_.as<int32_t>(static_cast<size_t>(n));
     row_loss_.as<double>(static_cast<size_t>(n) + 1);
@@ -314,23 +364,51 @@ class CudaEngine final : public TrainEngine {
   void ensure_backward_buffers() {
     const int64_t n = n_, c = cfg_.dim, hd = cfg_.head_dim();
     const int64_t qkv_width = (cfg_.n_heads + 2 * cfg_.n_kv_heads) * hd, f = cfg_.ffn_dim;
+    const size_t ab = act_bf16_ ? 2 : 4;
     auto fl = [](DeviceScratch& d, int64_t count) { return d.as<float>(static_cast<size_t>(count)); };
+    auto ac = [ab](DeviceScratch& d, int64_t count) { d.ensure(static_cast<size_t>(count) * ab); };
     fl(dx_, n * c);
-    fl(dh_, n * c);
-    fl(dtmp_, n * c);
-    fl(ds_, n * f);
-    fl(dgu_, n * 2 * f);
-    fl(datt_, n * cfg_.n_heads * hd);
-    fl(dqkv_, n * qkv_width);
+    ac(dh_, n * c);
+    ac(ds_, n * f);
+    ac(dgu_, n * 2 * f);
+    ac(datt_, n * cfg_.n_heads * hd);
+    ac(dqkv_, n * qkv_width);
     fl(delta_, b_ * cfg_.n_heads * t_);
     fl(norm_scratch_, gops::rmsnorm_partials_floats(n, c));
   }
 
-  void rmsnorm_backward(const float* dy, const float* x, const float* w, const float* rstd, float* dx, float* dw) {
-    gops::rmsnorm_backward(dy, x, w, rstd, dx, dw, norm_scratch_.get<float>(), n_, cfg_.dim, st_);
+  // dx (the residual stream's gradient, fp32) = or += the norm's input gradient.
+  template <class A>
+  void rmsnorm_backward(const A* dy, const float* x, const float* w, const float* rstd, float* dx, float* dw,
+                        bool accumulate) {
+    gops::rmsnorm_backward(dy, x, w, rstd, dx, dw, norm_scratch_.get<float>(), n_, cfg_.dim, st_, accumulate);
   }
-  void copy(float* dst, const float* src, int64_t n) {
-    NIBBLE_CUDA_CHECK(cudaMemcpyAsync(dst, src, static_cast<size_t>(n) * sizeof(float), cudaMemcpyDeviceToDevice, st_));
+  template <class A>
+  void attention_forward(const A* qkv, A* out, float* lse, int64_t qkv_width) {
+    const int64_t hq = cfg_.n_heads, hkv = cfg_.n_kv_heads, hd = cfg_.head_dim();
+    const A *q = qkv, *k = qkv + hq * hd, *v = qkv + (hq + hkv) * hd;
+    if constexpr (sizeof(A) == 4) {
+      if (!attention_tc_) {
+        gops::attention_forward(q, k, v, qkv_width, qkv_width, out, lse, b_, t_, hq, hkv, hd, st_);
+        return;
+      }
+    }
+    gops::attention_forward_tc(q, k, v, qkv_width, qkv_width, out, lse, b_, t_, hq, hkv, hd, st_);
+  }
+  template <class A>
+  void attention_backward(const A* dout, const A* qkv, const A* out, const float* lse, A* dqkv, int64_t qkv_width) {
+    const int64_t hq = cfg_.n_heads, hkv = cfg_.n_kv_heads, hd = cfg_.head_dim();
+    const A *q = qkv, *k = qkv + hq * hd, *v = qkv + (hq + hkv) * hd;
+    A *dq = dqkv, *dk = dqkv + hq * hd, *dv = dqkv + (hq + hkv) * hd;
+    if constexpr (sizeof(A) == 4) {
+      if (!attention_tc_) {
+        gops::attention_backward(dout, q, k, v, qkv_width, qkv_width, out, lse, dq, dk, dv, qkv_width, qkv_width,
+                                 delta_.get<float>(), b_, t_, hq, hkv, hd, st_);
+        return;
+      }
+    }
+    gops::attention_backward_tc(dout, q, k, v, qkv_width, qkv_width, out, lse, dq, dk, dv, qkv_width, qkv_width,
+                                delta_.get<float>(), b_, t_, hq, hkv, hd, st_);
   }
 
   ModelConfig cfg_;
@@ -348,15 +426,17 @@ class CudaEngine final : public TrainEngine {
   std::vector<int32_t> tokens_;
   bool have_targets_ = false;
   DeviceScratch tokens_d_, targets_d_, rope_, row_loss_, norm_partials_;
-  DeviceScratch tmp_, x_final_, hf_, rstd_f_, logits_;
-  DeviceScratch dx_, dh_, dtmp_, ds_, dgu_, datt_, dqkv_, delta_, norm_scratch_;
+  DeviceScratch x_final_, hf_, rstd_f_, logits_;
+  DeviceScratch dx_, dh_, ds_, dgu_, datt_, dqkv_, delta_, norm_scratch_;
   DeviceScratch emb_unique_, emb_starts_, emb_order_;
   OpProfiler prof_;
   bool attention_tc_ = true;
+  bool act_bf16_ = true;
 };
 
-double CudaEngine::forward(const int32_t* tokens, const int32_t* targets, int64_t b, int64_t t, const StepContext& ctx,
-                           bool need_backward) {
+template <class A>
+double CudaEngine::forward_t(const int32_t* tokens, const int32_t* targets, int64_t b, int64_t t,
+                             const StepContext& ctx, bool need_backward) {
   if (t > cfg_.max_seq) fail("sequence length ", t, " exceeds the model's max_seq ", cfg_.max_seq);
   const int64_t n = b * t, c = cfg_.dim, hq = cfg_.n_heads, hkv = cfg_.n_kv_heads, hd = cfg_.head_dim();
   const int64_t v = cfg_.vocab_size, f = cfg_.ffn_dim, qkv_width = (hq + 2 * hkv) * hd;
@@ -371,80 +451,62 @@ double CudaEngine::forward(const int32_t* tokens, const int32_t* targets, int64_
   NIBBLE_CUDA_CHECK(cudaMemcpyAsync(tokens_d_.get<int32_t>(), tokens, static_cast<size_t>(n) * 4, cudaMemcpyHostToDevice, st_));
   const float eps = static_cast<float>(cfg_.norm_eps);
   const double* rope = rope_.get<double>();
-  float* tmp = tmp_.get<float>();
+  constexpr cuda::GemmDtype act = act_type<A>();
   {
     NIBBLE_TIMED("embedding");
     gops::embedding_forward(tokens_d_.get<int32_t>(), ptr("model.embed_tokens.weight"), blocks_[0].x_in.get<float>(), n, c, st_);
   }
   for (size_t l = 0; l < blocks_.size(); ++l) {
     Block& bl = blocks_[l];
-    float* qkv = bl.qkv_act.get<float>();
+    A* qkv = bl.qkv_act.get<A>();
     {
       NIBBLE_TIMED("rmsnorm");
-      gops::rmsnorm_forward(bl.x_in.get<float>(), bl.attn_norm, bl.h1.get<float>(), bl.rstd1.get<float>(), n, c, eps, st_);
+      gops::rmsnorm_forward(bl.x_in.get<float>(), bl.attn_norm, bl.h1.get<A>(), bl.rstd1.get<float>(), n, c, eps, st_);
     }
     {
       NIBBLE_TIMED("linear qkv");
-      bl.qkv.forward(bl.h1.get<float>(), qkv, n, ctx, ws_, st_);
+      bl.qkv.forward({bl.h1.get<A>(), act}, {qkv, act, nullptr}, n, ctx, ws_, st_);
     }
     {
       NIBBLE_TIMED("rope");
       gops::rope_apply(qkv, qkv_width, b, t, hq, hd, rope, false, st_);
-    }
-    {
-      NIBBLE_TIMED("rope");
       gops::rope_apply(qkv + hq * hd, qkv_width, b, t, hkv, hd, rope, false, st_);
     }
     {
       NIBBLE_TIMED("attention forward");
-      (attention_tc_ ? gops::attention_forward_tc : gops::attention_forward)(qkv, qkv + hq * hd, qkv + (hq + hkv) * hd, qkv_width, qkv_width, bl.att.get<float>(),
-                              bl.lse.get<float>(), b, t, hq, hkv, hd, st_);
+      attention_forward<A>(qkv, bl.att.get<A>(), bl.lse.get<float>(), qkv_width);
     }
     {
+      // x2 = x_in + o(att): the residual add in the GEMM's epilogue
       NIBBLE_TIMED("linear o");
-      bl.o.forward(bl.att.get<float>(), tmp, n, ctx, ws_, st_);
-    }
-    {
-      NIBBLE_TIMED("residual");
-      copy(bl.x2.get<float>(), bl.x_in.get<float>(), n * c);
-    }
-    {
-      NIBBLE_TIMED("residual");
-      gops::add_inplace(bl.x2.get<float>(), tmp, n * c, st_);
+      bl.o.forward({bl.att.get<A>(), act}, {bl.x2.get<float>(), cuda::GemmDtype::FP32, bl.x_in.get<float>()}, n, ctx,
+                   ws_, st_);
     }
     {
       NIBBLE_TIMED("rmsnorm");
-      gops::rmsnorm_forward(bl.x2.get<float>(), bl.mlp_norm, bl.h2.get<float>(), bl.rstd2.get<float>(), n, c, eps, st_);
+      gops::rmsnorm_forward(bl.x2.get<float>(), bl.mlp_norm, bl.h2.get<A>(), bl.rstd2.get<float>(), n, c, eps, st_);
     }
     {
       NIBBLE_TIMED("linear gate_up");
-      bl.gate_up.forward(bl.h2.get<float>(), bl.gu_act.get<float>(), n, ctx, ws_, st_);
+      bl.gate_up.forward({bl.h2.get<A>(), act}, {bl.gu_act.get<A>(), act, nullptr}, n, ctx, ws_, st_);
     }
     {
       NIBBLE_TIMED("swiglu");
-      gops::swiglu_forward(bl.gu_act.get<float>(), bl.s_act.get<float>(), n, f, st_);
-    }
-    {
-      NIBBLE_TIMED("linear down");
-      bl.down.forward(bl.s_act.get<float>(), tmp, n, ctx, ws_, st_);
+      gops::swiglu_forward(bl.gu_act.get<A>(), bl.s_act.get<A>(), n, f, st_);
     }
     float* next = l + 1 < blocks_.size() ? blocks_[l + 1].x_in.get<float>() : x_final_.get<float>();
     {
-      NIBBLE_TIMED("residual");
-      copy(next, bl.x2.get<float>(), n * c);
-    }
-    {
-      NIBBLE_TIMED("residual");
-      gops::add_inplace(next, tmp, n * c, st_);
+      NIBBLE_TIMED("linear down");
+      bl.down.forward({bl.s_act.get<A>(), act}, {next, cuda::GemmDtype::FP32, bl.x2.get<float>()}, n, ctx, ws_, st_);
     }
   }
   {
     NIBBLE_TIMED("rmsnorm");
-    gops::rmsnorm_forward(x_final_.get<float>(), ptr("model.norm.weight"), hf_.get<float>(), rstd_f_.get<float>(), n, c, eps, st_);
+    gops::rmsnorm_forward(x_final_.get<float>(), ptr("model.norm.weight"), hf_.get<A>(), rstd_f_.get<float>(), n, c, eps, st_);
   }
   {
     NIBBLE_TIMED("linear head");
-    head_.forward(hf_.get<float>(), logits_.get<float>(), n, ctx, ws_, st_);
+    head_.forward({hf_.get<A>(), act}, {logits_.get<A>(), act, nullptr}, n, ctx, ws_, st_);
   }
   have_targets_ = false;
   if (!targets) {
@@ -456,13 +518,13 @@ double CudaEngine::forward(const int32_t* tokens, const int32_t* targets, int64_
   if (need_backward) {
     {
       NIBBLE_TIMED("cross-entropy");
-      gops::cross_entropy(logits_.get<float>(), targets_d_.get<int32_t>(), n, v, rl, rl + n, st_);
+      gops::cross_entropy(logits_.get<A>(), targets_d_.get<int32_t>(), n, v, rl, rl + n, st_);
     }
     have_targets_ = true;
   } else {
     {
       NIBBLE_TIMED("cross-entropy");
-      gops::cross_entropy_loss(logits_.get<float>(), targets_d_.get<int32_t>(), n, v, rl, rl + n, st_);
+      gops::cross_entropy_loss(logits_.get<A>(), targets_d_.get<int32_t>(), n, v, rl, rl + n, st_);
     }
   }
   double loss = 0;
@@ -471,75 +533,65 @@ double CudaEngine::forward(const int32_t* tokens, const int32_t* targets, int64_
   return loss;
 }
 
-void CudaEngine::backward(const StepContext& ctx) {
+template <class A>
+void CudaEngine::backward_t(const StepContext& ctx) {
   NIBBLE_CHECK(have_targets_, "backward needs a forward with targets (and need_backward)");
   ensure_backward_buffers();
   const int64_t b = b_, t = t_, n = n_, c = cfg_.dim, hq = cfg_.n_heads, hkv = cfg_.n_kv_heads, hd = cfg_.head_dim();
   const int64_t f = cfg_.ffn_dim, qkv_width = (hq + 2 * hkv) * hd;
-  float *dx = dx_.get<float>(), *dh = dh_.get<float>(), *tmp = dtmp_.get<float>();
-  float *ds = ds_.get<float>(), *dgu = dgu_.get<float>(), *datt = datt_.get<float>(), *dqkv = dqkv_.get<float>();
+  constexpr cuda::GemmDtype act = act_type<A>();
+  constexpr cuda::GemmDtype f32 = cuda::GemmDtype::FP32;
+  float* dx = dx_.get<float>();
+  A *dh = dh_.get<A>(), *ds = ds_.get<A>(), *dgu = dgu_.get<A>(), *datt = datt_.get<A>(), *dqkv = dqkv_.get<A>();
   const double* rope = rope_.get<double>();
   // The logits buffer now holds dlogits (cross_entropy wrote them in place).
   {
     NIBBLE_TIMED("linear head");
-    head_.backward(logits_.get<float>(), dh, n, ctx, ws_, st_);
+    head_.backward({logits_.get<A>(), act}, dh, act, n, ctx, ws_, st_);
   }
   {
     NIBBLE_TIMED("rmsnorm");
-    rmsnorm_backward(dh, x_final_.get<float>(), ptr("model.norm.weight"), rstd_f_.get<float>(), dx, gptr("model.norm.weight"));
+    rmsnorm_backward(dh, x_final_.get<float>(), ptr("model.norm.weight"), rstd_f_.get<float>(), dx,
+                     gptr("model.norm.weight"), false);
   }
   for (int l = cfg_.n_layers - 1; l >= 0; --l) {
     Block& bl = blocks_[static_cast<size_t>(l)];
-    const float* qkv = bl.qkv_act.get<float>();
     {
       NIBBLE_TIMED("linear down");
-      bl.down.backward(dx, ds, n, ctx, ws_, st_);
+      bl.down.backward({dx, f32}, ds, act, n, ctx, ws_, st_);
     }
     {
       NIBBLE_TIMED("swiglu");
-      gops::swiglu_backward(ds, bl.gu_act.get<float>(), dgu, n, f, st_);
+      gops::swiglu_backward(ds, bl.gu_act.get<A>(), dgu, n, f, st_);
     }
     {
       NIBBLE_TIMED("linear gate_up");
-      bl.gate_up.backward(dgu, dh, n, ctx, ws_, st_);
+      bl.gate_up.backward({dgu, act}, dh, act, n, ctx, ws_, st_);
     }
     {
-      NIBBLE_TIMED("rmsnorm");
-      rmsnorm_backward(dh, bl.x2.get<float>(), bl.mlp_norm, bl.rstd2.get<float>(), tmp, bl.d_mlp_norm);
-    }
-    {
-      NIBBLE_TIMED("residual");
-      gops::add_inplace(dx, tmp, n * c, st_);
+      NIBBLE_TIMED("rmsnorm");  // dx += the mlp norm's input gradient (the residual branch)
+      rmsnorm_backward(dh, bl.x2.get<float>(), bl.mlp_norm, bl.rstd2.get<float>(), dx, bl.d_mlp_norm, true);
     }
     {
       NIBBLE_TIMED("linear o");
-      bl.o.backward(dx, datt, n, ctx, ws_, st_);
+      bl.o.backward({dx, f32}, datt, act, n, ctx, ws_, st_);
     }
     {
       NIBBLE_TIMED("attention backward");
-      (attention_tc_ ? gops::attention_backward_tc : gops::attention_backward)(datt, qkv, qkv + hq * hd, qkv + (hq + hkv) * hd, qkv_width, qkv_width, bl.att.get<float>(),
-                               bl.lse.get<float>(), dqkv, dqkv + hq * hd, dqkv + (hq + hkv) * hd, qkv_width, qkv_width,
-                               delta_.get<float>(), b, t, hq, hkv, hd, st_);
+      attention_backward<A>(datt, bl.qkv_act.get<A>(), bl.att.get<A>(), bl.lse.get<float>(), dqkv, qkv_width);
     }
     {
       NIBBLE_TIMED("rope");
       gops::rope_apply(dqkv, qkv_width, b, t, hq, hd, rope, true, st_);
-    }
-    {
-      NIBBLE_TIMED("rope");
       gops::rope_apply(dqkv + hq * hd, qkv_width, b, t, hkv, hd, rope, true, st_);
     }
     {
       NIBBLE_TIMED("linear qkv");
-      bl.qkv.backward(dqkv, dh, n, ctx, ws_, st_);
+      bl.qkv.backward({dqkv, act}, dh, act, n, ctx, ws_, st_);
     }
     {
       NIBBLE_TIMED("rmsnorm");
-      rmsnorm_backward(dh, bl.x_in.get<float>(), bl.attn_norm, bl.rstd1.get<float>(), tmp, bl.d_attn_norm);
-    }
-    {
-      NIBBLE_TIMED("residual");
-      gops::add_inplace(dx, tmp, n * c, st_);
+      rmsnorm_backward(dh, bl.x_in.get<float>(), bl.attn_norm, bl.rstd1.get<float>(), dx, bl.d_attn_norm, true);
     }
   }
   // Embedding backward without atomics: the step's rows grouped by token id (a counting sort

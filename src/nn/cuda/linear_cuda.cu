@@ -1,6 +1,8 @@
 // CudaLinear: QuantLinear's forward/backward (src/nn/linear.cpp) step for step on the GPU.
 #include "nn/cuda/linear_cuda.hpp"
 
+#include <cuda_bf16.h>
+
 #include <cstring>
 
 #include "core/cuda/check.cuh"
@@ -24,6 +26,9 @@ std::vector<float> download_floats(const float* d, int64_t n) {
   if (n) NIBBLE_CUDA_CHECK(cudaMemcpy(h.data(), d, static_cast<size_t>(n) * sizeof(float), cudaMemcpyDeviceToHost));
   return h;
 }
+
+// A plain operand (no centring, RHT, quantization): cast at most, read in place when it can be.
+bool plain(const OperandSpec& o, int rht) { return o.kind != OperandKind::QUANT && !o.center && rht == 0; }
 
 // The operand as the GEMM saw it, in fp32: the stored values times S_dec when scaled.
 std::vector<float> download_operand(const void* d, GemmDtype dt, int64_t n, const float* tensor, bool scaled) {
@@ -70,32 +75,71 @@ const float* CudaLinear::signs(const StepContext& ctx, Role role, int n) {
   return s.d.get<float>();
 }
 
-void CudaLinear::gemm(const GemmSpec& g, OperandJob& a, OperandJob& b, float* c, int64_t m, int64_t n, int64_t k,
-                      bool accumulate, LinearWorkspace& ws, cudaStream_t st, const char*) {
+struct CudaLinear::Operands {
+  PreparedOperand a, b;
+};
+
+CudaLinear::Operands CudaLinear::gemm(const GemmSpec& g, OperandJob& a, OperandJob& b, const GemmOutput& out,
+                                      int64_t m, int64_t n, int64_t k, LinearWorkspace& ws, cudaStream_t st) {
   float* scal = ws.scalars.as<float>(8);
   a.dtype = b.dtype = gemm_dtype(g);
-  const bool sa = prepare_operand(a, ws.work_a, ws.op_a, scal, ws.qs, st);
-  const bool sb = prepare_operand(b, ws.work_b, ws.op_b, scal + 2, ws.qs, st);
+  Operands ops{prepare_operand(a, ws.work_a, ws.op_a, scal, ws.qs, st),
+               prepare_operand(b, ws.work_b, ws.op_b, scal + 2, ws.qs, st)};
   float* alpha = nullptr;
-  if (sa || sb) {
-    gemm_alpha(scal, sa, scal + 2, sb, scal + 4, st);
+  if (ops.a.scaled || ops.b.scaled) {
+    gemm_alpha(scal, ops.a.scaled, scal + 2, ops.b.scaled, scal + 4, st);
     alpha = scal + 4;
   }
-  gemm_nt(a.dtype, ws.op_a.get<void>(), ws.op_b.get<void>(), c, m, n, k, alpha, accumulate, st);
+  cuda::gemm(ops.a.op, ops.b.op, out, m, n, k, alpha, st);
+  return ops;
 }
 
-void CudaLinear::forward(const float* x, float* y, int64_t t, const StepContext& ctx, LinearWorkspace& ws,
+namespace {
+// Where a GEMM writes: straight into the caller's output, or — when a bf16 output still gets
+// fp32 corrections (centring, the low-rank part) — into an fp32 scratch first.
+struct Staged {
+  GemmOutput gemm_out;
+  float* f32 = nullptr;  // the fp32 result the corrections go into
+  void* final = nullptr;
+  GemmDtype final_type = GemmDtype::FP32;
+  int64_t n = 0;
+  void finish(cudaStream_t st) const {
+    if (final_type != GemmDtype::FP32) store_as(f32, n, final, final_type, st);
+  }
+};
+Staged stage_output(const GemmOutput& out, int64_t n, bool corrected, DeviceScratch& scratch) {
+  if (out.dtype == GemmDtype::FP32 || !corrected)
+    return {out, out.dtype == GemmDtype::FP32 ? static_cast<float*>(out.d) : nullptr, out.d, GemmDtype::FP32, n};
+  NIBBLE_CHECK(out.c == nullptr, "a bf16 output with a residual input is not supported");
+  float* f = scratch.as<float>(static_cast<size_t>(n));
+  return {{f, GemmDtype::FP32, nullptr}, f, out.d, out.dtype, n};
+}
+}  // namespace
+
+void CudaLinear::forward(DevTensor x, const GemmOutput& y, int64_t t, const StepContext& ctx, LinearWorkspace& ws,
                          cudaStream_t st) {
   x_ = x;
   const GemmSpec& g = recipe_.fprop;
-  OperandJob a{x, t, in_, false, &g.a};
+  const bool stats = ctx.collect_stats;
+  OperandJob a{x.p, t, in_, false, &g.a};
+  a.src_type = x.dtype;
   OperandJob b{w_, out_, in_, false, &g.b};
+  a.materialize = b.materialize = stats;
+  w16_valid_ = false;
+  if (!stats && gemm_dtype(g) == GemmDtype::BF16 && plain(g.b, g.rht)) {
+    // W in bf16 once per step: this GEMM reads it in place, dgrad reads it transposed.
+    auto* w16 = w16_.as<__nv_bfloat16>(static_cast<size_t>(out_ * in_));
+    store_as(w_, out_ * in_, w16, GemmDtype::BF16, st);
+    b.src = w16;
+    b.src_type = GemmDtype::BF16;
+    w16_valid_ = true;
+  }
   float* mu = nullptr;
   mean_x_valid_ = false;
   if (g.a.center) {
     // kept for wgrad, which needs the same μ of the same x
     mu = mean_x_.as<float>(static_cast<size_t>(in_));
-    column_mean(x, t, in_, ws.partials.as<double>(static_cast<size_t>(column_mean_partials(t, in_))), mu, st);
+    column_mean(x.p, x.dtype, t, in_, ws.partials.as<double>(static_cast<size_t>(column_mean_partials(t, in_))), mu, st);
     a.mean = mu;
     mean_x_valid_ = true;
   }
@@ -103,19 +147,19 @@ void CudaLinear::forward(const float* x, float* y, int64_t t, const StepContext&
   a.seed = b.seed = ctx.seed;
   a.stream = philox_stream(ctx.step, id_, Role::FpropX);
   b.stream = philox_stream(ctx.step, id_, Role::FpropW);
-  gemm(g, a, b, y, t, out_, in_, false, ws, st, "fprop");
-  if (ctx.collect_stats) {
+  const Staged out = stage_output(y, t * out_, g.a.center, ws.out_f32);
+  const Operands ops = gemm(g, a, b, out.gemm_out, t, out_, in_, ws, st);
+  if (stats) {
     stats_.clear();
     const GemmDtype dt = gemm_dtype(g);
     float* scal = ws.scalars.get<float>();
-    const bool qa = g.a.kind == OperandKind::QUANT, qb = g.b.kind == OperandKind::QUANT;
-    const std::vector<float> ahat = download_operand(ws.op_a.get<void>(), dt, t * in_, scal, qa && format_has_tensor_scale(g.a.quant.format));
-    const std::vector<float> bhat = download_operand(ws.op_b.get<void>(), dt, out_ * in_, scal + 2, qb && format_has_tensor_scale(g.b.quant.format));
+    const std::vector<float> ahat = download_operand(ops.a.op.p, dt, t * in_, scal, ops.a.scaled);
+    const std::vector<float> bhat = download_operand(ops.b.op.p, dt, out_ * in_, scal + 2, ops.b.scaled);
     transformed_operand(a, ws.work_a, st);
     transformed_operand(b, ws.work_b, st);
     const std::vector<float> a0 = download_floats(ws.work_a.get<float>(), t * in_);
     const std::vector<float> b0 = download_floats(ws.work_b.get<float>(), out_ * in_);
-    const std::vector<float> xh = download_floats(x, t * in_);
+    const std::vector<float> xh = download_floats(as_float(x.p, x.dtype, t * in_, ws.f32_a, st), t * in_);
     stats_.push_back({name_, "fprop", "x", error_stats(a0.data(), ahat.data(), t * in_).to_json()});
     merge(stats_.back().stats, anisotropy_stats(xh.data(), t, in_, g.a.quant.block, 10).to_json());
     stats_.push_back({name_, "fprop", "w", error_stats(b0.data(), bhat.data(), out_ * in_).to_json()});
@@ -123,72 +167,90 @@ void CudaLinear::forward(const float* x, float* y, int64_t t, const StepContext&
   if (g.a.center) {
     float* corr = ws.corr.as<float>(static_cast<size_t>(out_));
     fprop_correction(w_, out_, in_, mu, corr, st);
-    add_column_vector(y, t, out_, corr, st);
+    add_column_vector(out.f32, t, out_, corr, st);
   }
+  out.finish(st);
 }
 
-void CudaLinear::backward(const float* dy, float* dx, int64_t t, const StepContext& ctx, LinearWorkspace& ws,
-                          cudaStream_t st) {
-  NIBBLE_CHECK(x_ != nullptr, "backward before forward in ", name_);
+void CudaLinear::backward(DevTensor dy_in, void* dx, GemmDtype dx_type, int64_t t, const StepContext& ctx,
+                          LinearWorkspace& ws, cudaStream_t st) {
+  NIBBLE_CHECK(x_.p != nullptr, "backward before forward in ", name_);
   const Recipe& r = recipe_;
+  const bool stats = ctx.collect_stats;
+  DevTensor dy = dy_in;
   // Spectral split of dY (metis), computed once and shared by dgrad and wgrad: dY = U S Vᵀ + R.
   const bool split = r.dgrad.a.spectral_rank != 0 || r.wgrad.a.spectral_rank != 0;
   const float* resid = nullptr;
   const float* us = nullptr;
   if (split) {
+    const float* dy32 = as_float(dy.p, dy.dtype, t * out_, ws.f32_a, st);
+    dy = {dy32, GemmDtype::FP32};
     const OperandSpec& o = r.dgrad.a.spectral_rank != 0 ? r.dgrad.a : r.wgrad.a;
     SpectralSpec sp;
     sp.rank = spectral_rank_for(o, t, out_);
     sp.power_iters = o.power_iters;
     sp.seed = ctx.seed;
     sp.stream = philox_stream(ctx.step, id_, Role::Spectral);
-    randomized_svd_device(dy, t, out_, sp, lowrank_, st);
+    randomized_svd_device(dy32, t, out_, sp, lowrank_, st);
     const int64_t k = lowrank_.rank;
     float* usp = us_.as<float>(static_cast<size_t>(t * k));
     scale_columns(lowrank_.u.get<float>(), lowrank_.s.get<float>(), usp, t, k, 1.0f, st);
     float* res = resid_.as<float>(static_cast<size_t>(t * out_));
-    NIBBLE_CUDA_CHECK(cudaMemcpyAsync(res, dy, static_cast<size_t>(t * out_) * sizeof(float), cudaMemcpyDeviceToDevice, st));
+    NIBBLE_CUDA_CHECK(cudaMemcpyAsync(res, dy32, static_cast<size_t>(t * out_) * sizeof(float), cudaMemcpyDeviceToDevice, st));
     sgemm_rm(false, true, t, out_, k, -1.0f, usp, k, lowrank_.v.get<float>(), k, 1.0f, res, out_, st);  // R = dY − US·Vᵀ
     resid = res;
     us = usp;
+  } else if (!stats && dy.dtype == GemmDtype::FP32 && gemm_dtype(r.wgrad) == GemmDtype::BF16 &&
+             plain(r.wgrad.a, r.wgrad.rht) && (!dx || (gemm_dtype(r.dgrad) == GemmDtype::BF16 && plain(r.dgrad.a, r.dgrad.rht)))) {
+    // Both GEMMs read dY as a plain bf16 cast: cast it once.
+    auto* d16 = ws.dy_cast.as<__nv_bfloat16>(static_cast<size_t>(t * out_));
+    store_as(static_cast<const float*>(dy.p), t * out_, d16, GemmDtype::BF16, st);
+    dy = {d16, GemmDtype::BF16};
   }
-  const float* dgrad_src = r.dgrad.a.spectral_rank != 0 ? resid : dy;
-  const float* wgrad_src = r.wgrad.a.spectral_rank != 0 ? resid : dy;
+  const DevTensor dgrad_src = r.dgrad.a.spectral_rank != 0 ? DevTensor{resid, GemmDtype::FP32} : dy;
+  const DevTensor wgrad_src = r.wgrad.a.spectral_rank != 0 ? DevTensor{resid, GemmDtype::FP32} : dy;
   // ν (the column mean of the operand that is centred) once for both GEMMs when they share it.
   float* nu = nullptr;
   float* nu_w = nullptr;
   if (dx && r.dgrad.a.center) {
     nu = ws.mean_a.as<float>(static_cast<size_t>(out_));
-    column_mean(dgrad_src, t, out_, ws.partials.as<double>(static_cast<size_t>(column_mean_partials(t, out_))), nu, st);
+    column_mean(dgrad_src.p, dgrad_src.dtype, t, out_,
+                ws.partials.as<double>(static_cast<size_t>(column_mean_partials(t, out_))), nu, st);
   }
   if (r.wgrad.a.center || r.wgrad.b.center) {
-    if (nu && wgrad_src == dgrad_src) {
+    if (nu && wgrad_src.p == dgrad_src.p) {
       nu_w = nu;
     } else {
       nu_w = nu_w_.as<float>(static_cast<size_t>(out_));
-      column_mean(wgrad_src, t, out_, ws.partials.as<double>(static_cast<size_t>(column_mean_partials(t, out_))), nu_w, st);
+      column_mean(wgrad_src.p, wgrad_src.dtype, t, out_,
+                  ws.partials.as<double>(static_cast<size_t>(column_mean_partials(t, out_))), nu_w, st);
     }
   }
-  if (ctx.collect_stats) {
-    const std::vector<float> dyh = download_floats(dy, t * out_);
+  if (stats) {
+    const std::vector<float> dyh = download_floats(as_float(dy.p, dy.dtype, t * out_, ws.f32_b, st), t * out_);
     stats_.push_back({name_, "dgrad", "dy", anisotropy_stats(dyh.data(), t, out_, r.dgrad.a.quant.block, 10).to_json()});
   }
   // ---- dgrad: dX[t, in] = dY[t, out] · W, reduction over out ----------------------------------
   if (dx) {
     const GemmSpec& g = r.dgrad;
-    OperandJob a{dgrad_src, t, out_, false, &g.a};
+    OperandJob a{dgrad_src.p, t, out_, false, &g.a};
+    a.src_type = dgrad_src.dtype;
     OperandJob b{w_, out_, in_, true, &g.b};  // Wᵀ [in, out]: W columnwise
+    a.materialize = b.materialize = stats;
+    if (w16_valid_ && gemm_dtype(g) == GemmDtype::BF16 && plain(g.b, g.rht)) {
+      b.src = w16_.get<void>();
+      b.src_type = GemmDtype::BF16;
+    }
     if (g.a.center) a.mean = nu;
     if (g.rht) a.rht = b.rht = g.rht, a.signs = b.signs = signs(ctx, Role::RhtDgrad, g.rht);
     a.seed = b.seed = ctx.seed;
     a.stream = philox_stream(ctx.step, id_, Role::DgradDy);
     b.stream = philox_stream(ctx.step, id_, Role::DgradW);
-    gemm(g, a, b, dx, t, in_, out_, false, ws, st, "dgrad");
-    if (ctx.collect_stats) {
-      const GemmDtype dt = gemm_dtype(g);
-      const bool qa = g.a.kind == OperandKind::QUANT;
-      const std::vector<float> ahat = download_operand(ws.op_a.get<void>(), dt, t * out_, ws.scalars.get<float>(),
-                                                       qa && format_has_tensor_scale(g.a.quant.format));
+    const Staged out = stage_output({dx, dx_type, nullptr}, t * in_, g.a.center || g.a.spectral_rank != 0, ws.out_f32);
+    const Operands ops = gemm(g, a, b, out.gemm_out, t, in_, out_, ws, st);
+    if (stats) {
+      const std::vector<float> ahat = download_operand(ops.a.op.p, gemm_dtype(g), t * out_, ws.scalars.get<float>(),
+                                                       ops.a.scaled);
       transformed_operand(a, ws.work_a, st);
       const std::vector<float> a0 = download_floats(ws.work_a.get<float>(), t * out_);
       merge(stats_.back().stats, error_stats(a0.data(), ahat.data(), t * out_).to_json());
@@ -197,21 +259,24 @@ void CudaLinear::backward(const float* dy, float* dx, int64_t t, const StepConte
       float* corr = ws.corr.as<float>(static_cast<size_t>(in_));
       dgrad_correction(w_, out_, in_, nu, ws.partials.as<double>(static_cast<size_t>(column_mean_partials(out_, in_))),
                        corr, st);
-      add_column_vector(dx, t, in_, corr, st);
+      add_column_vector(out.f32, t, in_, corr, st);
     }
     if (g.a.spectral_rank != 0) {
       // dX += U S (Vᵀ W): [t, k] · [k, in], fp32
       const int64_t k = lowrank_.rank;
       float* vtw = vtw_.as<float>(static_cast<size_t>(k * in_));
       sgemm_rm(true, false, k, in_, out_, 1.0f, lowrank_.v.get<float>(), k, w_, in_, 0.0f, vtw, in_, st);
-      sgemm_rm(false, false, t, in_, k, 1.0f, us, k, vtw, in_, 1.0f, dx, in_, st);
+      sgemm_rm(false, false, t, in_, k, 1.0f, us, k, vtw, in_, 1.0f, out.f32, in_, st);
     }
+    out.finish(st);
   }
   // ---- wgrad: dW[out, in] += dYᵀ · X, reduction over tokens --------------------------------
   {
     const GemmSpec& g = r.wgrad;
-    OperandJob a{wgrad_src, t, out_, true, &g.a};  // dYᵀ [out, t]
-    OperandJob b{x_, t, in_, true, &g.b};   // Xᵀ  [in, t]
+    OperandJob a{wgrad_src.p, t, out_, true, &g.a};  // dYᵀ [out, t]
+    a.src_type = wgrad_src.dtype;
+    OperandJob b{x_.p, t, in_, true, &g.b};   // Xᵀ  [in, t]
+    b.src_type = x_.dtype;
     const bool centred = g.a.center || g.b.center;
     float* mu = nullptr;
     if (centred) {
@@ -221,7 +286,8 @@ void CudaLinear::backward(const float* dy, float* dx, int64_t t, const StepConte
         mu = mean_x_.get<float>();
       } else {
         mu = ws.mean_b.as<float>(static_cast<size_t>(in_));
-        column_mean(x_, t, in_, ws.partials.as<double>(static_cast<size_t>(column_mean_partials(t, in_))), mu, st);
+        column_mean(x_.p, x_.dtype, t, in_, ws.partials.as<double>(static_cast<size_t>(column_mean_partials(t, in_))),
+                    mu, st);
       }
       if (g.a.center) a.mean = nu_w;
       if (g.b.center) b.mean = mu;
@@ -230,13 +296,14 @@ void CudaLinear::backward(const float* dy, float* dx, int64_t t, const StepConte
     a.seed = b.seed = ctx.seed;
     a.stream = philox_stream(ctx.step, id_, Role::WgradDy);
     b.stream = philox_stream(ctx.step, id_, Role::WgradX);
-    gemm(g, a, b, dw_, out_, in_, t, true, ws, st, "wgrad");
+    gemm(g, a, b, {dw_, GemmDtype::FP32, dw_}, out_, in_, t, ws, st);
     if (centred) add_wgrad_correction(dw_, out_, in_, t, nu_w, mu, st);
     if (g.a.spectral_rank != 0) {
       // dW += V S (Uᵀ X): [out, k] · [k, in], fp32
       const int64_t k = lowrank_.rank;
+      const float* x32 = as_float(x_.p, x_.dtype, t * in_, ws.f32_b, st);
       float* utx = vtw_.as<float>(static_cast<size_t>(k * in_));
-      sgemm_rm(true, false, k, in_, t, 1.0f, lowrank_.u.get<float>(), k, x_, in_, 0.0f, utx, in_, st);
+      sgemm_rm(true, false, k, in_, t, 1.0f, lowrank_.u.get<float>(), k, x32, in_, 0.0f, utx, in_, st);
       float* vs = vs_.as<float>(static_cast<size_t>(out_ * k));
       scale_columns(lowrank_.v.get<float>(), lowrank_.s.get<float>(), vs, out_, k, 1.0f, st);
       sgemm_rm(false, false, out_, in_, k, 1.0f, vs, k, utx, in_, 1.0f, dw_, in_, st);

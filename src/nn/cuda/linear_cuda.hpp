@@ -11,6 +11,7 @@
 
 #include "core/cuda/scratch.cuh"
 #include "nn/cuda/spectral_cuda.hpp"
+#include "ops/cuda/gemm.hpp"
 #include "nibble/cuda.hpp"
 #include "nibble/nn/linear.hpp"
 #include "nibble/nn/recipe.hpp"
@@ -21,6 +22,9 @@ namespace nibble::cuda {
 struct LinearWorkspace {
   DeviceScratch work_a, work_b;  // fp32 transformed operands
   DeviceScratch op_a, op_b;      // GEMM operands (bf16 or fp32)
+  DeviceScratch dy_cast;         // an fp32 dY cast once for both backward GEMMs
+  DeviceScratch out_f32;         // an fp32 GEMM result before corrections, for a bf16 output
+  DeviceScratch f32_a, f32_b;    // bf16 tensors widened for fp32-only consumers (SVD, statistics)
   DeviceScratch mean_a, mean_b, corr, partials;
   DeviceScratch scalars;         // tensor_a[2], tensor_b[2], alpha
   QuantScratch* qs = nullptr;
@@ -28,6 +32,12 @@ struct LinearWorkspace {
   ~LinearWorkspace();
   LinearWorkspace(const LinearWorkspace&) = delete;
   LinearWorkspace& operator=(const LinearWorkspace&) = delete;
+};
+
+// A read-only device tensor of a stored type (activations may be bf16).
+struct DevTensor {
+  const void* p = nullptr;
+  GemmDtype dtype = GemmDtype::FP32;
 };
 
 class CudaLinear {
@@ -38,26 +48,39 @@ class CudaLinear {
   void set_recipe(const Recipe& r);
   const std::string& name() const { return name_; }
 
-  // y[t, out] = x[t, in] · Wᵀ; x must stay alive until backward.
-  void forward(const float* x, float* y, int64_t t, const StepContext& ctx, LinearWorkspace& ws, cudaStream_t st);
-  // dx = dY·W (when dx != nullptr), dW += dYᵀ·X.
-  void backward(const float* dy, float* dx, int64_t t, const StepContext& ctx, LinearWorkspace& ws, cudaStream_t st);
+  // y[t, out] = x[t, in] · Wᵀ (+ y.c, a residual added in the GEMM's epilogue); x must stay
+  // alive until backward.
+  void forward(DevTensor x, const GemmOutput& y, int64_t t, const StepContext& ctx, LinearWorkspace& ws,
+               cudaStream_t st);
+  // dx = dY·W (when dx != nullptr) of type dx_type, dW += dYᵀ·X (fp32).
+  void backward(DevTensor dy, void* dx, GemmDtype dx_type, int64_t t, const StepContext& ctx, LinearWorkspace& ws,
+                cudaStream_t st);
+  // fp32 in and out (the CPU twin's interface).
+  void forward(const float* x, float* y, int64_t t, const StepContext& ctx, LinearWorkspace& ws, cudaStream_t st) {
+    forward({x, GemmDtype::FP32}, {y, GemmDtype::FP32, nullptr}, t, ctx, ws, st);
+  }
+  void backward(const float* dy, float* dx, int64_t t, const StepContext& ctx, LinearWorkspace& ws, cudaStream_t st) {
+    backward({dy, GemmDtype::FP32}, dx, GemmDtype::FP32, t, ctx, ws, st);
+  }
   // SPEC §6 statistics of the last forward/backward with ctx.collect_stats (host-side math on
   // downloaded operands, as the CPU layer records them).
   std::vector<OperandStats>& stats() { return stats_; }
 
  private:
   const float* signs(const StepContext& ctx, Role role, int n);
-  void gemm(const GemmSpec& g, struct OperandJob& a, struct OperandJob& b, float* c, int64_t m, int64_t n, int64_t k,
-            bool accumulate, LinearWorkspace& ws, cudaStream_t st, const char* gemm_name);
+  struct Operands;
+  Operands gemm(const GemmSpec& g, struct OperandJob& a, struct OperandJob& b, const GemmOutput& out, int64_t m,
+                int64_t n, int64_t k, LinearWorkspace& ws, cudaStream_t st);
 
   std::string name_;
   int64_t in_ = 0, out_ = 0;
   uint32_t id_ = 0;
   float* w_ = nullptr;
   float* dw_ = nullptr;
-  const float* x_ = nullptr;
+  DevTensor x_;
   Recipe recipe_;
+  DeviceScratch w16_;           // bf16 W of this step's forward, reused by dgrad when both read it plain
+  bool w16_valid_ = false;
   // RHT signs per GEMM role on the device, for the seed they were drawn with.
   struct Signs {
     uint64_t seed = 0;

@@ -11,6 +11,7 @@
 
 #include "core/cuda/check.cuh"
 #include "nibble/error.hpp"
+#include "ops/cuda/device_util.cuh"
 #include "quant/cuda/amax.cuh"
 #include "quant/cuda/rht_butterfly.cuh"
 
@@ -25,31 +26,29 @@ unsigned blocks_for(int64_t n, int per_thread = 1) {
   return static_cast<unsigned>(std::max<int64_t>(b, 1));
 }
 
-template <class OutT>
-__device__ __forceinline__ OutT convert(float v);
-template <>
-__device__ __forceinline__ float convert<float>(float v) { return v; }
-template <>
-__device__ __forceinline__ __nv_bfloat16 convert<__nv_bfloat16>(float v) { return __float2bfloat16_rn(v); }
+using ops::dev::to_float;
+using ops::dev::from_float;
+using bf16 = __nv_bfloat16;
 
 // out[r, c] = src[r, c] − mean[c] (mean optional), four columns per thread.
-template <class OutT>
-__global__ void convert_rows_kernel(const float* __restrict__ src, int64_t n4, int64_t cols,
+template <class SrcT, class OutT>
+__global__ void convert_rows_kernel(const SrcT* __restrict__ src, int64_t n4, int64_t cols,
                                     const float* __restrict__ mean, OutT* __restrict__ out) {
   const int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   if (i >= n4) return;
-  float4 v = reinterpret_cast<const float4*>(src)[i];
+  float v[4];
+  ops::dev::load<4>(src + i * 4, v);
   if (mean) {
     const int64_t c = (i * 4) % cols;
-    v.x -= mean[c]; v.y -= mean[c + 1]; v.z -= mean[c + 2]; v.w -= mean[c + 3];
+#pragma unroll
+    for (int l = 0; l < 4; ++l) v[l] -= mean[c + l];
   }
-  OutT* o = out + i * 4;
-  o[0] = convert<OutT>(v.x); o[1] = convert<OutT>(v.y); o[2] = convert<OutT>(v.z); o[3] = convert<OutT>(v.w);
+  ops::dev::store<4>(out + i * 4, v);
 }
 
 // out[c, r] = src[r, c] − mean[c], through a 32×32 tile (blockDim 32×8).
-template <class OutT>
-__global__ void convert_transpose_kernel(const float* __restrict__ src, int64_t rows, int64_t cols,
+template <class SrcT, class OutT>
+__global__ void convert_transpose_kernel(const SrcT* __restrict__ src, int64_t rows, int64_t cols,
                                          const float* __restrict__ mean, OutT* __restrict__ out) {
   __shared__ float tile[32][33];
   const int64_t c0 = static_cast<int64_t>(blockIdx.x) * 32, r0 = static_cast<int64_t>(blockIdx.y) * 32;
@@ -58,7 +57,7 @@ __global__ void convert_transpose_kernel(const float* __restrict__ src, int64_t 
     const int64_t r = r0 + j, c = c0 + tx;
     float v = 0.0f;
     if (r < rows && c < cols) {
-      v = src[r * cols + c];
+      v = to_float(src[r * cols + c]);
       if (mean) v -= mean[c];
     }
     tile[j][tx] = v;
@@ -66,29 +65,33 @@ __global__ void convert_transpose_kernel(const float* __restrict__ src, int64_t 
   __syncthreads();
   for (int j = ty; j < 32; j += 8) {
     const int64_t c = c0 + j, r = r0 + tx;
-    if (r < rows && c < cols) out[c * rows + r] = convert<OutT>(tile[tx][j]);
+    if (r < rows && c < cols) out[c * rows + r] = from_float<OutT>(tile[tx][j]);
   }
 }
 
-template <class OutT>
-void convert_launch(const float* src, int64_t rows, int64_t cols, bool transpose, const float* mean, OutT* out,
+template <class SrcT, class OutT>
+void convert_launch(const SrcT* src, int64_t rows, int64_t cols, bool transpose, const float* mean, OutT* out,
                     cudaStream_t st) {
   if (rows * cols == 0) return;
   if (transpose) {
     const dim3 grid(static_cast<unsigned>((cols + 31) / 32), static_cast<unsigned>((rows + 31) / 32));
-    convert_transpose_kernel<OutT><<<grid, dim3(32, 8), 0, st>>>(src, rows, cols, mean, out);
+    convert_transpose_kernel<SrcT, OutT><<<grid, dim3(32, 8), 0, st>>>(src, rows, cols, mean, out);
   } else {
     NIBBLE_CHECK(cols % 4 == 0, "operand width ", cols, " must be a multiple of 4");
     const int64_t n4 = rows * cols / 4;
-    convert_rows_kernel<OutT><<<blocks_for(n4), kThreads, 0, st>>>(src, n4, cols, mean, out);
+    convert_rows_kernel<SrcT, OutT><<<blocks_for(n4), kThreads, 0, st>>>(src, n4, cols, mean, out);
   }
   NIBBLE_CUDA_CHECK_LAUNCH();
 }
 
-void convert_any(const float* src, int64_t rows, int64_t cols, bool transpose, const float* mean, GemmDtype dt,
-                 void* out, cudaStream_t st) {
-  if (dt == GemmDtype::BF16) convert_launch(src, rows, cols, transpose, mean, static_cast<__nv_bfloat16*>(out), st);
-  else convert_launch(src, rows, cols, transpose, mean, static_cast<float*>(out), st);
+// Any source type to any output type (a cast, centring and transposition as asked).
+void convert_any(const void* src, GemmDtype src_type, int64_t rows, int64_t cols, bool transpose, const float* mean,
+                 GemmDtype dt, void* out, cudaStream_t st) {
+  const bool sb = src_type == GemmDtype::BF16, ob = dt == GemmDtype::BF16;
+  if (sb && ob) convert_launch(static_cast<const bf16*>(src), rows, cols, transpose, mean, static_cast<bf16*>(out), st);
+  else if (sb) convert_launch(static_cast<const bf16*>(src), rows, cols, transpose, mean, static_cast<float*>(out), st);
+  else if (ob) convert_launch(static_cast<const float*>(src), rows, cols, transpose, mean, static_cast<bf16*>(out), st);
+  else convert_launch(static_cast<const float*>(src), rows, cols, transpose, mean, static_cast<float*>(out), st);
 }
 
 __global__ void alpha_kernel(const float* ta, bool a_scaled, const float* tb, bool b_scaled, float* alpha) {
@@ -98,16 +101,17 @@ __global__ void alpha_kernel(const float* ta, bool a_scaled, const float* tb, bo
 // partials[chunk, f] = Σ over the chunk's rows of x[t, f] (· weight[t] when given), float64 in
 // increasing t; a second kernel adds the chunks in order. Many chunks keep every SM busy even
 // when F is small (a thread per column alone would leave a 768-wide layer at 3 blocks).
-__global__ void column_sum_kernel(const float* __restrict__ x, int64_t t, int64_t f, int64_t rows_per_chunk,
+template <class SrcT>
+__global__ void column_sum_kernel(const SrcT* __restrict__ x, int64_t t, int64_t f, int64_t rows_per_chunk,
                                   const float* __restrict__ weight, double* __restrict__ partials) {
   const int64_t c = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   if (c >= f) return;
   const int64_t r0 = static_cast<int64_t>(blockIdx.y) * rows_per_chunk, r1 = min(t, r0 + rows_per_chunk);
   double s = 0.0;
   if (weight)
-    for (int64_t r = r0; r < r1; ++r) s += static_cast<double>(x[r * f + c]) * weight[r];
+    for (int64_t r = r0; r < r1; ++r) s += static_cast<double>(to_float(x[r * f + c])) * weight[r];
   else
-    for (int64_t r = r0; r < r1; ++r) s += x[r * f + c];
+    for (int64_t r = r0; r < r1; ++r) s += to_float(x[r * f + c]);
   partials[static_cast<int64_t>(blockIdx.y) * f + c] = s;
 }
 
@@ -122,7 +126,8 @@ __global__ void column_sum_finish_kernel(const double* __restrict__ partials, in
 
 int64_t mean_chunks(int64_t t) { return std::clamp<int64_t>((t + 63) / 64, 1, 256); }
 
-void column_sum(const float* x, int64_t t, int64_t f, const float* weight, double divisor, double* partials, float* out,
+template <class SrcT>
+void column_sum(const SrcT* x, int64_t t, int64_t f, const float* weight, double divisor, double* partials, float* out,
                 cudaStream_t st) {
   const int64_t chunks = mean_chunks(t), per = (t + chunks - 1) / chunks;
   const dim3 grid(blocks_for(f), static_cast<unsigned>(chunks));
@@ -162,8 +167,8 @@ __global__ void wgrad_correction_kernel(float* __restrict__ dw, int64_t n, int64
 // butterflies in stage order with lower = a + b, upper = a − b, one rounding of t·(1/√n).
 
 // Row layout: groups of min(N, 32) lanes hold one N-block of a row (N = 0: no RHT, 32-blocks).
-template <int N>
-__global__ void rows_transform_kernel(const float* __restrict__ src, int64_t nblocks, int64_t cols,
+template <int N, class SrcT>
+__global__ void rows_transform_kernel(const SrcT* __restrict__ src, int64_t nblocks, int64_t cols,
                                       const float* __restrict__ mean, const float* __restrict__ signs, double scale,
                                       float* __restrict__ out, AmaxSlot* slot) {
   constexpr int kB = N == 0 ? 32 : N;  // N = 0: no RHT, blocks of 32 for the amax
@@ -183,7 +188,7 @@ __global__ void rows_transform_kernel(const float* __restrict__ src, int64_t nbl
 #pragma unroll
     for (int i = 0; i < kPerLane; ++i) {
       const int pos = lane + kLanes * i;
-      float v = live ? src[base + pos] : 0.0f;
+      float v = live ? to_float(src[base + pos]) : 0.0f;
       if (mean && live) v -= mean[col0 + pos];
       t[i] = N == 0 ? static_cast<double>(v) : static_cast<double>(v) * static_cast<double>(signs[pos]);
     }
@@ -204,8 +209,8 @@ __global__ void rows_transform_kernel(const float* __restrict__ src, int64_t nbl
 // Transposed layout: a 32×32 tile of src [rows, cols] is staged in shared memory; warp w writes
 // output rows (src columns) c0 + w, + 8, ...: lane l holds token r0 + l, and an RHT of N ≤ 32
 // along the tokens runs across groups of N lanes with shuffles.
-template <int N>
-__global__ void transpose_transform_kernel(const float* __restrict__ src, int64_t rows, int64_t cols,
+template <int N, class SrcT>
+__global__ void transpose_transform_kernel(const SrcT* __restrict__ src, int64_t rows, int64_t cols,
                                            const float* __restrict__ mean, const float* __restrict__ signs, double scale,
                                            float* __restrict__ out, AmaxSlot* slot) {
   __shared__ float tile[32][33];
@@ -221,7 +226,7 @@ __global__ void transpose_transform_kernel(const float* __restrict__ src, int64_
       const int64_t r = r0 + j, c = c0 + tx;
       float v = 0.0f;
       if (r < rows && c < cols) {
-        v = src[r * cols + c];
+        v = to_float(src[r * cols + c]);
         if (mean) v -= mean[c];
       }
       tile[j][tx] = v;
@@ -247,30 +252,36 @@ __global__ void transpose_transform_kernel(const float* __restrict__ src, int64_
 
 // Runs the fused transform of a job into `w` ([R, C] fp32); false when this combination has no
 // fused kernel (an RHT wider than 32 along a transposed operand).
-bool fused_transform(const OperandJob& j, float* w, AmaxSlot* slot, cudaStream_t st) {
+template <class SrcT>
+bool fused_transform_t(const OperandJob& j, const SrcT* src, float* w, AmaxSlot* slot, cudaStream_t st) {
   const double scale = j.rht ? 1.0 / std::sqrt(static_cast<double>(j.rht)) : 1.0;
   if (j.transpose) {
     if (j.rht != 0 && j.rht != 16 && j.rht != 32) return false;
     const int64_t tiles = ((j.cols + 31) / 32) * ((j.rows + 31) / 32);
     const unsigned grid = static_cast<unsigned>(std::min<int64_t>(tiles, kMaxBlocks));
-    if (j.rht == 0) transpose_transform_kernel<0><<<grid, dim3(32, 8), 0, st>>>(j.src, j.rows, j.cols, j.mean, j.signs, scale, w, slot);
-    else if (j.rht == 16) transpose_transform_kernel<16><<<grid, dim3(32, 8), 0, st>>>(j.src, j.rows, j.cols, j.mean, j.signs, scale, w, slot);
-    else transpose_transform_kernel<32><<<grid, dim3(32, 8), 0, st>>>(j.src, j.rows, j.cols, j.mean, j.signs, scale, w, slot);
+    if (j.rht == 0) transpose_transform_kernel<0, SrcT><<<grid, dim3(32, 8), 0, st>>>(src, j.rows, j.cols, j.mean, j.signs, scale, w, slot);
+    else if (j.rht == 16) transpose_transform_kernel<16, SrcT><<<grid, dim3(32, 8), 0, st>>>(src, j.rows, j.cols, j.mean, j.signs, scale, w, slot);
+    else transpose_transform_kernel<32, SrcT><<<grid, dim3(32, 8), 0, st>>>(src, j.rows, j.cols, j.mean, j.signs, scale, w, slot);
   } else {
     const int b = j.rht == 0 ? 32 : j.rht;
     NIBBLE_CHECK(j.cols % b == 0, "operand width ", j.cols, " is not a multiple of ", b);
     const int64_t nblocks = j.rows * j.cols / b;
     const unsigned grid = std::min(blocks_for(nblocks * std::min(b, 32)), static_cast<unsigned>(kMaxBlocks));
     switch (j.rht) {
-      case 0: rows_transform_kernel<0><<<grid, kThreads, 0, st>>>(j.src, nblocks, j.cols, j.mean, j.signs, scale, w, slot); break;
-      case 16: rows_transform_kernel<16><<<grid, kThreads, 0, st>>>(j.src, nblocks, j.cols, j.mean, j.signs, scale, w, slot); break;
-      case 32: rows_transform_kernel<32><<<grid, kThreads, 0, st>>>(j.src, nblocks, j.cols, j.mean, j.signs, scale, w, slot); break;
-      case 64: rows_transform_kernel<64><<<grid, kThreads, 0, st>>>(j.src, nblocks, j.cols, j.mean, j.signs, scale, w, slot); break;
-      default: rows_transform_kernel<128><<<grid, kThreads, 0, st>>>(j.src, nblocks, j.cols, j.mean, j.signs, scale, w, slot); break;
+      case 0: rows_transform_kernel<0, SrcT><<<grid, kThreads, 0, st>>>(src, nblocks, j.cols, j.mean, j.signs, scale, w, slot); break;
+      case 16: rows_transform_kernel<16, SrcT><<<grid, kThreads, 0, st>>>(src, nblocks, j.cols, j.mean, j.signs, scale, w, slot); break;
+      case 32: rows_transform_kernel<32, SrcT><<<grid, kThreads, 0, st>>>(src, nblocks, j.cols, j.mean, j.signs, scale, w, slot); break;
+      case 64: rows_transform_kernel<64, SrcT><<<grid, kThreads, 0, st>>>(src, nblocks, j.cols, j.mean, j.signs, scale, w, slot); break;
+      default: rows_transform_kernel<128, SrcT><<<grid, kThreads, 0, st>>>(src, nblocks, j.cols, j.mean, j.signs, scale, w, slot); break;
     }
   }
   NIBBLE_CUDA_CHECK_LAUNCH();
   return true;
+}
+
+bool fused_transform(const OperandJob& j, float* w, AmaxSlot* slot, cudaStream_t st) {
+  if (j.src_type == GemmDtype::BF16) return fused_transform_t(j, static_cast<const bf16*>(j.src), w, slot, st);
+  return fused_transform_t(j, static_cast<const float*>(j.src), w, slot, st);
 }
 
 bool needs_work(const OperandJob& j) {
@@ -283,43 +294,67 @@ void transformed_operand(const OperandJob& j, DeviceScratch& work, cudaStream_t 
   const int64_t r = j.transpose ? j.cols : j.rows, c = j.transpose ? j.rows : j.cols;
   float* w = work.as<float>(static_cast<size_t>(r * c));
   if (fused_transform(j, w, nullptr, st)) return;
-  convert_launch(j.src, j.rows, j.cols, j.transpose, j.mean, w, st);
+  convert_any(j.src, j.src_type, j.rows, j.cols, j.transpose, j.mean, GemmDtype::FP32, w, st);
   if (j.rht) rht_forward(w, r, c, j.rht, j.signs, st);
 }
 
-bool prepare_operand(const OperandJob& j, DeviceScratch& work, DeviceScratch& out, float* tensor, QuantScratch* qs,
-                     cudaStream_t st) {
+PreparedOperand prepare_operand(const OperandJob& j, DeviceScratch& work, DeviceScratch& out, float* tensor,
+                                QuantScratch* qs, cudaStream_t st) {
   const int64_t r = j.transpose ? j.cols : j.rows, c = j.transpose ? j.rows : j.cols;
-  const size_t elem = j.dtype == GemmDtype::BF16 ? 2 : 4;
-  void* o = out.ensure(static_cast<size_t>(r * c) * elem);
   if (!needs_work(j)) {
-    convert_any(j.src, j.rows, j.cols, j.transpose, nullptr, j.dtype, o, st);
-    return false;
+    if (j.materialize) {
+      void* o = out.ensure(static_cast<size_t>(r * c) * dtype_bytes(j.dtype));
+      convert_any(j.src, j.src_type, j.rows, j.cols, j.transpose, nullptr, j.dtype, o, st);
+      return {{o, j.dtype, true}, false};
+    }
+    // In place, or cast row for row; a transposed operand is the GEMM's layout flag.
+    if (j.src_type == j.dtype) return {{j.src, j.dtype, !j.transpose}, false};
+    void* o = out.ensure(static_cast<size_t>(r * c) * dtype_bytes(j.dtype));
+    convert_any(j.src, j.src_type, j.rows, j.cols, false, nullptr, j.dtype, o, st);
+    return {{o, j.dtype, !j.transpose}, false};
   }
+  void* o = out.ensure(static_cast<size_t>(r * c) * dtype_bytes(j.dtype));
   if (j.spec->kind == OperandKind::QUANT) {
     QuantSpec q = j.spec->quant;
     q.seed = j.seed;
     q.stream = j.stream;
-    const bool bf16 = j.dtype == GemmDtype::BF16;
-    if (!j.transpose && !j.mean && !j.rht) {
+    const bool bf16_out = j.dtype == GemmDtype::BF16;
+    const bool scaled = format_has_tensor_scale(q.format);
+    if (!j.transpose && !j.mean && !j.rht && j.src_type == GemmDtype::FP32) {
       // nothing to transform: the quantizer reads the source itself (amax pass + block pass)
-      quantize_for_gemm(j.src, r, c, q, bf16, o, tensor, qs, st);
-      return format_has_tensor_scale(q.format);
+      quantize_for_gemm(static_cast<const float*>(j.src), r, c, q, bf16_out, o, tensor, qs, st);
+      return {{o, j.dtype, true}, scaled};
     }
     float* w = work.as<float>(static_cast<size_t>(r * c));
     reset_quant_scratch(qs, st);
     if (fused_transform(j, w, static_cast<AmaxSlot*>(quant_scratch_slot(qs)), st)) {
-      quantize_for_gemm(w, r, c, q, bf16, o, tensor, qs, st, /*amax_ready=*/true);
+      quantize_for_gemm(w, r, c, q, bf16_out, o, tensor, qs, st, /*amax_ready=*/true);
     } else {
       transformed_operand(j, work, st);
-      quantize_for_gemm(w, r, c, q, bf16, o, tensor, qs, st);
+      quantize_for_gemm(w, r, c, q, bf16_out, o, tensor, qs, st);
     }
-    return format_has_tensor_scale(q.format);
+    return {{o, j.dtype, true}, scaled};
   }
   transformed_operand(j, work, st);
-  const float* w = work.get<float>();
-  convert_any(w, r, c, false, nullptr, j.dtype, o, st);
-  return false;
+  convert_any(work.get<float>(), GemmDtype::FP32, r, c, false, nullptr, j.dtype, o, st);
+  return {{o, j.dtype, true}, false};
+}
+
+const float* as_float(const void* src, GemmDtype type, int64_t n, DeviceScratch& tmp, cudaStream_t st) {
+  if (type == GemmDtype::FP32) return static_cast<const float*>(src);
+  float* f = tmp.as<float>(static_cast<size_t>(n));
+  NIBBLE_CHECK(n % 4 == 0, "as_float: length ", n, " must be a multiple of 4");
+  convert_any(src, type, n / 4, 4, false, nullptr, GemmDtype::FP32, f, st);
+  return f;
+}
+
+void store_as(const float* src, int64_t n, void* dst, GemmDtype type, cudaStream_t st) {
+  if (type == GemmDtype::FP32) {
+    if (dst != src) NIBBLE_CUDA_CHECK(cudaMemcpyAsync(dst, src, static_cast<size_t>(n) * 4, cudaMemcpyDeviceToDevice, st));
+    return;
+  }
+  NIBBLE_CHECK(n % 4 == 0, "store_as: length ", n, " must be a multiple of 4");
+  convert_any(src, GemmDtype::FP32, n / 4, 4, false, nullptr, type, dst, st);
 }
 
 void gemm_alpha(const float* ta, bool a_scaled, const float* tb, bool b_scaled, float* alpha, cudaStream_t st) {
@@ -329,8 +364,9 @@ void gemm_alpha(const float* ta, bool a_scaled, const float* tb, bool b_scaled, 
 
 int64_t column_mean_partials(int64_t t, int64_t f) { return mean_chunks(t) * f; }
 
-void column_mean(const float* x, int64_t t, int64_t f, double* partials, float* mean, cudaStream_t st) {
-  column_sum(x, t, f, nullptr, static_cast<double>(t), partials, mean, st);
+void column_mean(const void* x, GemmDtype type, int64_t t, int64_t f, double* partials, float* mean, cudaStream_t st) {
+  if (type == GemmDtype::BF16) column_sum(static_cast<const bf16*>(x), t, f, nullptr, static_cast<double>(t), partials, mean, st);
+  else column_sum(static_cast<const float*>(x), t, f, nullptr, static_cast<double>(t), partials, mean, st);
 }
 
 void fprop_correction(const float* w, int64_t n, int64_t k, const float* mu, float* out, cudaStream_t st) {

@@ -153,18 +153,22 @@ __device__ __forceinline__ float2 load2(const float* p, bool vec2) {
   if (vec2) return __ldg(reinterpret_cast<const float2*>(p));
   return make_float2(__ldg(p), __ldg(p + 1));
 }
+__device__ __forceinline__ float2 load2(const __nv_bfloat16* p, bool vec2) {
+  if (vec2) return __bfloat1622float2(__ldg(reinterpret_cast<const __nv_bfloat162*>(p)));
+  return make_float2(__bfloat162float(__ldg(p)), __bfloat162float(__ldg(p + 1)));
+}
 
 // A fragments of the 16 rows [r0, r0 + 16) of a head slice (element (r, e) at base[r·ld + e])
 // straight from global memory, rounded to bf16; rows at or past t read as zeros.
-template <int D>
-__device__ __forceinline__ void load_a_global(uint32_t (&a)[Tc<D>::kSteps][4], const float* __restrict__ base,
+template <int D, class T>
+__device__ __forceinline__ void load_a_global(uint32_t (&a)[Tc<D>::kSteps][4], const T* __restrict__ base,
                                               int64_t ld, int r0, int t, bool vec2, int lane) {
   const int g = lane >> 2, c = (lane & 3) * 2;
 #pragma unroll
   for (int half = 0; half < 2; ++half) {
     const int row = r0 + g + 8 * half;
     const bool in = row < t;
-    const float* p = base + static_cast<int64_t>(in ? row : 0) * ld;
+    const T* p = base + static_cast<int64_t>(in ? row : 0) * ld;
 #pragma unroll
     for (int kk = 0; kk < Tc<D>::kSteps; ++kk)
 #pragma unroll
@@ -182,27 +186,32 @@ __device__ __forceinline__ void load_a_smem(uint32_t (&a)[Tc<D>::kSteps][4], uin
   for (int kk = 0; kk < Tc<D>::kSteps; ++kk) ldsm_x4(a_addr<Tc<D>::kPitch>(tile, row0, 16 * kk, lane), a[kk]);
 }
 
-// Issues the cp.async copy of rows [row0, row0 + kTile) of a head slice into an fp32 staging
-// tile [kTile][D]; rows at or past t are zero-filled (the source is then not read).
-template <int D>
-__device__ __forceinline__ void stage_tile(float* __restrict__ dst, const float* __restrict__ base, int64_t ld,
+// Issues the cp.async copy of rows [row0, row0 + kTile) of a head slice into a staging tile
+// [kTile][D] of the source's type; rows at or past t are zero-filled (the source is then not
+// read). 16-byte copies when `vec`; otherwise 4-byte copies (fp32) or plain loads (bf16).
+template <int D, class T>
+__device__ __forceinline__ void stage_tile(T* __restrict__ dst, const T* __restrict__ base, int64_t ld,
                                            int row0, int t, bool vec) {
-  constexpr int kVecs = D / 4, kIters = kTile * kVecs / kThreads, kRowStep = kThreads / kVecs;
+  constexpr int kPer = 16 / static_cast<int>(sizeof(T));  // elements per 16-byte copy
+  constexpr int kVecs = D / kPer, kIters = kTile * kVecs / kThreads, kRowStep = kThreads / kVecs;
   static_assert(kTile * kVecs % kThreads == 0 && kThreads % kVecs == 0, "whole iterations");
-  const int r = static_cast<int>(threadIdx.x) / kVecs, c = (static_cast<int>(threadIdx.x) % kVecs) * 4;
+  const int r = static_cast<int>(threadIdx.x) / kVecs, c = (static_cast<int>(threadIdx.x) % kVecs) * kPer;
   // One pointer stepped by kRowStep rows (not one live pointer per iteration).
-  const float* src = base + static_cast<int64_t>(row0 + r) * ld + c;
+  const T* src = base + static_cast<int64_t>(row0 + r) * ld + c;
   const int64_t step = static_cast<int64_t>(kRowStep) * ld;
-  float* d = dst + r * D + c;
+  T* d = dst + r * D + c;
   int left = t - row0 - r;  // rows of this thread's first copy that remain below t
 #pragma unroll
   for (int it = 0; it < kIters; ++it) {
     const bool in = left > 0;
     if (vec) {
       __pipeline_memcpy_async(d, in ? src : base, 16, in ? 0 : 16);
+    } else if constexpr (sizeof(T) == 4) {
+#pragma unroll
+      for (int u = 0; u < kPer; ++u) __pipeline_memcpy_async(d + u, in ? src + u : base, 4, in ? 0 : 4);
     } else {
 #pragma unroll
-      for (int u = 0; u < 4; ++u) __pipeline_memcpy_async(d + u, in ? src + u : base, 4, in ? 0 : 4);
+      for (int u = 0; u < kPer; ++u) d[u] = in ? src[u] : T{};  // seen after the caller's barrier
     }
     src += step;
     d += kRowStep * D;
@@ -217,7 +226,17 @@ __device__ __forceinline__ void stage_stat(float* __restrict__ dst, const float*
   __pipeline_memcpy_async(dst + i, in ? src + row0 + i : src, 4, in ? 0 : 4);
 }
 
-// Staging tile (fp32 [kTile][D]) → bf16 tile [kTile][kPitch].
+// Staging tile ([kTile][D]) → bf16 tile [kTile][kPitch]: rounded from fp32, copied from bf16.
+template <int D>
+__device__ __forceinline__ void convert_tile(uint16_t* __restrict__ dst, const __nv_bfloat16* __restrict__ src) {
+  constexpr int kVecs = D / 4, kIters = kTile * kVecs / kThreads;
+#pragma unroll 2
+  for (int it = 0; it < kIters; ++it) {
+    const int idx = it * kThreads + static_cast<int>(threadIdx.x);
+    const int r = idx / kVecs, c = (idx % kVecs) * 4;
+    *reinterpret_cast<uint2*>(dst + r * Tc<D>::kPitch + c) = *reinterpret_cast<const uint2*>(src + r * D + c);
+  }
+}
 template <int D>
 __device__ __forceinline__ void convert_tile(uint16_t* __restrict__ dst, const float* __restrict__ src) {
   constexpr int kVecs = D / 4, kIters = kTile * kVecs / kThreads;
@@ -232,13 +251,21 @@ __device__ __forceinline__ void convert_tile(uint16_t* __restrict__ dst, const f
   }
 }
 
-// Two fp32 values of an output row (columns col, col + 1).
+// Two values of an output row (columns col, col + 1), rounded once for bf16 storage.
 __device__ __forceinline__ void store2(float* p, float x, float y, bool vec2) {
   if (vec2) {
     *reinterpret_cast<float2*>(p) = make_float2(x, y);
   } else {
     p[0] = x;
     p[1] = y;
+  }
+}
+__device__ __forceinline__ void store2(__nv_bfloat16* p, float x, float y, bool vec2) {
+  if (vec2) {
+    *reinterpret_cast<__nv_bfloat162*>(p) = __floats2bfloat162_rn(x, y);
+  } else {
+    p[0] = __float2bfloat16_rn(x);
+    p[1] = __float2bfloat16_rn(y);
   }
 }
 
@@ -250,18 +277,18 @@ __device__ __forceinline__ void store2(float* p, float x, float y, bool vec2) {
 // memory once per query tile). Key tiles of 64
 // from 0 up to the diagonal tile (the only one with masked keys: keys past the block's last
 // query, and thus past t, are never visited except there).
-template <int D>
+template <int D, class T>
 __global__ void __launch_bounds__(kThreads, Tc<D>::kFwdBlocks)
-    attention_tc_forward_kernel(const float* __restrict__ q, const float* __restrict__ k, const float* __restrict__ v,
-                                int64_t ld_q, int64_t ld_kv, float* __restrict__ out, float* __restrict__ lse, Shape sh,
+    attention_tc_forward_kernel(const T* __restrict__ q, const T* __restrict__ k, const T* __restrict__ v,
+                                int64_t ld_q, int64_t ld_kv, T* __restrict__ out, float* __restrict__ lse, Shape sh,
                                 bool vec_q2, bool vec_kv, bool vec_out2) {
   using C = Tc<D>;
   constexpr int kP = C::kPitch;
   extern __shared__ float4 smem_tc[];
   uint16_t* const kb = reinterpret_cast<uint16_t*>(smem_tc);
   uint16_t* const vb = kb + kTile * kP;
-  float* const ks = reinterpret_cast<float*>(vb + kTile * kP);
-  float* const vs = ks + kTile * D;
+  T* const ks = reinterpret_cast<T*>(vb + kTile * kP);
+  T* const vs = ks + kTile * D;
   const uint32_t kb_s = smem_u32(kb), vb_s = smem_u32(vb);
 
   const int tid = static_cast<int>(threadIdx.x), warp = tid >> 5, lane = tid & 31, tq = lane & 3;
@@ -269,14 +296,14 @@ __global__ void __launch_bounds__(kThreads, Tc<D>::kFwdBlocks)
   const int qt = n_tiles - 1 - static_cast<int>(blockIdx.x) % n_tiles;
   const int bh = static_cast<int>(blockIdx.x) / n_tiles, bb = bh / sh.hq, h = bh % sh.hq, g = h / sh.group;
   const int q0 = qt * kTile;
-  const float* kbase = k + static_cast<int64_t>(bb) * sh.t * ld_kv + static_cast<int64_t>(g) * D;
-  const float* vbase = v + static_cast<int64_t>(bb) * sh.t * ld_kv + static_cast<int64_t>(g) * D;
+  const T* kbase = k + static_cast<int64_t>(bb) * sh.t * ld_kv + static_cast<int64_t>(g) * D;
+  const T* vbase = v + static_cast<int64_t>(bb) * sh.t * ld_kv + static_cast<int64_t>(g) * D;
 
-  stage_tile<D>(ks, kbase, ld_kv, 0, sh.t, vec_kv);
-  stage_tile<D>(vs, vbase, ld_kv, 0, sh.t, vec_kv);
+  stage_tile<D, T>(ks, kbase, ld_kv, 0, sh.t, vec_kv);
+  stage_tile<D, T>(vs, vbase, ld_kv, 0, sh.t, vec_kv);
   __pipeline_commit();
   uint32_t qf[C::kSteps][4];
-  load_a_global<D>(qf, q + static_cast<int64_t>(bb) * sh.t * ld_q + static_cast<int64_t>(h) * D, ld_q,
+  load_a_global<D, T>(qf, q + static_cast<int64_t>(bb) * sh.t * ld_q + static_cast<int64_t>(h) * D, ld_q,
                    q0 + 16 * warp, sh.t, vec_q2, lane);
 
   float o[C::kDTiles][4];
@@ -296,8 +323,8 @@ __global__ void __launch_bounds__(kThreads, Tc<D>::kFwdBlocks)
     convert_tile<D>(vb, vs);
     __syncthreads();  // bf16 tiles ready; staging free
     if (jt < qt) {
-      stage_tile<D>(ks, kbase, ld_kv, (jt + 1) * kTile, sh.t, vec_kv);
-      stage_tile<D>(vs, vbase, ld_kv, (jt + 1) * kTile, sh.t, vec_kv);
+      stage_tile<D, T>(ks, kbase, ld_kv, (jt + 1) * kTile, sh.t, vec_kv);
+      stage_tile<D, T>(vs, vbase, ld_kv, (jt + 1) * kTile, sh.t, vec_kv);
     }
     __pipeline_commit();
     const int j0 = jt * kTile;
@@ -385,7 +412,7 @@ __global__ void __launch_bounds__(kThreads, Tc<D>::kFwdBlocks)
     const int row = row0 + 8 * r;
     if (row >= sh.t) continue;
     const float inv = 1.0f / l[r];  // l ≥ 1: the row's maximum contributes ex2(0)
-    float* dst = out + (static_cast<int64_t>(bb) * sh.t + row) * ld_out + static_cast<int64_t>(h) * D + 2 * tq;
+    T* dst = out + (static_cast<int64_t>(bb) * sh.t + row) * ld_out + static_cast<int64_t>(h) * D + 2 * tq;
 #pragma unroll
     for (int dt = 0; dt < C::kDTiles; ++dt)
       store2(dst + 8 * dt, __fmul_rn(o[dt][2 * r], inv), __fmul_rn(o[dt][2 * r + 1], inv), vec_out2);
@@ -397,8 +424,17 @@ __global__ void __launch_bounds__(kThreads, Tc<D>::kFwdBlocks)
 // ---- backward ----------------------------------------------------------------------------------------
 // Δ[b, h, t] = Σ_e dO·O in fp32: D/4 lanes per (row, head), a float4 each, then a butterfly.
 // (row, head) pairs are adjacent D-float chunks of the contiguous [B·T, Hq·D] buffers.
-template <int D>
-__global__ void attention_tc_delta_kernel(const float* __restrict__ dout, const float* __restrict__ out,
+__device__ __forceinline__ float4 load4(const float* p, bool vec) {
+  if (vec) return __ldg(reinterpret_cast<const float4*>(p));
+  return make_float4(__ldg(p), __ldg(p + 1), __ldg(p + 2), __ldg(p + 3));
+}
+__device__ __forceinline__ float4 load4(const __nv_bfloat16* p, bool vec) {
+  const float2 a = load2(p, vec), b = load2(p + 2, vec);
+  return make_float4(a.x, a.y, b.x, b.y);
+}
+
+template <int D, class T>
+__global__ void attention_tc_delta_kernel(const T* __restrict__ dout, const T* __restrict__ out,
                                           float* __restrict__ delta, int64_t pairs, int t, int hq, bool vec) {
   constexpr int kLanes = D / 4;  // 8, 16 or 32: groups never straddle a warp
   const int64_t gid = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
@@ -406,16 +442,7 @@ __global__ void attention_tc_delta_kernel(const float* __restrict__ dout, const 
   const int part = static_cast<int>(gid % kLanes);
   float s = 0.0f;
   if (pair < pairs) {
-    const float* a = dout + pair * D + 4 * part;
-    const float* o = out + pair * D + 4 * part;
-    float4 x, y;
-    if (vec) {
-      x = __ldg(reinterpret_cast<const float4*>(a));
-      y = __ldg(reinterpret_cast<const float4*>(o));
-    } else {
-      x = make_float4(__ldg(a), __ldg(a + 1), __ldg(a + 2), __ldg(a + 3));
-      y = make_float4(__ldg(o), __ldg(o + 1), __ldg(o + 2), __ldg(o + 3));
-    }
+    const float4 x = load4(dout + pair * D + 4 * part, vec), y = load4(out + pair * D + 4 * part, vec);
     s = __fmaf_rn(x.x, y.x, s);
     s = __fmaf_rn(x.y, y.y, s);
     s = __fmaf_rn(x.z, y.z, s);
@@ -433,19 +460,19 @@ __global__ void attention_tc_delta_kernel(const float* __restrict__ dout, const 
 
 // dQ for 64 query rows of one (batch, query head), blocks in the forward's order: key tiles 0 .. diagonal in order,
 // dQ += dS·K with dS = P ⊙ (dP − Δ), P = exp(s·scale − lse), dP = dO·Vᵀ; scaled once at the end.
-template <int D>
+template <int D, class T>
 __global__ void __launch_bounds__(kThreads, Tc<D>::kFwdBlocks)
-    attention_tc_dq_kernel(const float* __restrict__ dout, const float* __restrict__ q, const float* __restrict__ k,
-                           const float* __restrict__ v, int64_t ld_q, int64_t ld_kv, const float* __restrict__ lse,
-                           const float* __restrict__ delta, float* __restrict__ dq, int64_t ld_dq, Shape sh,
+    attention_tc_dq_kernel(const T* __restrict__ dout, const T* __restrict__ q, const T* __restrict__ k,
+                           const T* __restrict__ v, int64_t ld_q, int64_t ld_kv, const float* __restrict__ lse,
+                           const float* __restrict__ delta, T* __restrict__ dq, int64_t ld_dq, Shape sh,
                            bool vec_q2, bool vec_kv, bool vec_do2, bool vec_dq2) {
   using C = Tc<D>;
   constexpr int kP = C::kPitch;
   extern __shared__ float4 smem_tc[];
   uint16_t* const kb = reinterpret_cast<uint16_t*>(smem_tc);
   uint16_t* const vb = kb + kTile * kP;
-  float* const ks = reinterpret_cast<float*>(vb + kTile * kP);
-  float* const vs = ks + kTile * D;
+  T* const ks = reinterpret_cast<T*>(vb + kTile * kP);
+  T* const vs = ks + kTile * D;
   const uint32_t kb_s = smem_u32(kb), vb_s = smem_u32(vb);
 
   const int tid = static_cast<int>(threadIdx.x), warp = tid >> 5, lane = tid & 31, tq = lane & 3;
@@ -454,17 +481,17 @@ __global__ void __launch_bounds__(kThreads, Tc<D>::kFwdBlocks)
   const int bh = static_cast<int>(blockIdx.x) / n_tiles, bb = bh / sh.hq, h = bh % sh.hq, g = h / sh.group;
   const int q0 = qt * kTile;
   const int64_t ld_do = static_cast<int64_t>(sh.hq) * D;
-  const float* kbase = k + static_cast<int64_t>(bb) * sh.t * ld_kv + static_cast<int64_t>(g) * D;
-  const float* vbase = v + static_cast<int64_t>(bb) * sh.t * ld_kv + static_cast<int64_t>(g) * D;
+  const T* kbase = k + static_cast<int64_t>(bb) * sh.t * ld_kv + static_cast<int64_t>(g) * D;
+  const T* vbase = v + static_cast<int64_t>(bb) * sh.t * ld_kv + static_cast<int64_t>(g) * D;
   const int64_t stat = (static_cast<int64_t>(bb) * sh.hq + h) * sh.t;
 
-  stage_tile<D>(ks, kbase, ld_kv, 0, sh.t, vec_kv);
-  stage_tile<D>(vs, vbase, ld_kv, 0, sh.t, vec_kv);
+  stage_tile<D, T>(ks, kbase, ld_kv, 0, sh.t, vec_kv);
+  stage_tile<D, T>(vs, vbase, ld_kv, 0, sh.t, vec_kv);
   __pipeline_commit();
   uint32_t qf[C::kSteps][4], dof[C::kSteps][4];
-  load_a_global<D>(qf, q + static_cast<int64_t>(bb) * sh.t * ld_q + static_cast<int64_t>(h) * D, ld_q,
+  load_a_global<D, T>(qf, q + static_cast<int64_t>(bb) * sh.t * ld_q + static_cast<int64_t>(h) * D, ld_q,
                    q0 + 16 * warp, sh.t, vec_q2, lane);
-  load_a_global<D>(dof, dout + static_cast<int64_t>(bb) * sh.t * ld_do + static_cast<int64_t>(h) * D, ld_do,
+  load_a_global<D, T>(dof, dout + static_cast<int64_t>(bb) * sh.t * ld_do + static_cast<int64_t>(h) * D, ld_do,
                    q0 + 16 * warp, sh.t, vec_do2, lane);
   const int row0 = q0 + 16 * warp + (lane >> 2);
   const float sl2 = sh.scale * kLog2e;
@@ -488,8 +515,8 @@ __global__ void __launch_bounds__(kThreads, Tc<D>::kFwdBlocks)
     convert_tile<D>(vb, vs);
     __syncthreads();
     if (jt < qt) {
-      stage_tile<D>(ks, kbase, ld_kv, (jt + 1) * kTile, sh.t, vec_kv);
-      stage_tile<D>(vs, vbase, ld_kv, (jt + 1) * kTile, sh.t, vec_kv);
+      stage_tile<D, T>(ks, kbase, ld_kv, (jt + 1) * kTile, sh.t, vec_kv);
+      stage_tile<D, T>(vs, vbase, ld_kv, (jt + 1) * kTile, sh.t, vec_kv);
     }
     __pipeline_commit();
     const int j0 = jt * kTile;
@@ -545,7 +572,7 @@ __global__ void __launch_bounds__(kThreads, Tc<D>::kFwdBlocks)
   for (int r = 0; r < 2; ++r) {
     const int row = row0 + 8 * r;
     if (row >= sh.t) continue;
-    float* dst = dq + (static_cast<int64_t>(bb) * sh.t + row) * ld_dq + static_cast<int64_t>(h) * D + 2 * tq;
+    T* dst = dq + (static_cast<int64_t>(bb) * sh.t + row) * ld_dq + static_cast<int64_t>(h) * D + 2 * tq;
 #pragma unroll
     for (int dt = 0; dt < C::kDTiles; ++dt)
       store2(dst + 8 * dt, __fmul_rn(acc[dt][2 * r], sh.scale), __fmul_rn(acc[dt][2 * r + 1], sh.scale), vec_dq2);
@@ -558,11 +585,11 @@ __global__ void __launch_bounds__(kThreads, Tc<D>::kFwdBlocks)
 // group's query heads in order, then query tiles from the diagonal on, dV += Pᵀ·dO and
 // dK += dSᵀ·Q. The products are computed transposed (key rows, query columns) so that each
 // warp's accumulator rows are its 16 keys.
-template <int D>
+template <int D, class T>
 __global__ void __launch_bounds__(kThreads, Tc<D>::kDkvBlocks)
-    attention_tc_dkv_kernel(const float* __restrict__ dout, const float* __restrict__ q, const float* __restrict__ k,
-                            const float* __restrict__ v, int64_t ld_q, int64_t ld_kv, const float* __restrict__ lse,
-                            const float* __restrict__ delta, float* __restrict__ dk, float* __restrict__ dv,
+    attention_tc_dkv_kernel(const T* __restrict__ dout, const T* __restrict__ q, const T* __restrict__ k,
+                            const T* __restrict__ v, int64_t ld_q, int64_t ld_kv, const float* __restrict__ lse,
+                            const float* __restrict__ delta, T* __restrict__ dk, T* __restrict__ dv,
                             int64_t ld_dkv, Shape sh, bool vec_q, bool vec_kv, bool vec_do, bool vec_dkv2) {
   using C = Tc<D>;
   constexpr int kP = C::kPitch, kCols = C::kDkvSub;
@@ -571,9 +598,10 @@ __global__ void __launch_bounds__(kThreads, Tc<D>::kDkvBlocks)
   uint16_t* const vb = kb + kTile * kP;
   uint16_t* const qb = vb + kTile * kP;
   uint16_t* const dob = qb + kTile * kP;
-  float* const qs = reinterpret_cast<float*>(dob + kTile * kP);
-  float* const dos = qs + kTile * D;
-  float* const lse_s = dos + kTile * D;  // −lse·log2(e) of the current query tile
+  // The staging tiles are sized for fp32 (Tc::kDkvSmem); bf16 staging uses the first half.
+  T* const qs = reinterpret_cast<T*>(dob + kTile * kP);
+  T* const dos = qs + kTile * D;
+  float* const lse_s = reinterpret_cast<float*>(qs) + 2 * kTile * D;  // −lse·log2(e) of the current query tile
   float* const dl_s = lse_s + kTile;     // Δ of the current query tile
   float* const lse_st = dl_s + kTile;    // staging of the next tile's lse, Δ
   float* const dl_st = lse_st + kTile;
@@ -585,25 +613,25 @@ __global__ void __launch_bounds__(kThreads, Tc<D>::kDkvBlocks)
   const int bg = static_cast<int>(blockIdx.x) / n_tiles, bb = bg / sh.hkv, g = bg % sh.hkv;
   const int k0 = kt * kTile;
   const int64_t ld_do = static_cast<int64_t>(sh.hq) * D;
-  const float* qbatch = q + static_cast<int64_t>(bb) * sh.t * ld_q;
-  const float* dobatch = dout + static_cast<int64_t>(bb) * sh.t * ld_do;
+  const T* qbatch = q + static_cast<int64_t>(bb) * sh.t * ld_q;
+  const T* dobatch = dout + static_cast<int64_t>(bb) * sh.t * ld_do;
   const int nq = n_tiles - kt;      // query tiles per head: the diagonal one and those after it
   const int items = sh.group * nq;  // (query head, query tile) pairs, head-major
 
   // Q, dO tile, lse and Δ of item `it` into the staging buffers (one commit batch by the caller).
   auto stage_item = [&](int it) {
     const int h = g * sh.group + it / nq, i0 = (kt + it % nq) * kTile;
-    stage_tile<D>(qs, qbatch + static_cast<int64_t>(h) * D, ld_q, i0, sh.t, vec_q);
-    stage_tile<D>(dos, dobatch + static_cast<int64_t>(h) * D, ld_do, i0, sh.t, vec_do);
+    stage_tile<D, T>(qs, qbatch + static_cast<int64_t>(h) * D, ld_q, i0, sh.t, vec_q);
+    stage_tile<D, T>(dos, dobatch + static_cast<int64_t>(h) * D, ld_do, i0, sh.t, vec_do);
     const int64_t stat = (static_cast<int64_t>(bb) * sh.hq + h) * sh.t;
     if (tid < kTile) stage_stat(lse_st, lse + stat, i0, sh.t, tid);
     else stage_stat(dl_st, delta + stat, i0, sh.t, tid - kTile);
   };
 
   // K, V through the Q, dO staging, then the first item.
-  stage_tile<D>(qs, k + static_cast<int64_t>(bb) * sh.t * ld_kv + static_cast<int64_t>(g) * D, ld_kv, k0, sh.t,
+  stage_tile<D, T>(qs, k + static_cast<int64_t>(bb) * sh.t * ld_kv + static_cast<int64_t>(g) * D, ld_kv, k0, sh.t,
                 vec_kv);
-  stage_tile<D>(dos, v + static_cast<int64_t>(bb) * sh.t * ld_kv + static_cast<int64_t>(g) * D, ld_kv, k0, sh.t,
+  stage_tile<D, T>(dos, v + static_cast<int64_t>(bb) * sh.t * ld_kv + static_cast<int64_t>(g) * D, ld_kv, k0, sh.t,
                 vec_kv);
   __pipeline_commit();
   __pipeline_wait_prior(0);
@@ -719,9 +747,14 @@ __global__ void __launch_bounds__(kThreads, Tc<D>::kDkvBlocks)
 }
 
 // ---- host side -----------------------------------------------------------------------------------------
-bool aligned(const void* p, int64_t ld, int floats) {
-  return reinterpret_cast<uintptr_t>(p) % (4u * static_cast<unsigned>(floats)) == 0 && ld % floats == 0;
+// Every row start of the slice aligned to `elems` elements of T.
+template <class T>
+bool aligned(const T* p, int64_t ld, int elems) {
+  return reinterpret_cast<uintptr_t>(p) % (sizeof(T) * static_cast<unsigned>(elems)) == 0 && ld % elems == 0;
 }
+// The 16-byte copies of stage_tile: 4 floats or 8 bf16.
+template <class T>
+constexpr int kCopyElems = 16 / static_cast<int>(sizeof(T));
 
 Shape check_shape(const char* what, int64_t b, int64_t t, int64_t hq, int64_t hkv, int64_t d) {
   if (b < 0 || t < 0 || hq <= 0 || hkv <= 0 || d <= 0)
@@ -748,41 +781,43 @@ void allow_smem(Kernel kernel, size_t bytes) {
   NIBBLE_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(bytes)));
 }
 
-template <int D>
-void launch_forward(const float* q, const float* k, const float* v, int64_t ld_q, int64_t ld_kv, float* out,
+template <int D, class T>
+void launch_forward(const T* q, const T* k, const T* v, int64_t ld_q, int64_t ld_kv, T* out,
                     float* lse, const Shape& sh, cudaStream_t stream) {
   const unsigned blocks = static_cast<unsigned>((sh.t + kTile - 1) / kTile * sh.b * sh.hq);
-  allow_smem(attention_tc_forward_kernel<D>, Tc<D>::kFwdSmem);
-  attention_tc_forward_kernel<D><<<blocks, kThreads, Tc<D>::kFwdSmem, stream>>>(
-      q, k, v, ld_q, ld_kv, out, lse, sh, aligned(q, ld_q, 2), aligned(k, ld_kv, 4) && aligned(v, ld_kv, 4),
+  constexpr int kc = kCopyElems<T>;
+  allow_smem(attention_tc_forward_kernel<D, T>, Tc<D>::kFwdSmem);
+  attention_tc_forward_kernel<D, T><<<blocks, kThreads, Tc<D>::kFwdSmem, stream>>>(
+      q, k, v, ld_q, ld_kv, out, lse, sh, aligned(q, ld_q, 2), aligned(k, ld_kv, kc) && aligned(v, ld_kv, kc),
       aligned(out, static_cast<int64_t>(sh.hq) * D, 2));
   NIBBLE_CUDA_CHECK_LAUNCH();
 }
 
-template <int D>
-void launch_backward(const float* dout, const float* q, const float* k, const float* v, int64_t ld_q, int64_t ld_kv,
-                     const float* out, const float* lse, float* dq, float* dk, float* dv, int64_t ld_dq,
+template <int D, class T>
+void launch_backward(const T* dout, const T* q, const T* k, const T* v, int64_t ld_q, int64_t ld_kv,
+                     const T* out, const float* lse, T* dq, T* dk, T* dv, int64_t ld_dq,
                      int64_t ld_dkv, float* delta, const Shape& sh, cudaStream_t stream) {
+  constexpr int kc = kCopyElems<T>;
   const int64_t ld_o = static_cast<int64_t>(sh.hq) * D;
   const int64_t pairs = static_cast<int64_t>(sh.b) * sh.t * sh.hq;
   constexpr int kDeltaThreads = 256;
-  attention_tc_delta_kernel<D><<<static_cast<unsigned>((pairs * (D / 4) + kDeltaThreads - 1) / kDeltaThreads),
+  attention_tc_delta_kernel<D, T><<<static_cast<unsigned>((pairs * (D / 4) + kDeltaThreads - 1) / kDeltaThreads),
                                  kDeltaThreads, 0, stream>>>(dout, out, delta, pairs, sh.t, sh.hq,
                                                              aligned(dout, ld_o, 4) && aligned(out, ld_o, 4));
   NIBBLE_CUDA_CHECK_LAUNCH();
 
   const unsigned q_blocks = static_cast<unsigned>((sh.t + kTile - 1) / kTile * sh.b * sh.hq);
-  allow_smem(attention_tc_dq_kernel<D>, Tc<D>::kFwdSmem);
-  attention_tc_dq_kernel<D><<<q_blocks, kThreads, Tc<D>::kFwdSmem, stream>>>(
+  allow_smem(attention_tc_dq_kernel<D, T>, Tc<D>::kFwdSmem);
+  attention_tc_dq_kernel<D, T><<<q_blocks, kThreads, Tc<D>::kFwdSmem, stream>>>(
       dout, q, k, v, ld_q, ld_kv, lse, delta, dq, ld_dq, sh, aligned(q, ld_q, 2),
-      aligned(k, ld_kv, 4) && aligned(v, ld_kv, 4), aligned(dout, ld_o, 2), aligned(dq, ld_dq, 2));
+      aligned(k, ld_kv, kc) && aligned(v, ld_kv, kc), aligned(dout, ld_o, 2), aligned(dq, ld_dq, 2));
   NIBBLE_CUDA_CHECK_LAUNCH();
 
   const unsigned kv_blocks = static_cast<unsigned>((sh.t + kTile - 1) / kTile * sh.b * sh.hkv);
-  allow_smem(attention_tc_dkv_kernel<D>, Tc<D>::kDkvSmem);
-  attention_tc_dkv_kernel<D><<<kv_blocks, kThreads, Tc<D>::kDkvSmem, stream>>>(
-      dout, q, k, v, ld_q, ld_kv, lse, delta, dk, dv, ld_dkv, sh, aligned(q, ld_q, 4),
-      aligned(k, ld_kv, 4) && aligned(v, ld_kv, 4), aligned(dout, ld_o, 4),
+  allow_smem(attention_tc_dkv_kernel<D, T>, Tc<D>::kDkvSmem);
+  attention_tc_dkv_kernel<D, T><<<kv_blocks, kThreads, Tc<D>::kDkvSmem, stream>>>(
+      dout, q, k, v, ld_q, ld_kv, lse, delta, dk, dv, ld_dkv, sh, aligned(q, ld_q, kc),
+      aligned(k, ld_kv, kc) && aligned(v, ld_kv, kc), aligned(dout, ld_o, kc),
       aligned(dk, ld_dkv, 2) && aligned(dv, ld_dkv, 2));
   NIBBLE_CUDA_CHECK_LAUNCH();
 }
@@ -791,7 +826,10 @@ void launch_backward(const float* dout, const float* q, const float* k, const fl
 
 bool attention_tc_supported(int64_t d) { return d == 32 || d == 64 || d == 128; }
 
-void attention_forward_tc(const float* q, const float* k, const float* v, int64_t ld_q, int64_t ld_kv, float* out,
+namespace {
+
+template <class T>
+void forward_tc(const T* q, const T* k, const T* v, int64_t ld_q, int64_t ld_kv, T* out,
                           float* lse, int64_t b, int64_t t, int64_t hq, int64_t hkv, int64_t d, cudaStream_t stream) {
   constexpr const char* kWhat = "attention_forward_tc (CUDA)";
   const Shape sh = check_shape(kWhat, b, t, hq, hkv, d);
@@ -799,14 +837,15 @@ void attention_forward_tc(const float* q, const float* k, const float* v, int64_
   check_ld(kWhat, "ld_kv", ld_kv, hkv, d);
   if (b == 0 || t == 0) return;
   switch (d) {
-    case 32: launch_forward<32>(q, k, v, ld_q, ld_kv, out, lse, sh, stream); break;
-    case 64: launch_forward<64>(q, k, v, ld_q, ld_kv, out, lse, sh, stream); break;
-    default: launch_forward<128>(q, k, v, ld_q, ld_kv, out, lse, sh, stream); break;
+    case 32: launch_forward<32, T>(q, k, v, ld_q, ld_kv, out, lse, sh, stream); break;
+    case 64: launch_forward<64, T>(q, k, v, ld_q, ld_kv, out, lse, sh, stream); break;
+    default: launch_forward<128, T>(q, k, v, ld_q, ld_kv, out, lse, sh, stream); break;
   }
 }
 
-void attention_backward_tc(const float* dout, const float* q, const float* k, const float* v, int64_t ld_q,
-                           int64_t ld_kv, const float* out, const float* lse, float* dq, float* dk, float* dv,
+template <class T>
+void backward_tc(const T* dout, const T* q, const T* k, const T* v, int64_t ld_q,
+                           int64_t ld_kv, const T* out, const float* lse, T* dq, T* dk, T* dv,
                            int64_t ld_dq, int64_t ld_dkv, float* delta, int64_t b, int64_t t, int64_t hq,
                            int64_t hkv, int64_t d, cudaStream_t stream) {
   constexpr const char* kWhat = "attention_backward_tc (CUDA)";
@@ -818,15 +857,38 @@ void attention_backward_tc(const float* dout, const float* q, const float* k, co
   if (b == 0 || t == 0) return;
   switch (d) {
     case 32:
-      launch_backward<32>(dout, q, k, v, ld_q, ld_kv, out, lse, dq, dk, dv, ld_dq, ld_dkv, delta, sh, stream);
+      launch_backward<32, T>(dout, q, k, v, ld_q, ld_kv, out, lse, dq, dk, dv, ld_dq, ld_dkv, delta, sh, stream);
       break;
     case 64:
-      launch_backward<64>(dout, q, k, v, ld_q, ld_kv, out, lse, dq, dk, dv, ld_dq, ld_dkv, delta, sh, stream);
+      launch_backward<64, T>(dout, q, k, v, ld_q, ld_kv, out, lse, dq, dk, dv, ld_dq, ld_dkv, delta, sh, stream);
       break;
     default:
-      launch_backward<128>(dout, q, k, v, ld_q, ld_kv, out, lse, dq, dk, dv, ld_dq, ld_dkv, delta, sh, stream);
+      launch_backward<128, T>(dout, q, k, v, ld_q, ld_kv, out, lse, dq, dk, dv, ld_dq, ld_dkv, delta, sh, stream);
       break;
   }
+}
+
+}  // namespace
+
+void attention_forward_tc(const float* q, const float* k, const float* v, int64_t ld_q, int64_t ld_kv, float* out,
+                          float* lse, int64_t b, int64_t t, int64_t hq, int64_t hkv, int64_t d, cudaStream_t stream) {
+  forward_tc(q, k, v, ld_q, ld_kv, out, lse, b, t, hq, hkv, d, stream);
+}
+void attention_forward_tc(const bf16* q, const bf16* k, const bf16* v, int64_t ld_q, int64_t ld_kv, bf16* out,
+                          float* lse, int64_t b, int64_t t, int64_t hq, int64_t hkv, int64_t d, cudaStream_t stream) {
+  forward_tc(q, k, v, ld_q, ld_kv, out, lse, b, t, hq, hkv, d, stream);
+}
+void attention_backward_tc(const float* dout, const float* q, const float* k, const float* v, int64_t ld_q,
+                           int64_t ld_kv, const float* out, const float* lse, float* dq, float* dk, float* dv,
+                           int64_t ld_dq, int64_t ld_dkv, float* delta, int64_t b, int64_t t, int64_t hq,
+                           int64_t hkv, int64_t d, cudaStream_t stream) {
+  backward_tc(dout, q, k, v, ld_q, ld_kv, out, lse, dq, dk, dv, ld_dq, ld_dkv, delta, b, t, hq, hkv, d, stream);
+}
+void attention_backward_tc(const bf16* dout, const bf16* q, const bf16* k, const bf16* v, int64_t ld_q,
+                           int64_t ld_kv, const bf16* out, const float* lse, bf16* dq, bf16* dk, bf16* dv,
+                           int64_t ld_dq, int64_t ld_dkv, float* delta, int64_t b, int64_t t, int64_t hq,
+                           int64_t hkv, int64_t d, cudaStream_t stream) {
+  backward_tc(dout, q, k, v, ld_q, ld_kv, out, lse, dq, dk, dv, ld_dq, ld_dkv, delta, b, t, hq, hkv, d, stream);
 }
 
 }  // namespace nibble::cuda::ops

@@ -40,19 +40,19 @@ __global__ void __launch_bounds__(kReduceThreads)
 
 // `out` is the logits pointer when kGrad (written in place), unused otherwise. Rows are
 // grid-strided over a grid sized to the GPU (see launch).
-template <bool kGrad, int W>
+template <bool kGrad, int W, class T>
 __global__ void __launch_bounds__(kRowThreads)
-    ce_row_kernel(const float* x_all, float* out_all, const int32_t* __restrict__ targets, int64_t n, int64_t v,
+    ce_row_kernel(const T* x_all, T* out_all, const int32_t* __restrict__ targets, int64_t n, int64_t v,
                   double* __restrict__ row_loss, const double* __restrict__ n_valid, int64_t cached) {
   extern __shared__ float4 ce_cache[];
   float* cache = reinterpret_cast<float*>(ce_cache);
   for (int64_t row = blockIdx.x; row < n; row += gridDim.x) {
-    const float* x = x_all + row * v;
+    const T* x = x_all + row * v;
     const int32_t tg = targets[row];
     // tg is the same for every thread: block-uniform branches around the barriers
     if (tg == -1) {
       if constexpr (kGrad) {
-        float* o = out_all + row * v;
+        T* o = out_all + row * v;
         const float zero[W] = {};
         for (int64_t j = threadIdx.x * W; j < v; j += kRowThreads * W) dev::store<W>(o + j, zero);
       }
@@ -63,7 +63,7 @@ __global__ void __launch_bounds__(kRowThreads)
       if (threadIdx.x == 0) row_loss[row] = __longlong_as_double(0x7FF8000000000000LL);
       continue;
     }
-    const float xt = x[tg];  // read by every thread before any of them writes the row
+    const float xt = dev::to_float(x[tg]);  // read by every thread before any of them writes the row
 
     int32_t mk = INT_MIN;
     for (int64_t j = threadIdx.x * W; j < v; j += kRowThreads * W) {
@@ -90,7 +90,7 @@ __global__ void __launch_bounds__(kRowThreads)
       const double inv_n = 1.0 / *n_valid;  // ≥ 1: this row is valid
       const float scale = static_cast<float>(inv_n / sum);
       const float inv_nt = static_cast<float>(inv_n);
-      float* o = out_all + row * v;
+      T* o = out_all + row * v;
       for (int64_t j = threadIdx.x * W; j < v; j += kRowThreads * W) {
         float a[W];
         if (j < cached) dev::load<W>(cache + j, a);
@@ -116,8 +116,8 @@ __global__ void __launch_bounds__(kReduceThreads)
   if (threadIdx.x == 0) *loss = n_valid > 0.0 ? s / n_valid : 0.0;
 }
 
-template <bool kGrad>
-void launch(const float* logits, float* dlogits, const int32_t* targets, int64_t n, int64_t v, double* row_loss,
+template <bool kGrad, class T>
+void launch(const T* logits, T* dlogits, const int32_t* targets, int64_t n, int64_t v, double* row_loss,
             double* loss, cudaStream_t stream) {
   if (v <= 0) fail("cross_entropy: vocabulary size ", v, " must be positive");
   if (n < 0 || n > INT_MAX) fail("cross_entropy: row count ", n, " outside [0, 2^31)");
@@ -137,8 +137,8 @@ void launch(const float* logits, float* dlogits, const int32_t* targets, int64_t
       NIBBLE_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)));
       kernel<<<grid, kRowThreads, smem, stream>>>(logits, dlogits, targets, n, v, row_loss, loss, cached);
     };
-    if (v % 4 == 0 && dev::aligned(logits, 16)) run(ce_row_kernel<kGrad, 4>);
-    else run(ce_row_kernel<kGrad, 1>);
+    if (v % 4 == 0 && dev::aligned_vec(logits, 4)) run(ce_row_kernel<kGrad, 4, T>);
+    else run(ce_row_kernel<kGrad, 1, T>);
     NIBBLE_CUDA_CHECK_LAUNCH();
   }
   mean_loss_kernel<<<1, kReduceThreads, 0, stream>>>(row_loss, n, loss);
@@ -154,7 +154,17 @@ void cross_entropy(float* logits, const int32_t* targets, int64_t n, int64_t v, 
 
 void cross_entropy_loss(const float* logits, const int32_t* targets, int64_t n, int64_t v, double* row_loss,
                         double* loss, cudaStream_t stream) {
-  launch<false>(logits, nullptr, targets, n, v, row_loss, loss, stream);
+  launch<false>(logits, static_cast<float*>(nullptr), targets, n, v, row_loss, loss, stream);
+}
+
+void cross_entropy(bf16* logits, const int32_t* targets, int64_t n, int64_t v, double* row_loss, double* loss,
+                   cudaStream_t stream) {
+  launch<true>(logits, logits, targets, n, v, row_loss, loss, stream);
+}
+
+void cross_entropy_loss(const bf16* logits, const int32_t* targets, int64_t n, int64_t v, double* row_loss,
+                        double* loss, cudaStream_t stream) {
+  launch<false>(logits, static_cast<bf16*>(nullptr), targets, n, v, row_loss, loss, stream);
 }
 
 }  // namespace nibble::cuda::ops

@@ -5,6 +5,7 @@
 // The bit-exact kernels spell their arithmetic with the _rn intrinsics (__fmul_rn, __fadd_rn,
 // ...): those are never contracted into FMAs, so the CPU's operation order holds even where a
 // file is compiled without --fmad=false.
+#include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -133,8 +134,49 @@ __device__ __forceinline__ void store(float* p, const float (&in)[W]) {
   }
 }
 
+// bf16 storage (activations in mixed precision): W values are loaded into fp32 registers
+// (exact) and stored with one round-to-nearest-even each; the math between stays fp32.
+template <int W>
+__device__ __forceinline__ void load(const __nv_bfloat16* p, float (&out)[W]) {
+  if constexpr (W == 4) {
+    const uint2 t = *reinterpret_cast<const uint2*>(p);
+    const float2 a = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&t.x));
+    const float2 b = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&t.y));
+    out[0] = a.x; out[1] = a.y; out[2] = b.x; out[3] = b.y;
+  } else if constexpr (W == 2) {
+    const float2 a = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(p));
+    out[0] = a.x; out[1] = a.y;
+  } else {
+    out[0] = __bfloat162float(*p);
+  }
+}
+template <int W>
+__device__ __forceinline__ void store(__nv_bfloat16* p, const float (&in)[W]) {
+  if constexpr (W == 4) {
+    const __nv_bfloat162 a = __floats2bfloat162_rn(in[0], in[1]), b = __floats2bfloat162_rn(in[2], in[3]);
+    uint2 t;
+    t.x = *reinterpret_cast<const uint32_t*>(&a);
+    t.y = *reinterpret_cast<const uint32_t*>(&b);
+    *reinterpret_cast<uint2*>(p) = t;
+  } else if constexpr (W == 2) {
+    *reinterpret_cast<__nv_bfloat162*>(p) = __floats2bfloat162_rn(in[0], in[1]);
+  } else {
+    *p = __float2bfloat16_rn(in[0]);
+  }
+}
+__device__ __forceinline__ float to_float(float v) { return v; }
+__device__ __forceinline__ float to_float(__nv_bfloat16 v) { return __bfloat162float(v); }
+template <class T>
+__device__ __forceinline__ T from_float(float v) {
+  if constexpr (sizeof(T) == 2) return __float2bfloat16_rn(v);
+  else return v;
+}
+
 // ---- host side ----------------------------------------------------------------------------------
 inline bool aligned(const void* p, uintptr_t bytes) { return reinterpret_cast<uintptr_t>(p) % bytes == 0; }
+// W-wide access of T: the pointer aligned to W elements.
+template <class T>
+inline bool aligned_vec(const T* p, int w) { return aligned(p, static_cast<uintptr_t>(w) * sizeof(T)); }
 
 // Blocks for a grid-stride loop over `work` items: enough to fill an H100 several times over,
 // few enough that each thread does a handful of items.

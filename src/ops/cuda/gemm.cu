@@ -33,7 +33,7 @@ struct Context {
   cublasLtHandle_t handle = nullptr;
   void* workspace = nullptr;
   float* constants = nullptr;  // device {1, 0}: alpha = 1 and beta = 0 or 1
-  std::map<std::tuple<int, int64_t, int64_t, int64_t, bool>, Plan> plans;
+  std::map<std::tuple<int, int, int64_t, int64_t, int64_t, bool, bool, bool>, Plan> plans;
   std::mutex mu;
 };
 
@@ -50,19 +50,28 @@ Context& context() {
   return *ctx;
 }
 
-Plan make_plan(Context& ctx, GemmDtype dt, int64_t m, int64_t n, int64_t k, bool accumulate) {
-  // Row-major C[M,N] = A·Bᵀ is column-major Cᵀ[N,M] = op_T(B)·op_N(A): B is the cuBLAS "A".
-  const cudaDataType_t t = dt == GemmDtype::BF16 ? CUDA_R_16BF : CUDA_R_32F;
+cudaDataType_t cuda_type(GemmDtype t) { return t == GemmDtype::BF16 ? CUDA_R_16BF : CUDA_R_32F; }
+const char* type_name(GemmDtype t) { return t == GemmDtype::BF16 ? "bf16" : "fp32"; }
+
+Plan make_plan(Context& ctx, GemmDtype ab, GemmDtype out, int64_t m, int64_t n, int64_t k, bool a_kmajor, bool b_kmajor,
+               bool has_c) {
+  // Row-major C[M,N] = A·Bᵀ is column-major Cᵀ[N,M] = op(B)·op(A): B is the cuBLAS "A".
+  // A K-major B (row-major [N,K]) is column-major [K,N]: op T; a row-major [K,N] one is
+  // column-major [N,K]: op N. A K-major A (row-major [M,K]) is column-major [K,M]: op N.
+  const cudaDataType_t t = cuda_type(ab);
   Plan p;
   NIBBLE_CUBLAS_CHECK(cublasLtMatmulDescCreate(&p.op, CUBLAS_COMPUTE_32F, CUDA_R_32F));
-  const cublasOperation_t ta = CUBLAS_OP_T, tb = CUBLAS_OP_N;
+  const cublasOperation_t ta = b_kmajor ? CUBLAS_OP_T : CUBLAS_OP_N, tb = a_kmajor ? CUBLAS_OP_N : CUBLAS_OP_T;
   NIBBLE_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p.op, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof ta));
   NIBBLE_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p.op, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof tb));
   const cublasLtPointerMode_t pm = CUBLASLT_POINTER_MODE_DEVICE;
   NIBBLE_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p.op, CUBLASLT_MATMUL_DESC_POINTER_MODE, &pm, sizeof pm));
-  NIBBLE_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&p.a, t, static_cast<uint64_t>(k), static_cast<uint64_t>(n), k));
-  NIBBLE_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&p.b, t, static_cast<uint64_t>(k), static_cast<uint64_t>(m), k));
-  NIBBLE_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&p.c, CUDA_R_32F, static_cast<uint64_t>(n), static_cast<uint64_t>(m), n));
+  const auto u = [](int64_t v) { return static_cast<uint64_t>(v); };
+  if (b_kmajor) NIBBLE_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&p.a, t, u(k), u(n), k));
+  else NIBBLE_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&p.a, t, u(n), u(k), n));
+  if (a_kmajor) NIBBLE_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&p.b, t, u(k), u(m), k));
+  else NIBBLE_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&p.b, t, u(m), u(k), m));
+  NIBBLE_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&p.c, cuda_type(out), u(n), u(m), n));
   cublasLtMatmulPreference_t pref;
   NIBBLE_CUBLAS_CHECK(cublasLtMatmulPreferenceCreate(&pref));
   const size_t ws = kWorkspaceBytes;
@@ -75,30 +84,39 @@ Plan make_plan(Context& ctx, GemmDtype dt, int64_t m, int64_t n, int64_t k, bool
   NIBBLE_CUBLAS_CHECK(cublasLtMatmulAlgoGetHeuristic(ctx.handle, p.op, p.a, p.b, p.c, p.c, pref, 1, &res, &found));
   cublasLtMatmulPreferenceDestroy(pref);
   if (found == 0)
-    fail("cuBLASLt has no algorithm for a ", dt == GemmDtype::BF16 ? "bf16" : "fp32", " GEMM of ", m, "x", n, "x", k,
-         accumulate ? " (accumulating)" : "");
+    fail("cuBLASLt has no algorithm for a ", type_name(ab), " GEMM of ", m, "x", n, "x", k, " with ", type_name(out),
+         " output", has_c ? " (accumulating)" : "", a_kmajor ? "" : ", A transposed", b_kmajor ? "" : ", B transposed");
   p.algo = res.algo;
   return p;
 }
 
 }  // namespace
 
-void gemm_nt(GemmDtype dt, const void* a, const void* b, float* c, int64_t m, int64_t n, int64_t k,
-             const float* d_alpha, bool accumulate, cudaStream_t stream) {
+void gemm(const GemmOperand& a, const GemmOperand& b, const GemmOutput& out, int64_t m, int64_t n, int64_t k,
+          const float* d_alpha, cudaStream_t stream) {
   if (m == 0 || n == 0) return;
+  if (a.dtype != b.dtype) fail("gemm: operands of different types (", type_name(a.dtype), ", ", type_name(b.dtype), ")");
   Context& ctx = context();
   const Plan* plan;
   {
     std::lock_guard<std::mutex> lock(ctx.mu);
-    const auto key = std::make_tuple(static_cast<int>(dt), m, n, k, accumulate);
+    const auto key = std::make_tuple(static_cast<int>(a.dtype), static_cast<int>(out.dtype), m, n, k, a.k_major,
+                                     b.k_major, out.c != nullptr);
     auto it = ctx.plans.find(key);
-    if (it == ctx.plans.end()) it = ctx.plans.emplace(key, make_plan(ctx, dt, m, n, k, accumulate)).first;
+    if (it == ctx.plans.end())
+      it = ctx.plans.emplace(key, make_plan(ctx, a.dtype, out.dtype, m, n, k, a.k_major, b.k_major, out.c != nullptr)).first;
     plan = &it->second;
   }
   const float* alpha = d_alpha ? d_alpha : ctx.constants;
-  const float* beta = accumulate ? ctx.constants : ctx.constants + 1;
-  NIBBLE_CUBLAS_CHECK(cublasLtMatmul(ctx.handle, plan->op, alpha, b, plan->a, a, plan->b, beta, c, plan->c, c, plan->c,
-                                     &plan->algo, ctx.workspace, kWorkspaceBytes, stream));
+  const float* beta = out.c ? ctx.constants : ctx.constants + 1;
+  const void* c = out.c ? out.c : out.d;
+  NIBBLE_CUBLAS_CHECK(cublasLtMatmul(ctx.handle, plan->op, alpha, b.p, plan->a, a.p, plan->b, beta, c, plan->c, out.d,
+                                     plan->c, &plan->algo, ctx.workspace, kWorkspaceBytes, stream));
+}
+
+void gemm_nt(GemmDtype dt, const void* a, const void* b, float* c, int64_t m, int64_t n, int64_t k,
+             const float* d_alpha, bool accumulate, cudaStream_t stream) {
+  gemm({a, dt, true}, {b, dt, true}, {c, GemmDtype::FP32, accumulate ? c : nullptr}, m, n, k, d_alpha, stream);
 }
 
 }  // namespace nibble::cuda

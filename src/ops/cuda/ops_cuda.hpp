@@ -7,12 +7,21 @@
 //
 // Layouts as on the CPU: activations are row-major [N, C] with N = B·T token rows. Where a
 // tensor is a column slice of a wider buffer (q, k, v inside the fused qkv output) the op takes
-// a row stride `ld` (in floats) and a pointer to the slice's first element.
+// a row stride `ld` (in elements) and a pointer to the slice's first element.
+//
+// Mixed precision: the activations between ops may be stored in bf16 (the engine's default;
+// see engine_cuda.cu). The overloads taking bf16 pointers load bf16 into fp32 registers, run
+// the same fp32/float64 arithmetic as the fp32 overloads and round each stored output once to
+// bf16 (RNE). On inputs that are bf16 values they therefore equal the fp32 overload followed
+// by one rounding of its outputs (tests/ops/cuda check exactly that).
+#include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
 #include <cstdint>
 
 namespace nibble::cuda::ops {
+
+using bf16 = __nv_bfloat16;
 
 // ---- embedding ------------------------------------------------------------------------------
 // out[n, :] = wte[tokens[n], :]   (tokens already validated on the host)
@@ -25,13 +34,22 @@ void embedding_backward(const int32_t* unique, const int32_t* starts, const int3
                         int64_t n_unique, const float* dout, float* dwte, int64_t c, cudaStream_t stream);
 
 // ---- RMSNorm ------------------------------------------------------------------------------------
+// x is the fp32 residual stream; y (the normalised operand of the next GEMM) fp32 or bf16.
 void rmsnorm_forward(const float* x, const float* w, float* y, float* rstd, int64_t n, int64_t c,
                      float eps, cudaStream_t stream);
-// dx written (may alias dy), dw += (accumulated over rows in a fixed order through `partials`,
-// a scratch of rmsnorm_partials_floats(n, c) floats).
+void rmsnorm_forward(const float* x, const float* w, bf16* y, float* rstd, int64_t n, int64_t c,
+                     float eps, cudaStream_t stream);
+// dx written (may alias an fp32 dy), or dx += the gradient when `accumulate` (the residual
+// stream's gradient: the value is rounded to float, then added, as ops::add_inplace would);
+// dw += (accumulated over rows in a fixed order through `partials`, a scratch of
+// rmsnorm_partials_floats(n, c) floats).
 int64_t rmsnorm_partials_floats(int64_t n, int64_t c);
 void rmsnorm_backward(const float* dy, const float* x, const float* w, const float* rstd, float* dx,
-                      float* dw, float* partials, int64_t n, int64_t c, cudaStream_t stream);
+                      float* dw, float* partials, int64_t n, int64_t c, cudaStream_t stream,
+                      bool accumulate = false);
+void rmsnorm_backward(const bf16* dy, const float* x, const float* w, const float* rstd, float* dx,
+                      float* dw, float* partials, int64_t n, int64_t c, cudaStream_t stream,
+                      bool accumulate = false);
 
 // ---- RoPE (HF rotate_half), in place -------------------------------------------------------------
 // x: rows of `ld` floats, row r = b·T + t holds h heads of d values starting at x[r·ld].
@@ -42,6 +60,8 @@ void rmsnorm_backward(const float* dy, const float* x, const float* w, const flo
 void rope_table(double* host_cos_sin, int64_t t, int64_t d, double base);  // host: 2·T·(d/2) doubles
 void rope_apply(float* x, int64_t ld, int64_t b, int64_t t, int64_t h, int64_t d,
                 const double* cos_sin, bool inverse, cudaStream_t stream);
+void rope_apply(bf16* x, int64_t ld, int64_t b, int64_t t, int64_t h, int64_t d,
+                const double* cos_sin, bool inverse, cudaStream_t stream);
 
 // ---- SwiGLU over the fused gate/up buffer --------------------------------------------------------
 // gu: [n, 2f] with gate in columns [0, f) and up in [f, 2f); out[n, f] = silu(gate) ⊙ up.
@@ -49,6 +69,8 @@ void swiglu_forward(const float* gu, float* out, int64_t n, int64_t f, cudaStrea
 // dgu[n, 2f] written in the same fused layout (dgate | dup).
 void swiglu_backward(const float* dout, const float* gu, float* dgu, int64_t n, int64_t f,
                      cudaStream_t stream);
+void swiglu_forward(const bf16* gu, bf16* out, int64_t n, int64_t f, cudaStream_t stream);
+void swiglu_backward(const bf16* dout, const bf16* gu, bf16* dgu, int64_t n, int64_t f, cudaStream_t stream);
 
 // ---- softmax cross-entropy -------------------------------------------------------------------------
 // logits [n, v] are overwritten by dlogits = (softmax − onehot) / n_valid (0 on ignored rows,
@@ -59,6 +81,11 @@ void cross_entropy(float* logits, const int32_t* targets, int64_t n, int64_t v, 
                    double* loss, cudaStream_t stream);
 // The same loss without gradients (evaluation): logits untouched.
 void cross_entropy_loss(const float* logits, const int32_t* targets, int64_t n, int64_t v,
+                        double* row_loss, double* loss, cudaStream_t stream);
+// bf16 logits, overwritten by bf16 dlogits (each the fp32 value above, rounded once).
+void cross_entropy(bf16* logits, const int32_t* targets, int64_t n, int64_t v, double* row_loss,
+                   double* loss, cudaStream_t stream);
+void cross_entropy_loss(const bf16* logits, const int32_t* targets, int64_t n, int64_t v,
                         double* row_loss, double* loss, cudaStream_t stream);
 
 // ---- residual --------------------------------------------------------------------------------------
@@ -108,6 +135,14 @@ void attention_forward_tc(const float* q, const float* k, const float* v, int64_
                           float* lse, int64_t b, int64_t t, int64_t hq, int64_t hkv, int64_t d, cudaStream_t stream);
 void attention_backward_tc(const float* dout, const float* q, const float* k, const float* v, int64_t ld_q,
                            int64_t ld_kv, const float* out, const float* lse, float* dq, float* dk, float* dv,
+                           int64_t ld_dq, int64_t ld_dkv, float* delta, int64_t b, int64_t t, int64_t hq,
+                           int64_t hkv, int64_t d, cudaStream_t stream);
+// bf16 storage: inputs read as they are (they are already the bf16 operands), outputs rounded
+// once to bf16; lse and delta stay fp32.
+void attention_forward_tc(const bf16* q, const bf16* k, const bf16* v, int64_t ld_q, int64_t ld_kv, bf16* out,
+                          float* lse, int64_t b, int64_t t, int64_t hq, int64_t hkv, int64_t d, cudaStream_t stream);
+void attention_backward_tc(const bf16* dout, const bf16* q, const bf16* k, const bf16* v, int64_t ld_q,
+                           int64_t ld_kv, const bf16* out, const float* lse, bf16* dq, bf16* dk, bf16* dv,
                            int64_t ld_dq, int64_t ld_dkv, float* delta, int64_t b, int64_t t, int64_t hq,
                            int64_t hkv, int64_t d, cudaStream_t stream);
 

@@ -34,15 +34,15 @@ unsigned row_grid(int64_t n) { return dev::grid_for(n, kWarpsPerBlock, int64_t(1
 // of at most 32·W·kIters floats) it is held in registers between the reduction and the
 // elementwise pass, so the row is read from memory once; with kIters = 0 it is read again. Both
 // visit the elements in the same order: the same sums, the same bits.
-template <int W, int kIters>
+template <int W, int kIters, class Y>
 __global__ void __launch_bounds__(kRowThreads)
-    rmsnorm_forward_kernel(const float* __restrict__ x, const float* __restrict__ w, float* __restrict__ y,
+    rmsnorm_forward_kernel(const float* __restrict__ x, const float* __restrict__ w, Y* __restrict__ y,
                            float* __restrict__ rstd, int64_t n, int64_t c, float eps) {
   const int lane = threadIdx.x & 31;
   for (int64_t r = static_cast<int64_t>(blockIdx.x) * kWarpsPerBlock + (threadIdx.x >> 5); r < n;
        r += static_cast<int64_t>(gridDim.x) * kWarpsPerBlock) {
     const float* xr = x + r * c;
-    float* yr = y + r * c;
+    Y* yr = y + r * c;
     double ss = 0.0;
     float xv[kIters > 0 ? kIters : 1][W];
     if constexpr (kIters > 0) {
@@ -89,9 +89,9 @@ __global__ void __launch_bounds__(kRowThreads)
 }
 
 // partials[chunk, col] = Σ_{rows of the chunk, in order} dy·x·r (float64, the CPU's product).
-template <int W>
+template <int W, class DY>
 __global__ void __launch_bounds__(kColThreads)
-    rmsnorm_dw_partial_kernel(const float* __restrict__ dy, const float* __restrict__ x,
+    rmsnorm_dw_partial_kernel(const DY* __restrict__ dy, const float* __restrict__ x,
                               const float* __restrict__ rstd, double* __restrict__ partials, int64_t n, int64_t c,
                               int64_t rows) {
   const int64_t j = (static_cast<int64_t>(blockIdx.x) * kColThreads + threadIdx.x) * W;
@@ -137,18 +137,20 @@ __global__ void __launch_bounds__(32 * kFinalRows)
   dw[j] = static_cast<float>(static_cast<double>(dw[j]) + sum);
 }
 
-// dx = r·dy·w − x·coef with coef = float(r³·Σ dy·w·x / c). dx may alias dy: each lane reads its
-// own elements of the row (all of them, in the dot product pass) before it writes them. The
+// dx = r·dy·w − x·coef with coef = float(r³·Σ dy·w·x / c), or dx += that value (accumulate: the
+// residual stream's gradient, one IEEE add as ops::add_inplace would do it after). dx may
+// alias dy: each lane reads its own elements of the row (all of them, in the dot product
+// pass) before it writes them. The
 // second pass reads the row again (mostly from L1): holding it in registers as the forward
 // does measured slower on H100 (the register cost halves the occupancy).
-template <int W>
+template <int W, class DY>
 __global__ void __launch_bounds__(kRowThreads)
-    rmsnorm_dx_kernel(const float* dy, const float* __restrict__ x, const float* __restrict__ w,
-                      const float* __restrict__ rstd, float* dx, int64_t n, int64_t c) {
+    rmsnorm_dx_kernel(const DY* dy, const float* __restrict__ x, const float* __restrict__ w,
+                      const float* __restrict__ rstd, float* dx, int64_t n, int64_t c, bool accumulate) {
   const int lane = threadIdx.x & 31;
   for (int64_t r = static_cast<int64_t>(blockIdx.x) * kWarpsPerBlock + (threadIdx.x >> 5); r < n;
        r += static_cast<int64_t>(gridDim.x) * kWarpsPerBlock) {
-    const float* dyr = dy + r * c;
+    const DY* dyr = dy + r * c;
     const float* xr = x + r * c;
     double s = 0.0;
     for (int64_t j = lane * W; j < c; j += 32 * W) {
@@ -171,6 +173,12 @@ __global__ void __launch_bounds__(kRowThreads)
       dev::load<W>(w + j, wv);
 #pragma unroll
       for (int l = 0; l < W; ++l) d[l] = __fsub_rn(__fmul_rn(__fmul_rn(rf, d[l]), wv[l]), __fmul_rn(v[l], coef));
+      if (accumulate) {
+        float acc[W];
+        dev::load<W>(dxr + j, acc);
+#pragma unroll
+        for (int l = 0; l < W; ++l) d[l] = __fadd_rn(acc[l], d[l]);
+      }
       dev::store<W>(dxr + j, d);
     }
   }
@@ -182,38 +190,34 @@ double* partials_base(float* p) {
   return reinterpret_cast<double*>((reinterpret_cast<uintptr_t>(p) + 7) & ~static_cast<uintptr_t>(7));
 }
 
-}  // namespace
-
-void rmsnorm_forward(const float* x, const float* w, float* y, float* rstd, int64_t n, int64_t c, float eps,
-                     cudaStream_t stream) {
+template <class Y>
+void forward_launch(const float* x, const float* w, Y* y, float* rstd, int64_t n, int64_t c, float eps,
+                    cudaStream_t stream) {
   if (n < 0 || c <= 0) fail("rmsnorm_forward: bad shape n=", n, " c=", c);
   if (n == 0) return;
-  const bool vec = c % 4 == 0 && dev::aligned(x, 16) && dev::aligned(w, 16) && dev::aligned(y, 16);
+  const bool vec = c % 4 == 0 && dev::aligned(x, 16) && dev::aligned(w, 16) && dev::aligned_vec(y, 4);
   const unsigned grid = row_grid(n);
-  if (vec && c <= 32 * 4 * 8) rmsnorm_forward_kernel<4, 8><<<grid, kRowThreads, 0, stream>>>(x, w, y, rstd, n, c, eps);
-  else if (vec && c <= 32 * 4 * 16) rmsnorm_forward_kernel<4, 16><<<grid, kRowThreads, 0, stream>>>(x, w, y, rstd, n, c, eps);
-  else if (vec) rmsnorm_forward_kernel<4, 0><<<grid, kRowThreads, 0, stream>>>(x, w, y, rstd, n, c, eps);
-  else rmsnorm_forward_kernel<1, 0><<<grid, kRowThreads, 0, stream>>>(x, w, y, rstd, n, c, eps);
+  if (vec && c <= 32 * 4 * 8) rmsnorm_forward_kernel<4, 8, Y><<<grid, kRowThreads, 0, stream>>>(x, w, y, rstd, n, c, eps);
+  else if (vec && c <= 32 * 4 * 16) rmsnorm_forward_kernel<4, 16, Y><<<grid, kRowThreads, 0, stream>>>(x, w, y, rstd, n, c, eps);
+  else if (vec) rmsnorm_forward_kernel<4, 0, Y><<<grid, kRowThreads, 0, stream>>>(x, w, y, rstd, n, c, eps);
+  else rmsnorm_forward_kernel<1, 0, Y><<<grid, kRowThreads, 0, stream>>>(x, w, y, rstd, n, c, eps);
   NIBBLE_CUDA_CHECK_LAUNCH();
 }
 
-int64_t rmsnorm_partials_floats(int64_t n, int64_t c) {
-  return 2 * chunk_count(std::max<int64_t>(n, 0)) * std::max<int64_t>(c, 0) + 1;
-}
-
-void rmsnorm_backward(const float* dy, const float* x, const float* w, const float* rstd, float* dx, float* dw,
-                      float* partials, int64_t n, int64_t c, cudaStream_t stream) {
+template <class DY>
+void backward_launch(const DY* dy, const float* x, const float* w, const float* rstd, float* dx, float* dw,
+                     float* partials, int64_t n, int64_t c, bool accumulate, cudaStream_t stream) {
   if (n < 0 || c <= 0) fail("rmsnorm_backward: bad shape n=", n, " c=", c);
   const int64_t rows = rows_per_chunk(n), chunks = chunk_count(n);
   NIBBLE_CHECK(chunks <= kMaxChunks, "rmsnorm_backward: ", chunks, " row chunks");
   double* part = partials_base(partials);
   // dw first: dx may overwrite dy.
   if (n > 0) {
-    const bool vec = c % 4 == 0 && dev::aligned(dy, 16) && dev::aligned(x, 16);
+    const bool vec = c % 4 == 0 && dev::aligned_vec(dy, 4) && dev::aligned(x, 16);
     const int W = vec ? 4 : 1;
     const dim3 grid(static_cast<unsigned>((c / W + kColThreads - 1) / kColThreads), static_cast<unsigned>(chunks));
-    if (vec) rmsnorm_dw_partial_kernel<4><<<grid, kColThreads, 0, stream>>>(dy, x, rstd, part, n, c, rows);
-    else rmsnorm_dw_partial_kernel<1><<<grid, kColThreads, 0, stream>>>(dy, x, rstd, part, n, c, rows);
+    if (vec) rmsnorm_dw_partial_kernel<4, DY><<<grid, kColThreads, 0, stream>>>(dy, x, rstd, part, n, c, rows);
+    else rmsnorm_dw_partial_kernel<1, DY><<<grid, kColThreads, 0, stream>>>(dy, x, rstd, part, n, c, rows);
     NIBBLE_CUDA_CHECK_LAUNCH();
   }
   // Also with n = 0, as on the CPU (dw + 0.0 turns −0 into +0).
@@ -221,12 +225,36 @@ void rmsnorm_backward(const float* dy, const float* x, const float* w, const flo
                                                                                                    chunks);
   NIBBLE_CUDA_CHECK_LAUNCH();
   if (n > 0) {
-    const bool vec = c % 4 == 0 && dev::aligned(dy, 16) && dev::aligned(x, 16) && dev::aligned(w, 16) &&
+    const bool vec = c % 4 == 0 && dev::aligned_vec(dy, 4) && dev::aligned(x, 16) && dev::aligned(w, 16) &&
                      dev::aligned(dx, 16);
-    if (vec) rmsnorm_dx_kernel<4><<<row_grid(n), kRowThreads, 0, stream>>>(dy, x, w, rstd, dx, n, c);
-    else rmsnorm_dx_kernel<1><<<row_grid(n), kRowThreads, 0, stream>>>(dy, x, w, rstd, dx, n, c);
+    if (vec) rmsnorm_dx_kernel<4, DY><<<row_grid(n), kRowThreads, 0, stream>>>(dy, x, w, rstd, dx, n, c, accumulate);
+    else rmsnorm_dx_kernel<1, DY><<<row_grid(n), kRowThreads, 0, stream>>>(dy, x, w, rstd, dx, n, c, accumulate);
     NIBBLE_CUDA_CHECK_LAUNCH();
   }
+}
+
+}  // namespace
+
+void rmsnorm_forward(const float* x, const float* w, float* y, float* rstd, int64_t n, int64_t c, float eps,
+                     cudaStream_t stream) {
+  forward_launch(x, w, y, rstd, n, c, eps, stream);
+}
+void rmsnorm_forward(const float* x, const float* w, bf16* y, float* rstd, int64_t n, int64_t c, float eps,
+                     cudaStream_t stream) {
+  forward_launch(x, w, y, rstd, n, c, eps, stream);
+}
+
+int64_t rmsnorm_partials_floats(int64_t n, int64_t c) {
+  return 2 * chunk_count(std::max<int64_t>(n, 0)) * std::max<int64_t>(c, 0) + 1;
+}
+
+void rmsnorm_backward(const float* dy, const float* x, const float* w, const float* rstd, float* dx, float* dw,
+                      float* partials, int64_t n, int64_t c, cudaStream_t stream, bool accumulate) {
+  backward_launch(dy, x, w, rstd, dx, dw, partials, n, c, accumulate, stream);
+}
+void rmsnorm_backward(const bf16* dy, const float* x, const float* w, const float* rstd, float* dx, float* dw,
+                      float* partials, int64_t n, int64_t c, cudaStream_t stream, bool accumulate) {
+  backward_launch(dy, x, w, rstd, dx, dw, partials, n, c, accumulate, stream);
 }
 
 }  // namespace nibble::cuda::ops

@@ -16,8 +16,8 @@ namespace {
 constexpr int kThreads = 256;
 
 // One thread per W consecutive pairs (i, i + d/2) of one head of one row.
-template <int W>
-__global__ void rope_kernel(float* __restrict__ x, int64_t ld, int64_t t, int64_t h, int64_t half,
+template <int W, class T>
+__global__ void rope_kernel(T* __restrict__ x, int64_t ld, int64_t t, int64_t h, int64_t half,
                             const double* __restrict__ cos_sin, bool inverse, int64_t total) {
   const int64_t groups = half / W;
   for (int64_t g = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; g < total;
@@ -26,7 +26,7 @@ __global__ void rope_kernel(float* __restrict__ x, int64_t ld, int64_t t, int64_
     const int64_t rest = g / groups;
     const int64_t head = rest % h, row = rest / h;
     const int64_t pos = row % t;
-    float* v = x + row * ld + head * 2 * half + i0;
+    T* v = x + row * ld + head * 2 * half + i0;
     const double* cs = cos_sin + 2 * (pos * half + i0);
     float a[W], b[W];
     dev::load<W>(v, a);
@@ -64,24 +64,36 @@ void rope_table(double* host_cos_sin, int64_t t, int64_t d, double base) {
     }
 }
 
-void rope_apply(float* x, int64_t ld, int64_t b, int64_t t, int64_t h, int64_t d, const double* cos_sin,
-                bool inverse, cudaStream_t stream) {
+namespace {
+template <class T>
+void rope_launch(T* x, int64_t ld, int64_t b, int64_t t, int64_t h, int64_t d, const double* cos_sin, bool inverse,
+                 cudaStream_t stream) {
   if (d <= 0 || d % 2 != 0) fail("rope: head dimension ", d, " must be even and positive");
   if (b <= 0 || t <= 0 || h <= 0) return;
   if (ld < h * d) fail("rope: row stride ", ld, " is shorter than ", h, " heads of ", d);
   const int64_t half = d / 2;
   // Widest access that every head start, every half offset and the row stride keep aligned.
   int w = 1;
-  if (half % 4 == 0 && ld % 4 == 0 && dev::aligned(x, 16)) w = 4;
-  else if (half % 2 == 0 && ld % 2 == 0 && dev::aligned(x, 8)) w = 2;
+  if (half % 4 == 0 && ld % 4 == 0 && dev::aligned_vec(x, 4)) w = 4;
+  else if (half % 2 == 0 && ld % 2 == 0 && dev::aligned_vec(x, 2)) w = 2;
   const int64_t total = b * t * h * (half / w);
   const unsigned grid = dev::grid_for(total, kThreads);
   switch (w) {
-    case 4: rope_kernel<4><<<grid, kThreads, 0, stream>>>(x, ld, t, h, half, cos_sin, inverse, total); break;
-    case 2: rope_kernel<2><<<grid, kThreads, 0, stream>>>(x, ld, t, h, half, cos_sin, inverse, total); break;
-    default: rope_kernel<1><<<grid, kThreads, 0, stream>>>(x, ld, t, h, half, cos_sin, inverse, total); break;
+    case 4: rope_kernel<4, T><<<grid, kThreads, 0, stream>>>(x, ld, t, h, half, cos_sin, inverse, total); break;
+    case 2: rope_kernel<2, T><<<grid, kThreads, 0, stream>>>(x, ld, t, h, half, cos_sin, inverse, total); break;
+    default: rope_kernel<1, T><<<grid, kThreads, 0, stream>>>(x, ld, t, h, half, cos_sin, inverse, total); break;
   }
   NIBBLE_CUDA_CHECK_LAUNCH();
+}
+}  // namespace
+
+void rope_apply(float* x, int64_t ld, int64_t b, int64_t t, int64_t h, int64_t d, const double* cos_sin,
+                bool inverse, cudaStream_t stream) {
+  rope_launch(x, ld, b, t, h, d, cos_sin, inverse, stream);
+}
+void rope_apply(bf16* x, int64_t ld, int64_t b, int64_t t, int64_t h, int64_t d, const double* cos_sin,
+                bool inverse, cudaStream_t stream) {
+  rope_launch(x, ld, b, t, h, d, cos_sin, inverse, stream);
 }
 
 }  // namespace nibble::cuda::ops

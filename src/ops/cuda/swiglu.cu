@@ -15,13 +15,13 @@ constexpr int kThreads = 256;
 
 __device__ __forceinline__ float sigmoid(float g) { return __fdiv_rn(1.0f, __fadd_rn(1.0f, dev::exp_f32(-g))); }
 
-template <int W>
-__global__ void swiglu_forward_kernel(const float* __restrict__ gu, float* __restrict__ out, int64_t n, int64_t f) {
+template <int W, class T>
+__global__ void swiglu_forward_kernel(const T* __restrict__ gu, T* __restrict__ out, int64_t n, int64_t f) {
   const int64_t fv = f / W, total = n * fv;
   for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < total;
        i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
     const int64_t r = i / fv, j = (i % fv) * W;
-    const float* gate = gu + r * 2 * f + j;
+    const T* gate = gu + r * 2 * f + j;
     float g[W], u[W];
     dev::load<W>(gate, g);
     dev::load<W>(gate + f, u);
@@ -32,8 +32,8 @@ __global__ void swiglu_forward_kernel(const float* __restrict__ gu, float* __res
 }
 
 // dgu may alias gu: each thread reads its gate and up elements before writing the same ones.
-template <int W>
-__global__ void swiglu_backward_kernel(const float* __restrict__ dout, const float* gu, float* dgu, int64_t n,
+template <int W, class T>
+__global__ void swiglu_backward_kernel(const T* __restrict__ dout, const T* gu, T* dgu, int64_t n,
                                        int64_t f) {
   const int64_t fv = f / W, total = n * fv;
   for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < total;
@@ -56,26 +56,41 @@ __global__ void swiglu_backward_kernel(const float* __restrict__ dout, const flo
   }
 }
 
-}  // namespace
-
-void swiglu_forward(const float* gu, float* out, int64_t n, int64_t f, cudaStream_t stream) {
+template <class T>
+void forward_launch(const T* gu, T* out, int64_t n, int64_t f, cudaStream_t stream) {
   if (n < 0 || f < 0) fail("swiglu_forward: bad shape n=", n, " f=", f);
   if (n == 0 || f == 0) return;
-  const bool vec = f % 4 == 0 && dev::aligned(gu, 16) && dev::aligned(out, 16);
+  const bool vec = f % 4 == 0 && dev::aligned_vec(gu, 4) && dev::aligned_vec(out, 4);
   const int64_t total = n * (vec ? f / 4 : f);
-  if (vec) swiglu_forward_kernel<4><<<dev::grid_for(total, kThreads), kThreads, 0, stream>>>(gu, out, n, f);
-  else swiglu_forward_kernel<1><<<dev::grid_for(total, kThreads), kThreads, 0, stream>>>(gu, out, n, f);
+  if (vec) swiglu_forward_kernel<4, T><<<dev::grid_for(total, kThreads), kThreads, 0, stream>>>(gu, out, n, f);
+  else swiglu_forward_kernel<1, T><<<dev::grid_for(total, kThreads), kThreads, 0, stream>>>(gu, out, n, f);
   NIBBLE_CUDA_CHECK_LAUNCH();
 }
 
-void swiglu_backward(const float* dout, const float* gu, float* dgu, int64_t n, int64_t f, cudaStream_t stream) {
+template <class T>
+void backward_launch(const T* dout, const T* gu, T* dgu, int64_t n, int64_t f, cudaStream_t stream) {
   if (n < 0 || f < 0) fail("swiglu_backward: bad shape n=", n, " f=", f);
   if (n == 0 || f == 0) return;
-  const bool vec = f % 4 == 0 && dev::aligned(dout, 16) && dev::aligned(gu, 16) && dev::aligned(dgu, 16);
+  const bool vec = f % 4 == 0 && dev::aligned_vec(dout, 4) && dev::aligned_vec(gu, 4) && dev::aligned_vec(dgu, 4);
   const int64_t total = n * (vec ? f / 4 : f);
-  if (vec) swiglu_backward_kernel<4><<<dev::grid_for(total, kThreads), kThreads, 0, stream>>>(dout, gu, dgu, n, f);
-  else swiglu_backward_kernel<1><<<dev::grid_for(total, kThreads), kThreads, 0, stream>>>(dout, gu, dgu, n, f);
+  if (vec) swiglu_backward_kernel<4, T><<<dev::grid_for(total, kThreads), kThreads, 0, stream>>>(dout, gu, dgu, n, f);
+  else swiglu_backward_kernel<1, T><<<dev::grid_for(total, kThreads), kThreads, 0, stream>>>(dout, gu, dgu, n, f);
   NIBBLE_CUDA_CHECK_LAUNCH();
+}
+
+}  // namespace
+
+void swiglu_forward(const float* gu, float* out, int64_t n, int64_t f, cudaStream_t stream) {
+  forward_launch(gu, out, n, f, stream);
+}
+void swiglu_backward(const float* dout, const float* gu, float* dgu, int64_t n, int64_t f, cudaStream_t stream) {
+  backward_launch(dout, gu, dgu, n, f, stream);
+}
+void swiglu_forward(const bf16* gu, bf16* out, int64_t n, int64_t f, cudaStream_t stream) {
+  forward_launch(gu, out, n, f, stream);
+}
+void swiglu_backward(const bf16* dout, const bf16* gu, bf16* dgu, int64_t n, int64_t f, cudaStream_t stream) {
+  backward_launch(dout, gu, dgu, n, f, stream);
 }
 
 }  // namespace nibble::cuda::ops

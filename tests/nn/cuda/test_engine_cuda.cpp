@@ -26,14 +26,26 @@ using nibble::testing::ScratchDir;
 
 namespace {
 
-// The engine-vs-CPU comparisons run the fp32 attention kernel (bit-identical to the CPU's), so
-// that the budgets below measure the GEMMs and the 4-bit path; the tensor-core attention has
-// its own tests (tests/ops/cuda/test_attention_tc_cuda.cpp) and a model-level one here.
+// The engine-vs-CPU comparisons run fp32 activations and the fp32 attention kernel
+// (bit-identical to the CPU's), so that the budgets below measure the GEMMs and the 4-bit path;
+// the tensor-core attention and bf16 activations (the defaults) have their own tests
+// (tests/ops/cuda) and model-level ones here.
 #define REQUIRE_GPU_FP32_ATTENTION()            \
   do {                                          \
     REQUIRE_GPU();                              \
     setenv("NIBBLE_ATTENTION", "fp32", 1);      \
+    setenv("NIBBLE_ACTIVATIONS", "fp32", 1);    \
   } while (0)
+
+// The engine as users run it: bf16 activations, tensor-core attention.
+void use_default_precision() {
+  setenv("NIBBLE_ATTENTION", "tc", 1);
+  setenv("NIBBLE_ACTIVATIONS", "bf16", 1);
+}
+void use_reference_precision() {
+  setenv("NIBBLE_ATTENTION", "fp32", 1);
+  setenv("NIBBLE_ACTIVATIONS", "fp32", 1);
+}
 
 std::vector<float> randn(size_t n, uint32_t stream, double scale, double shift = 0.0) {
   std::vector<float> v(n);
@@ -239,6 +251,25 @@ TEST(SM90_Engine, TensorCoreAttentionModelMatchesCpu) {
   setenv("NIBBLE_ATTENTION", "fp32", 1);
 }
 
+// bf16 activations (the default): every activation between ops is rounded to bf16 once more
+// than on the CPU (q/k/v, gate/up, the logits — the GEMM operands are bf16 on both sides), a
+// relative perturbation of 2⁻⁹ per element, independent across elements. The mean loss moves by
+// ~1e-4 relative; the gradients by a few 1e-3..1e-2 (the logits' rounding reaches every
+// tensor through dlogits). Budgets: loss 2e-3, gradients 1e-1 (bf16), and for 4-bit the loose
+// budget of the tests above (flipped SR decisions at layer 0).
+TEST(SM90_Engine, Bf16ActivationsModelMatchesCpu) {
+  REQUIRE_GPU();
+  use_default_precision();
+  compare_model(ModelConfig::preset("tiny"), "bf16", 3, 96, 2e-3, 1e-1);
+  compare_model(small_model(), "bf16", 2, 64, 2e-3, 1e-1);
+  compare_model(ModelConfig::preset("20m"), "bf16", 1, 128, 2e-3, 1e-1);
+  for (const std::string r : {"nvfp4", "ufp4-mean", "metis"}) {
+    SCOPED_TRACE(r);
+    compare_model(small_model(), r, 2, 64, 2e-3, 0.5);
+  }
+  use_reference_precision();
+}
+
 namespace {
 
 TrainConfig curve_run(const ScratchDir& d, const std::string& recipe, const std::string& device, const std::string& out) {
@@ -285,9 +316,10 @@ TEST(SM90_Engine, FiftyStepLossCurvesMatchCpu) {
     train(curve_run(d, r, "cpu", "cpu"), quiet());
     const auto a = losses(d.file("cpu"));
     ASSERT_EQ(a.size(), 50u);
-    for (const std::string att : {"fp32", "tc"}) {
+    for (const std::string att : {"fp32", "tc", "tc+bf16"}) {
       SCOPED_TRACE(r + " attention " + att);
-      setenv("NIBBLE_ATTENTION", att.c_str(), 1);
+      setenv("NIBBLE_ATTENTION", att == "fp32" ? "fp32" : "tc", 1);
+      setenv("NIBBLE_ACTIVATIONS", att == "tc+bf16" ? "bf16" : "fp32", 1);
       train(curve_run(d, r, "cuda", "gpu-" + att), quiet());
       const auto b = losses(d.file("gpu-" + att));
       ASSERT_EQ(b.size(), 50u);
@@ -298,7 +330,7 @@ TEST(SM90_Engine, FiftyStepLossCurvesMatchCpu) {
       EXPECT_LT(worst, 0.05);
       EXPECT_LT(b.back(), a.front() - 1.5);  // it learns
     }
-    setenv("NIBBLE_ATTENTION", "fp32", 1);
+    use_reference_precision();
   }
 }
 
@@ -306,6 +338,9 @@ TEST(SM90_Engine, FiftyStepLossCurvesMatchCpu) {
 // resumed on the GPU continues bit-identically.
 TEST(SM90_Engine, RunsAreBitwiseDeterministicAndResumeExactly) {
   REQUIRE_GPU_FP32_ATTENTION();
+  for (const bool defaults : {false, true}) {
+  SCOPED_TRACE(defaults ? "bf16 activations, tensor-core attention" : "fp32 activations and attention");
+  if (defaults) use_default_precision();
   ScratchDir d;
   TrainConfig a = curve_run(d, "nvfp4", "cuda", "a");
   a.steps = 20;
@@ -325,6 +360,8 @@ TEST(SM90_Engine, RunsAreBitwiseDeterministicAndResumeExactly) {
   train(c, resume);
   EXPECT_EQ(losses(c.out), losses(a.out));
   EXPECT_EQ(read_file(c.out + "/final/model.safetensors"), read_file(a.out + "/final/model.safetensors"));
+  }
+  use_reference_precision();
 }
 
 TEST(SM90_Engine, CliTrainsEvaluatesAndSamplesOnTheGpu) {

@@ -324,8 +324,8 @@ TEST(SM90_Ops, RopeRejectsOddHeadDimension) {
   REQUIRE_GPU();
   std::vector<double> tab(16);
   EXPECT_THROW(gops::rope_table(tab.data(), 2, 5, 10000.0), Error);
-  EXPECT_THROW(gops::rope_apply(nullptr, 10, 1, 2, 2, 5, nullptr, false, nullptr), Error);
-  EXPECT_THROW(gops::rope_apply(nullptr, 10, 1, 2, 2, 8, nullptr, false, nullptr), Error);  // ld < h·d
+  EXPECT_THROW(gops::rope_apply(static_cast<float*>(nullptr), 10, 1, 2, 2, 5, nullptr, false, nullptr), Error);
+  EXPECT_THROW(gops::rope_apply(static_cast<float*>(nullptr), 10, 1, 2, 2, 8, nullptr, false, nullptr), Error);  // ld < h·d
 }
 
 // ---- SwiGLU: bit-exact ------------------------------------------------------------------------------
