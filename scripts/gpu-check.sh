@@ -38,7 +38,7 @@ if [ -z "${QUICK:-}" ]; then
   ctest --test-dir "$BUILD" -L cpu -j"$JOBS" >"$OUT/cpu-tests.log" 2>&1
   cpu_rc=$?
 fi
-echo "gpu tests: $(grep -E '^\[  PASSED  \]' "$OUT/gpu-tests.log") $(grep -cE '^\[  FAILED  \] SM' "$OUT/gpu-tests.log") failed"
+echo "gpu tests: $(grep -E '^\[  PASSED  \]' "$OUT/gpu-tests.log") $(grep -E '^\[  FAILED  \] [0-9]+ test' "$OUT/gpu-tests.log")"
 [ -f "$OUT/cpu-tests.log" ] && grep -E "tests passed|tests failed" "$OUT/cpu-tests.log" | sed 's/^/cpu tests: /'
 [ $gpu_rc -eq 0 ] || grep -E "Failure|FAILED|Expected|Which is|actual|rror|differ" "$OUT/gpu-tests.log" | head -60
 
@@ -60,7 +60,7 @@ grep -E "SM90_AttentionTc|tensor-core|ms" "$OUT/gpu-tests.log" | grep -iE "ms|TF
 sed -n '1,/^$/p;/quantizer op/,/^$/p' "$OUT/bench-kernels.txt" | grep -v "^$"
 grep -E "ceiling|forward\+backward" "$OUT/bench-kernels.txt" | grep -E "gate_up|ceiling" | head -16
 cat "$OUT/bench-train.txt" "$OUT/bench-train-350m.txt" 2>/dev/null
-echo "gpu tests: $(grep -E '^\[  PASSED  \]' "$OUT/gpu-tests.log") $(grep -cE '^\[  FAILED  \] SM' "$OUT/gpu-tests.log") failed"
+echo "gpu tests: $(grep -E '^\[  PASSED  \]' "$OUT/gpu-tests.log") $(grep -E '^\[  FAILED  \] [0-9]+ test' "$OUT/gpu-tests.log")"
 [ -f "$OUT/cpu-tests.log" ] && grep -E "tests passed|tests failed" "$OUT/cpu-tests.log" | sed 's/^/cpu tests: /'
 # the device tool returns few files: logs go in one archive
 tar czf "$OUT/logs.tgz" -C "$OUT" $(cd "$OUT" && ls *.log *.txt 2>/dev/null) && (cd "$OUT" && rm -f *.log configure.log env.txt bench-*.txt)

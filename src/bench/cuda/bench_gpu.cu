@@ -125,13 +125,12 @@ Json gpu_quantizer_bench(int64_t rows, int64_t cols) {
 Json gpu_gemm_bench(const std::vector<GemmShape>& shapes, const std::vector<std::string>& recipes) {
   Json rows = Json::array();
   for (const GemmShape& sh : shapes) {
-    cuda::DeviceScratch dx, dw, ddw, ddy, dy, ddx, ab, bb;
+    cuda::DeviceScratch dx, dw, ddw, ddy, dy, ab, bb;
     float* x = random_device(dx, sh.tokens * sh.in, 1.0f, 1);
     float* w = random_device(dw, sh.out * sh.in, 0.05f, 2);
     float* g = random_device(ddy, sh.tokens * sh.out, 1e-3f, 3);
     float* dwp = ddw.as<float>(static_cast<size_t>(sh.out * sh.in));
     float* y = dy.as<float>(static_cast<size_t>(sh.tokens * sh.out));
-    float* dxp = ddx.as<float>(static_cast<size_t>(sh.tokens * sh.in));
     auto* a16 = ab.as<__nv_bfloat16>(static_cast<size_t>(sh.tokens * sh.in));
     auto* b16 = bb.as<__nv_bfloat16>(static_cast<size_t>(sh.out * sh.in));
     to_bf16<<<static_cast<unsigned>((sh.tokens * sh.in + 255) / 256), 256>>>(x, a16, sh.tokens * sh.in);
@@ -156,6 +155,14 @@ Json gpu_gemm_bench(const std::vector<GemmShape>& shapes, const std::vector<std:
       rows.push_back(r);
     };
     add("-", "cuBLASLt bf16 GEMM (ceiling)", base_ms, flops);
+    // The layer as the engine runs it: x, y, dY and dX stored in bf16 (mixed precision).
+    cuda::DeviceScratch gb, yb, dxb;
+    auto* g16 = gb.as<__nv_bfloat16>(static_cast<size_t>(sh.tokens * sh.out));
+    auto* y16 = yb.as<__nv_bfloat16>(static_cast<size_t>(sh.tokens * sh.out));
+    auto* dx16 = dxb.as<__nv_bfloat16>(static_cast<size_t>(sh.tokens * sh.in));
+    to_bf16<<<static_cast<unsigned>((sh.tokens * sh.out + 255) / 256), 256>>>(g, g16, sh.tokens * sh.out);
+    NIBBLE_CUDA_CHECK_LAUNCH();
+    const auto bf = cuda::GemmDtype::BF16;
     cuda::LinearWorkspace ws;
     for (const std::string& rn : recipes) {
       cuda::CudaLinear lin("bench", sh.in, sh.out, 0);
@@ -163,10 +170,11 @@ Json gpu_gemm_bench(const std::vector<GemmShape>& shapes, const std::vector<std:
       lin.set_recipe(Recipe::preset(rn));
       StepContext ctx;
       ctx.seed = 1;
-      add(rn, "linear forward", median_ms([&] { lin.forward(x, y, sh.tokens, ctx, ws, nullptr); }), flops);
+      add(rn, "linear forward", median_ms([&] { lin.forward({a16, bf}, {y16, bf, nullptr}, sh.tokens, ctx, ws, nullptr); }),
+          flops);
       add(rn, "linear forward+backward", median_ms([&] {
-            lin.forward(x, y, sh.tokens, ctx, ws, nullptr);
-            lin.backward(g, dxp, sh.tokens, ctx, ws, nullptr);
+            lin.forward({a16, bf}, {y16, bf, nullptr}, sh.tokens, ctx, ws, nullptr);
+            lin.backward({g16, bf}, dx16, bf, sh.tokens, ctx, ws, nullptr);
           }),
           3 * flops);
     }

@@ -12,7 +12,9 @@
 #include "core/cuda/check.cuh"
 #include "nibble/error.hpp"
 #include "ops/cuda/device_util.cuh"
+#include "nibble/philox.hpp"
 #include "quant/cuda/amax.cuh"
+#include "quant/cuda/block_scale.cuh"
 #include "quant/cuda/rht_butterfly.cuh"
 
 namespace nibble::cuda {
@@ -162,19 +164,66 @@ __global__ void wgrad_correction_kernel(float* __restrict__ dw, int64_t n, int64
   dw[i] = static_cast<float>(dw[i] + t * nu[r] * static_cast<double>(mu[c]));
 }
 
-// ---- fused transforms: (transpose,) centre, RHT and the tensor amax in one pass ---------------
+// ---- fused transforms: (transpose,) centre, RHT, then one of three epilogues ---------------
 // The RHT is the CPU's arithmetic exactly (rht.cpp / quant/cuda/rht.cu): v·sign in float64,
 // butterflies in stage order with lower = a + b, upper = a − b, one rounding of t·(1/√n).
+//   Fp32:     write the transformed fp32 operand and fold its tensor amax (the quantizer's
+//             input, or the statistics' reference);
+//   AmaxOnly: fold the tensor amax only (pass 1 of a fused quantization);
+//   Quant:    recompute the transform and quantize it in registers (pass 2): the block of a
+//             lane's value lies in QB consecutive lanes, its amax is a shuffle reduction, and the
+//             lane writes its element's q·s_b straight into the GEMM operand. The source is
+//             read twice (2 or 4 bytes an element each time) and the operand written once,
+//             instead of writing and re-reading an fp32 copy; the values are the block
+//             quantizer's bits (same block scale, same Philox word per element).
+enum class Emit : uint8_t { Fp32, AmaxOnly, Quant };
+
+struct Epilogue {
+  float* out = nullptr;         // Fp32
+  AmaxSlot* slot = nullptr;     // Fp32, AmaxOnly: where the amax is folded
+  KernelSpec k{};               // Quant: the quantizer (mode GemmBf16 / GemmF32)
+  const AmaxSlot* amax = nullptr;  // Quant: the tensor amax from pass 1
+  void* qout = nullptr;         // Quant: the GEMM operand
+  float* tensor = nullptr;      // Quant: amax and S_dec for the GEMM's alpha
+};
+
+// Every lane of the warp calls it (dead lanes with live = false): the block amax is a shuffle
+// over QB lanes.
+template <int QB>
+__device__ __forceinline__ void quantize_lane(const Epilogue& e, float o, uint64_t p, bool live, float amax,
+                                              float s_enc, float s_dec) {
+  float a = live ? fabsf(o) : 0.0f;
+#pragma unroll
+  for (int off = QB / 2; off > 0; off >>= 1) a = fmaxf(a, __shfl_xor_sync(0xffffffffu, a, off));
+  if (!live) return;
+  const KernelSpec& k = e.k;
+  const BlockScale bs = block_scale(k, a, s_enc, s_dec);
+  const float u = k.stochastic ? philox_uniform_from_word(philox_group(k.seed, k.stream, p >> 2).v[p & 3]) : 0.0f;
+  const uint8_t q = codec::encode_element(k.grid, o, bs.mul, k.stochastic, u);
+  const float val = grid_decode(k.grid, q) * bs.value;
+  if (k.mode == OutMode::GemmBf16) static_cast<bf16*>(e.qout)[p] = __float2bfloat16_rn(val);
+  else static_cast<float*>(e.qout)[p] = val;
+  if (e.tensor && p == 0) {
+    e.tensor[0] = k.mx ? 0.0f : amax;
+    e.tensor[1] = s_dec;
+  }
+}
+
+__device__ __forceinline__ void quant_scales(const Epilogue& e, float& amax, float& s_enc, float& s_dec) {
+  tensor_scales(e.k, e.amax, amax, s_enc, s_dec);
+}
 
 // Row layout: groups of min(N, 32) lanes hold one N-block of a row (N = 0: no RHT, 32-blocks).
-template <int N, class SrcT>
+template <int N, class SrcT, Emit E, int QB>
 __global__ void rows_transform_kernel(const SrcT* __restrict__ src, int64_t nblocks, int64_t cols,
                                       const float* __restrict__ mean, const float* __restrict__ signs, double scale,
-                                      float* __restrict__ out, AmaxSlot* slot) {
+                                      Epilogue ep) {
   constexpr int kB = N == 0 ? 32 : N;  // N = 0: no RHT, blocks of 32 for the amax
   constexpr int kLanes = RhtLanes<kB>::kLanes, kPerLane = RhtLanes<kB>::kPerLane;
   float m = 0.0f;
   unsigned long long bad = ULLONG_MAX;
+  float amax = 0.0f, s_enc = 1.0f, s_dec = 1.0f;
+  if constexpr (E == Emit::Quant) quant_scales(ep, amax, s_enc, s_dec);
   const int64_t total = nblocks * kLanes, stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
   // grid-stride with a block-uniform trip count: every lane takes part in every shuffle
   for (int64_t g0 = static_cast<int64_t>(blockIdx.x) * blockDim.x; g0 < total; g0 += stride) {
@@ -197,28 +246,33 @@ __global__ void rows_transform_kernel(const SrcT* __restrict__ src, int64_t nblo
     for (int i = 0; i < kPerLane; ++i) {
       const int pos = lane + kLanes * i;
       const float o = N == 0 ? static_cast<float>(t[i]) : static_cast<float>(t[i] * scale);
-      if (live) {
-        out[base + pos] = o;
+      if constexpr (E == Emit::Quant) {
+        quantize_lane<QB>(ep, o, static_cast<uint64_t>(base + pos), live, amax, s_enc, s_dec);
+      } else if (live) {
+        if constexpr (E == Emit::Fp32) ep.out[base + pos] = o;
         amax_note_value(o, static_cast<unsigned long long>(base + pos), m, bad);
       }
     }
   }
-  if (slot) amax_fold_block(slot, m, bad);
+  if constexpr (E != Emit::Quant)
+    if (ep.slot) amax_fold_block(ep.slot, m, bad);
 }
 
 // Transposed layout: a 32×32 tile of src [rows, cols] is staged in shared memory; warp w writes
 // output rows (src columns) c0 + w, + 8, ...: lane l holds token r0 + l, and an RHT of N ≤ 32
 // along the tokens runs across groups of N lanes with shuffles.
-template <int N, class SrcT>
+template <int N, class SrcT, Emit E, int QB>
 __global__ void transpose_transform_kernel(const SrcT* __restrict__ src, int64_t rows, int64_t cols,
                                            const float* __restrict__ mean, const float* __restrict__ signs, double scale,
-                                           float* __restrict__ out, AmaxSlot* slot) {
+                                           Epilogue ep) {
   __shared__ float tile[32][33];
   const int tx = threadIdx.x, ty = threadIdx.y;
   const int64_t tiles_c = (cols + 31) / 32, tiles = tiles_c * ((rows + 31) / 32);
   const double sg = N == 0 ? 1.0 : static_cast<double>(signs[tx % (N == 0 ? 1 : N)]);
   float m = 0.0f;
   unsigned long long bad = ULLONG_MAX;
+  float amax = 0.0f, s_enc = 1.0f, s_dec = 1.0f;
+  if constexpr (E == Emit::Quant) quant_scales(ep, amax, s_enc, s_dec);
   for (int64_t tile_id = blockIdx.x; tile_id < tiles; tile_id += gridDim.x) {
     const int64_t c0 = (tile_id % tiles_c) * 32, r0 = (tile_id / tiles_c) * 32;
     __syncthreads();  // the previous tile's reads are done
@@ -241,47 +295,84 @@ __global__ void transpose_transform_kernel(const SrcT* __restrict__ src, int64_t
         t = one[0];
       }
       const float o = N == 0 ? static_cast<float>(t) : static_cast<float>(t * scale);
-      if (r < rows && c < cols) {
-        out[c * rows + r] = o;
+      const bool live = r < rows && c < cols;
+      if constexpr (E == Emit::Quant) {
+        quantize_lane<QB>(ep, o, static_cast<uint64_t>(c * rows + r), live, amax, s_enc, s_dec);
+      } else if (live) {
+        if constexpr (E == Emit::Fp32) ep.out[c * rows + r] = o;
         amax_note_value(o, static_cast<unsigned long long>(c * rows + r), m, bad);
       }
     }
   }
-  if (slot) amax_fold_block(slot, m, bad);
+  if constexpr (E != Emit::Quant)
+    if (ep.slot) amax_fold_block(ep.slot, m, bad);
 }
 
-// Runs the fused transform of a job into `w` ([R, C] fp32); false when this combination has no
-// fused kernel (an RHT wider than 32 along a transposed operand).
-template <class SrcT>
-bool fused_transform_t(const OperandJob& j, const SrcT* src, float* w, AmaxSlot* slot, cudaStream_t st) {
+// Runs a fused transform of a job with epilogue E; false when this combination has no fused
+// kernel (an RHT wider than 32 along a transposed operand).
+template <class SrcT, Emit E, int QB>
+bool fused_transform_t(const OperandJob& j, const SrcT* src, const Epilogue& ep, cudaStream_t st) {
   const double scale = j.rht ? 1.0 / std::sqrt(static_cast<double>(j.rht)) : 1.0;
   if (j.transpose) {
     if (j.rht != 0 && j.rht != 16 && j.rht != 32) return false;
     const int64_t tiles = ((j.cols + 31) / 32) * ((j.rows + 31) / 32);
     const unsigned grid = static_cast<unsigned>(std::min<int64_t>(tiles, kMaxBlocks));
-    if (j.rht == 0) transpose_transform_kernel<0, SrcT><<<grid, dim3(32, 8), 0, st>>>(src, j.rows, j.cols, j.mean, j.signs, scale, w, slot);
-    else if (j.rht == 16) transpose_transform_kernel<16, SrcT><<<grid, dim3(32, 8), 0, st>>>(src, j.rows, j.cols, j.mean, j.signs, scale, w, slot);
-    else transpose_transform_kernel<32, SrcT><<<grid, dim3(32, 8), 0, st>>>(src, j.rows, j.cols, j.mean, j.signs, scale, w, slot);
+    const dim3 block(32, 8);
+    if (j.rht == 0) transpose_transform_kernel<0, SrcT, E, QB><<<grid, block, 0, st>>>(src, j.rows, j.cols, j.mean, j.signs, scale, ep);
+    else if (j.rht == 16) transpose_transform_kernel<16, SrcT, E, QB><<<grid, block, 0, st>>>(src, j.rows, j.cols, j.mean, j.signs, scale, ep);
+    else transpose_transform_kernel<32, SrcT, E, QB><<<grid, block, 0, st>>>(src, j.rows, j.cols, j.mean, j.signs, scale, ep);
   } else {
     const int b = j.rht == 0 ? 32 : j.rht;
     NIBBLE_CHECK(j.cols % b == 0, "operand width ", j.cols, " is not a multiple of ", b);
     const int64_t nblocks = j.rows * j.cols / b;
     const unsigned grid = std::min(blocks_for(nblocks * std::min(b, 32)), static_cast<unsigned>(kMaxBlocks));
     switch (j.rht) {
-      case 0: rows_transform_kernel<0, SrcT><<<grid, kThreads, 0, st>>>(src, nblocks, j.cols, j.mean, j.signs, scale, w, slot); break;
-      case 16: rows_transform_kernel<16, SrcT><<<grid, kThreads, 0, st>>>(src, nblocks, j.cols, j.mean, j.signs, scale, w, slot); break;
-      case 32: rows_transform_kernel<32, SrcT><<<grid, kThreads, 0, st>>>(src, nblocks, j.cols, j.mean, j.signs, scale, w, slot); break;
-      case 64: rows_transform_kernel<64, SrcT><<<grid, kThreads, 0, st>>>(src, nblocks, j.cols, j.mean, j.signs, scale, w, slot); break;
-      default: rows_transform_kernel<128, SrcT><<<grid, kThreads, 0, st>>>(src, nblocks, j.cols, j.mean, j.signs, scale, w, slot); break;
+      case 0: rows_transform_kernel<0, SrcT, E, QB><<<grid, kThreads, 0, st>>>(src, nblocks, j.cols, j.mean, j.signs, scale, ep); break;
+      case 16: rows_transform_kernel<16, SrcT, E, QB><<<grid, kThreads, 0, st>>>(src, nblocks, j.cols, j.mean, j.signs, scale, ep); break;
+      case 32: rows_transform_kernel<32, SrcT, E, QB><<<grid, kThreads, 0, st>>>(src, nblocks, j.cols, j.mean, j.signs, scale, ep); break;
+      case 64: rows_transform_kernel<64, SrcT, E, QB><<<grid, kThreads, 0, st>>>(src, nblocks, j.cols, j.mean, j.signs, scale, ep); break;
+      default: rows_transform_kernel<128, SrcT, E, QB><<<grid, kThreads, 0, st>>>(src, nblocks, j.cols, j.mean, j.signs, scale, ep); break;
     }
   }
   NIBBLE_CUDA_CHECK_LAUNCH();
   return true;
 }
 
+template <Emit E, int QB = 16>
+bool fused_transform(const OperandJob& j, const Epilogue& ep, cudaStream_t st) {
+  if (j.src_type == GemmDtype::BF16) return fused_transform_t<bf16, E, QB>(j, static_cast<const bf16*>(j.src), ep, st);
+  return fused_transform_t<float, E, QB>(j, static_cast<const float*>(j.src), ep, st);
+}
+
+// The fp32 transformed operand into w (with its amax folded into slot when given).
 bool fused_transform(const OperandJob& j, float* w, AmaxSlot* slot, cudaStream_t st) {
-  if (j.src_type == GemmDtype::BF16) return fused_transform_t(j, static_cast<const bf16*>(j.src), w, slot, st);
-  return fused_transform_t(j, static_cast<const float*>(j.src), w, slot, st);
+  Epilogue ep;
+  ep.out = w;
+  ep.slot = slot;
+  return fused_transform<Emit::Fp32>(j, ep, st);
+}
+
+// Two passes over the source (amax, then transform + quantize) into the GEMM operand `o`; false
+// where no fused kernel applies (2D tiles, an RHT wider than 32 along a transposed operand,
+// rows not a whole number of 32-blocks).
+bool fused_quantize(const OperandJob& j, const QuantSpec& q, void* o, float* tensor, QuantScratch* qs, cudaStream_t st) {
+  if (q.tile2d || (q.block != 16 && q.block != 32)) return false;
+  if (j.transpose ? (j.rht > 32) : (j.cols % (j.rht == 0 ? 32 : j.rht) != 0)) return false;
+  const int64_t r = j.transpose ? j.cols : j.rows, c = j.transpose ? j.rows : j.cols;
+  validate_quant_shape(q, r, c);
+  auto* slot = static_cast<AmaxSlot*>(quant_scratch_slot(qs));
+  reset_quant_scratch(qs, st);
+  Epilogue amax;
+  amax.slot = slot;
+  fused_transform<Emit::AmaxOnly>(j, amax, st);
+  Epilogue ep;
+  ep.k = kernel_spec(q, r, c, j.dtype == GemmDtype::BF16 ? OutMode::GemmBf16 : OutMode::GemmF32);
+  ep.amax = slot;
+  ep.qout = o;
+  ep.tensor = tensor;
+  if (q.block == 16) fused_transform<Emit::Quant, 16>(j, ep, st);
+  else fused_transform<Emit::Quant, 32>(j, ep, st);
+  return true;
 }
 
 bool needs_work(const OperandJob& j) {
@@ -325,6 +416,7 @@ PreparedOperand prepare_operand(const OperandJob& j, DeviceScratch& work, Device
       quantize_for_gemm(static_cast<const float*>(j.src), r, c, q, bf16_out, o, tensor, qs, st);
       return {{o, j.dtype, true}, scaled};
     }
+    if (fused_quantize(j, q, o, tensor, qs, st)) return {{o, j.dtype, true}, scaled};
     float* w = work.as<float>(static_cast<size_t>(r * c));
     reset_quant_scratch(qs, st);
     if (fused_transform(j, w, static_cast<AmaxSlot*>(quant_scratch_slot(qs)), st)) {

@@ -17,6 +17,7 @@
 #include "nibble/quant/spectral.hpp"  // philox_normal
 #include "nibble/report/metrics.hpp"
 #include "nibble/train/engine.hpp"
+#include "nibble/dtype.hpp"
 #include "nibble/train/trainer.hpp"
 #include "nn/cuda/linear_cuda.hpp"
 #include "support/cli_runner.hpp"
@@ -124,6 +125,97 @@ TEST(SM90_Engine, LinearMatchesCpuUnderEveryGpuRecipe) {
     EXPECT_LT(ey, 2e-5);
     EXPECT_LT(ex, budget);
     EXPECT_LT(ew, budget);
+  }
+}
+
+namespace {
+std::vector<float> bf16_values(std::vector<float> v) {
+  for (float& x : v) x = bf16_to_float(bf16_from_float(x));
+  return v;
+}
+// A bf16 device copy of bf16-valued floats, and bf16 device outputs read back as floats.
+struct Dev16 {
+  uint16_t* p = nullptr;
+  size_t n = 0;
+  explicit Dev16(const std::vector<float>& h) : n(h.size()) {
+    std::vector<uint16_t> b(n);
+    for (size_t i = 0; i < n; ++i) b[i] = bf16_from_float(h[i]);
+    cudaMalloc(&p, n * 2);
+    cudaMemcpy(p, b.data(), n * 2, cudaMemcpyHostToDevice);
+  }
+  explicit Dev16(size_t count) : n(count) { cudaMalloc(&p, n * 2); }
+  ~Dev16() { cudaFree(p); }
+  std::vector<float> host() const {
+    std::vector<uint16_t> b(n);
+    cudaMemcpy(b.data(), p, n * 2, cudaMemcpyDeviceToHost);
+    std::vector<float> h(n);
+    for (size_t i = 0; i < n; ++i) h[i] = bf16_to_float(b[i]);
+    return h;
+  }
+};
+}  // namespace
+
+// The engine's mixed-precision interface: x and dY stored in bf16 (here bf16 values, so the CPU
+// sees the same numbers in fp32). The operands are the same bits (quantized straight from the
+// bf16 source by the fused transform-and-quantize kernels, or read in place), so with fp32
+// outputs the budget of the test above holds; a residual added in the GEMM's epilogue is exact
+// on top; bf16 outputs are one rounding (2⁻⁹ relative per element, ~1e-3 in norm) away: 3e-3.
+TEST(SM90_Engine, LinearWithBf16ActivationsMatchesCpu) {
+  REQUIRE_GPU_FP32_ATTENTION();
+  const int64_t t = 128, in = 256, out = 192;
+  const std::vector<float> x = bf16_values(randn(t * in, 1, 1.0, 0.3)), w = randn(out * in, 2, 0.05),
+                           dy = bf16_values(randn(t * out, 3, 1e-3, 2e-4)), res = randn(t * out, 4, 0.5);
+  for (const std::string name : {"fp32", "bf16", "nvfp4", "mxfp4", "nvfp4-mean", "ufp4", "ufp4-mean", "metis"}) {
+    SCOPED_TRACE(name);
+    const Recipe r = Recipe::preset(name);
+    StepContext ctx;
+    ctx.seed = 11;
+    ctx.step = 5;
+    std::vector<float> wc = w, dwc(w.size(), 0.25f), yc(t * out), dxc(t * in);
+    QuantLinear<float> cpu("layer", in, out, 3);
+    cpu.bind(wc.data(), dwc.data());
+    cpu.set_recipe(r);
+    cpu.forward(x.data(), yc.data(), t, ctx);
+    cpu.backward(dy.data(), dxc.data(), t, ctx);
+    const double budget = name == "metis" ? 1e-2 : 2e-5;
+    if (name == "fp32") continue;  // an fp32 GEMM needs fp32 operands: the engine keeps fp32 activations for it
+    Dev16 x16(x), dy16(dy);
+    {
+      Dev dw_(w), ddw(std::vector<float>(w.size(), 0.25f)), dres(res), dyo(static_cast<size_t>(t * out)),
+          ddx(static_cast<size_t>(t * in));
+      cuda::LinearWorkspace ws;
+      cuda::CudaLinear gpu("layer", in, out, 3);
+      gpu.bind(dw_.p, ddw.p);
+      gpu.set_recipe(r);
+      const auto bf = cuda::GemmDtype::BF16, f32 = cuda::GemmDtype::FP32;
+      gpu.forward({x16.p, bf}, {dyo.p, f32, dres.p}, t, ctx, ws, nullptr);
+      gpu.backward({dy16.p, bf}, ddx.p, f32, t, ctx, ws, nullptr);
+      ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+      std::vector<float> y = dyo.host();
+      for (size_t i = 0; i < y.size(); ++i) y[i] -= res[i];
+      const double ey = rel_err(y, yc), ex = rel_err(ddx.host(), dxc), ew = rel_err(ddw.host(), dwc);
+      std::printf("  %-10s bf16 in, fp32 out: y %.2e  dx %.2e  dW %.2e\n", name.c_str(), ey, ex, ew);
+      EXPECT_LT(ey, 2e-5);
+      EXPECT_LT(ex, budget);
+      EXPECT_LT(ew, budget);
+    }
+    {
+      Dev dw_(w), ddw(std::vector<float>(w.size(), 0.25f));
+      Dev16 y16(static_cast<size_t>(t * out)), dx16(static_cast<size_t>(t * in));
+      cuda::LinearWorkspace ws;
+      cuda::CudaLinear gpu("layer", in, out, 3);
+      gpu.bind(dw_.p, ddw.p);
+      gpu.set_recipe(r);
+      const auto bf = cuda::GemmDtype::BF16;
+      gpu.forward({x16.p, bf}, {y16.p, bf, nullptr}, t, ctx, ws, nullptr);
+      gpu.backward({dy16.p, bf}, dx16.p, bf, t, ctx, ws, nullptr);
+      ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+      const double ey = rel_err(y16.host(), yc), ex = rel_err(dx16.host(), dxc), ew = rel_err(ddw.host(), dwc);
+      std::printf("  %-10s bf16 in, bf16 out: y %.2e  dx %.2e  dW %.2e\n", name.c_str(), ey, ex, ew);
+      EXPECT_LT(ey, 3e-3);
+      EXPECT_LT(ex, std::max(budget, 3e-3));
+      EXPECT_LT(ew, budget);
+    }
   }
 }
 
@@ -306,9 +398,13 @@ TrainOptions quiet() {
 
 // 50 steps from the same init and data: the GPU curve tracks the CPU one. Differences grow
 // from rounding (and, in 4-bit, flipped roundings); at lr 1e-3 the curves are smooth (the loss
-// falls from 5.5 to ~3.1) and stay within 0.05 nats of each other at every step (a broken op
-// drifts by ≫ 0.1). At lr 3e-3 nvfp4 on this model has a loss spike near step 16 whose timing
-// is chaotic, so a higher rate would compare spikes, not numerics.
+// falls from 5.5 to ~3.1). bf16 stays within 0.01 nats at every step (measured ≤ 0.0012, also
+// with bf16 activations). In 4-bit an ulp anywhere flips stochastic roundings, and from then on
+// the two runs draw different noise: measured 0.02–0.06 on an H100 across attention and
+// activation precisions; budget 0.1 — a wrong scale, stream or transform leaves the curve
+// (or stops it learning, the second check) by far more. At lr 3e-3 nvfp4 on this model has a
+// loss spike near step 16 whose timing is chaotic, so a higher rate would compare spikes, not
+// numerics.
 TEST(SM90_Engine, FiftyStepLossCurvesMatchCpu) {
   REQUIRE_GPU_FP32_ATTENTION();
   for (const std::string r : {"bf16", "nvfp4", "ufp4"}) {
@@ -327,7 +423,7 @@ TEST(SM90_Engine, FiftyStepLossCurvesMatchCpu) {
       for (size_t i = 0; i < a.size(); ++i) worst = std::max(worst, std::fabs(a[i] - b[i]));
       std::printf("  %s (%s attention): loss %.4f -> %.4f (cpu) / %.4f (gpu), worst |d| %.4f\n", r.c_str(), att.c_str(),
                   a.front(), a.back(), b.back(), worst);
-      EXPECT_LT(worst, 0.05);
+      EXPECT_LT(worst, r == "bf16" ? 0.01 : 0.1);
       EXPECT_LT(b.back(), a.front() - 1.5);  // it learns
     }
     use_reference_precision();
