@@ -164,57 +164,21 @@ __global__ void wgrad_correction_kernel(float* __restrict__ dw, int64_t n, int64
   dw[i] = static_cast<float>(dw[i] + t * nu[r] * static_cast<double>(mu[c]));
 }
 
-// ---- fused transforms: (transpose,) centre, RHT, then one of three epilogues ---------------
+// ---- fused transforms: (transpose,) centre, RHT, then one of two epilogues ------------------
 // The RHT is the CPU's arithmetic exactly (rht.cpp / quant/cuda/rht.cu): v·sign in float64,
 // butterflies in stage order with lower = a + b, upper = a − b, one rounding of t·(1/√n).
 //   Fp32:     write the transformed fp32 operand and fold its tensor amax (the quantizer's
 //             input, or the statistics' reference);
-//   AmaxOnly: fold the tensor amax only (pass 1 of a fused quantization);
-//   Quant:    recompute the transform and quantize it in registers (pass 2): the block of a
-//             lane's value lies in QB consecutive lanes, its amax is a shuffle reduction, and the
-//             lane writes its element's q·s_b straight into the GEMM operand. The source is
-//             read twice (2 or 4 bytes an element each time) and the operand written once,
-//             instead of writing and re-reading an fp32 copy; the values are the block
-//             quantizer's bits (same block scale, same Philox word per element).
-enum class Emit : uint8_t { Fp32, AmaxOnly, Quant };
+//   AmaxOnly: fold the tensor amax only (pass 1 of a fused quantization, see rows_quant_kernel).
+enum class Emit : uint8_t { Fp32, AmaxOnly };
 
 struct Epilogue {
-  float* out = nullptr;         // Fp32
-  AmaxSlot* slot = nullptr;     // Fp32, AmaxOnly: where the amax is folded
-  KernelSpec k{};               // Quant: the quantizer (mode GemmBf16 / GemmF32)
-  const AmaxSlot* amax = nullptr;  // Quant: the tensor amax from pass 1
-  void* qout = nullptr;         // Quant: the GEMM operand
-  float* tensor = nullptr;      // Quant: amax and S_dec for the GEMM's alpha
+  float* out = nullptr;          // Fp32
+  AmaxSlot* slot = nullptr;      // where the amax is folded
 };
 
-// Every lane of the warp calls it (dead lanes with live = false): the block amax is a shuffle
-// over QB lanes.
-template <int QB>
-__device__ __forceinline__ void quantize_lane(const Epilogue& e, float o, uint64_t p, bool live, float amax,
-                                              float s_enc, float s_dec) {
-  float a = live ? fabsf(o) : 0.0f;
-#pragma unroll
-  for (int off = QB / 2; off > 0; off >>= 1) a = fmaxf(a, __shfl_xor_sync(0xffffffffu, a, off));
-  if (!live) return;
-  const KernelSpec& k = e.k;
-  const BlockScale bs = block_scale(k, a, s_enc, s_dec);
-  const float u = k.stochastic ? philox_uniform_from_word(philox_group(k.seed, k.stream, p >> 2).v[p & 3]) : 0.0f;
-  const uint8_t q = codec::encode_element(k.grid, o, bs.mul, k.stochastic, u);
-  const float val = grid_decode(k.grid, q) * bs.value;
-  if (k.mode == OutMode::GemmBf16) static_cast<bf16*>(e.qout)[p] = __float2bfloat16_rn(val);
-  else static_cast<float*>(e.qout)[p] = val;
-  if (e.tensor && p == 0) {
-    e.tensor[0] = k.mx ? 0.0f : amax;
-    e.tensor[1] = s_dec;
-  }
-}
-
-__device__ __forceinline__ void quant_scales(const Epilogue& e, float& amax, float& s_enc, float& s_dec) {
-  tensor_scales(e.k, e.amax, amax, s_enc, s_dec);
-}
-
 // Row layout: groups of min(N, 32) lanes hold one N-block of a row (N = 0: no RHT, 32-blocks).
-template <int N, class SrcT, Emit E, int QB>
+template <int N, class SrcT, Emit E>
 __global__ void rows_transform_kernel(const SrcT* __restrict__ src, int64_t nblocks, int64_t cols,
                                       const float* __restrict__ mean, const float* __restrict__ signs, double scale,
                                       Epilogue ep) {
@@ -222,8 +186,6 @@ __global__ void rows_transform_kernel(const SrcT* __restrict__ src, int64_t nblo
   constexpr int kLanes = RhtLanes<kB>::kLanes, kPerLane = RhtLanes<kB>::kPerLane;
   float m = 0.0f;
   unsigned long long bad = ULLONG_MAX;
-  float amax = 0.0f, s_enc = 1.0f, s_dec = 1.0f;
-  if constexpr (E == Emit::Quant) quant_scales(ep, amax, s_enc, s_dec);
   const int64_t total = nblocks * kLanes, stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
   // grid-stride with a block-uniform trip count: every lane takes part in every shuffle
   for (int64_t g0 = static_cast<int64_t>(blockIdx.x) * blockDim.x; g0 < total; g0 += stride) {
@@ -246,22 +208,19 @@ __global__ void rows_transform_kernel(const SrcT* __restrict__ src, int64_t nblo
     for (int i = 0; i < kPerLane; ++i) {
       const int pos = lane + kLanes * i;
       const float o = N == 0 ? static_cast<float>(t[i]) : static_cast<float>(t[i] * scale);
-      if constexpr (E == Emit::Quant) {
-        quantize_lane<QB>(ep, o, static_cast<uint64_t>(base + pos), live, amax, s_enc, s_dec);
-      } else if (live) {
+      if (live) {
         if constexpr (E == Emit::Fp32) ep.out[base + pos] = o;
         amax_note_value(o, static_cast<unsigned long long>(base + pos), m, bad);
       }
     }
   }
-  if constexpr (E != Emit::Quant)
-    if (ep.slot) amax_fold_block(ep.slot, m, bad);
+  if (ep.slot) amax_fold_block(ep.slot, m, bad);
 }
 
 // Transposed layout: a 32×32 tile of src [rows, cols] is staged in shared memory; warp w writes
 // output rows (src columns) c0 + w, + 8, ...: lane l holds token r0 + l, and an RHT of N ≤ 32
 // along the tokens runs across groups of N lanes with shuffles.
-template <int N, class SrcT, Emit E, int QB>
+template <int N, class SrcT, Emit E>
 __global__ void transpose_transform_kernel(const SrcT* __restrict__ src, int64_t rows, int64_t cols,
                                            const float* __restrict__ mean, const float* __restrict__ signs, double scale,
                                            Epilogue ep) {
@@ -271,8 +230,6 @@ __global__ void transpose_transform_kernel(const SrcT* __restrict__ src, int64_t
   const double sg = N == 0 ? 1.0 : static_cast<double>(signs[tx % (N == 0 ? 1 : N)]);
   float m = 0.0f;
   unsigned long long bad = ULLONG_MAX;
-  float amax = 0.0f, s_enc = 1.0f, s_dec = 1.0f;
-  if constexpr (E == Emit::Quant) quant_scales(ep, amax, s_enc, s_dec);
   for (int64_t tile_id = blockIdx.x; tile_id < tiles; tile_id += gridDim.x) {
     const int64_t c0 = (tile_id % tiles_c) * 32, r0 = (tile_id / tiles_c) * 32;
     __syncthreads();  // the previous tile's reads are done
@@ -295,22 +252,143 @@ __global__ void transpose_transform_kernel(const SrcT* __restrict__ src, int64_t
         t = one[0];
       }
       const float o = N == 0 ? static_cast<float>(t) : static_cast<float>(t * scale);
-      const bool live = r < rows && c < cols;
-      if constexpr (E == Emit::Quant) {
-        quantize_lane<QB>(ep, o, static_cast<uint64_t>(c * rows + r), live, amax, s_enc, s_dec);
-      } else if (live) {
+      if (r < rows && c < cols) {
         if constexpr (E == Emit::Fp32) ep.out[c * rows + r] = o;
         amax_note_value(o, static_cast<unsigned long long>(c * rows + r), m, bad);
       }
     }
   }
-  if constexpr (E != Emit::Quant)
-    if (ep.slot) amax_fold_block(ep.slot, m, bad);
+  if (ep.slot) amax_fold_block(ep.slot, m, bad);
+}
+
+// ---- pass 2 of a fused quantization: transform and quantize, one thread per block -----------
+// A thread owns one QB-element quantization block of the operand: it reads the block's source
+// values (a row segment, or a column segment of a shared-memory tile for a transposed
+// operand), centres them, runs the RHT (N ≤ QB, N | QB) in registers and quantizes them with
+// the block quantizer's code (encode_and_store: the same block scale, Philox words and
+// encodings as quantizer.cu, so the CPU's bits). With pass 1 (the amax) the source is read
+// twice and the GEMM operand written once — no fp32 copy written and read back.
+struct QuantEpilogue {
+  KernelSpec k{};
+  const AmaxSlot* amax = nullptr;  // the tensor amax from pass 1
+  void* out = nullptr;             // the GEMM operand [R, C]
+  float* tensor = nullptr;         // amax and S_dec for the GEMM's alpha
+};
+
+// The serial butterflies of RHT-N blocks inside a thread's QB values (stage order as fwht()).
+template <int QB, int N>
+__device__ __forceinline__ void rht_in_thread(float (&v)[QB], const float* __restrict__ signs, double scale) {
+  double t[QB];
+#pragma unroll
+  for (int i = 0; i < QB; ++i) t[i] = static_cast<double>(v[i]) * static_cast<double>(signs[i % N]);
+#pragma unroll
+  for (int h = 1; h < N; h <<= 1)
+#pragma unroll
+    for (int i = 0; i < QB; ++i)
+      if ((i & h) == 0) {
+        const double a = t[i], b = t[i + h];
+        t[i] = a + b;
+        t[i + h] = a - b;
+      }
+#pragma unroll
+  for (int i = 0; i < QB; ++i) v[i] = static_cast<float>(t[i] * scale);
+}
+
+template <int QB>
+__device__ __forceinline__ void quantize_block(const QuantEpilogue& e, const float (&v)[QB], uint64_t base) {
+  float amax, s_enc, s_dec;
+  tensor_scales(e.k, e.amax, amax, s_enc, s_dec);
+  float a_b = 0.0f;
+#pragma unroll
+  for (int j = 0; j < QB; ++j) a_b = fmaxf(a_b, fabsf(v[j]));
+  const BlockScale bs = block_scale(e.k, a_b, s_enc, s_dec);
+  encode_and_store<QB>(e.k, v, base, bs, s_dec, e.out, nullptr);
+  if (e.tensor && base == 0) {
+    e.tensor[0] = e.k.mx ? 0.0f : amax;
+    e.tensor[1] = s_dec;
+  }
+}
+
+template <class SrcT, int QB, int N>
+__global__ void rows_quant_kernel(const SrcT* __restrict__ src, int64_t nblk, int64_t cols,
+                                  const float* __restrict__ mean, const float* __restrict__ signs, double scale,
+                                  QuantEpilogue ep) {
+  const int64_t blk = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (blk >= nblk) return;
+  const int64_t base = blk * QB, col0 = base % cols;
+  float v[QB];
+#pragma unroll
+  for (int j = 0; j < QB; j += 4) {
+    float q[4];
+    ops::dev::load<4>(src + base + j, q);
+#pragma unroll
+    for (int l = 0; l < 4; ++l) v[j + l] = mean ? q[l] - mean[col0 + j + l] : q[l];
+  }
+  if constexpr (N != 0) rht_in_thread<QB, N>(v, signs, scale);
+  quantize_block<QB>(ep, v, static_cast<uint64_t>(base));
+}
+
+// A tile of 32 source rows (tokens) × kCols columns in shared memory, read coalesced; thread i
+// takes column i % kCols and tokens of chunk i / kCols: the QB consecutive elements of one
+// output row (a source column), written as one 2·QB-byte run.
+template <class SrcT, int QB, int N>
+__global__ void __launch_bounds__(256)
+    transpose_quant_kernel(const SrcT* __restrict__ src, int64_t rows, int64_t cols, const float* __restrict__ mean,
+                           const float* __restrict__ signs, double scale, QuantEpilogue ep) {
+  constexpr int kChunks = 32 / QB, kCols = 256 / kChunks;
+  __shared__ float tile[32][kCols];
+  const int tid = static_cast<int>(threadIdx.x);
+  const int64_t tiles_c = (cols + kCols - 1) / kCols, tiles = tiles_c * ((rows + 31) / 32);
+  for (int64_t tile_id = blockIdx.x; tile_id < tiles; tile_id += gridDim.x) {
+    const int64_t c0 = (tile_id % tiles_c) * kCols, r0 = (tile_id / tiles_c) * 32;
+    __syncthreads();  // the previous tile's reads are done
+    for (int idx = tid; idx < 32 * kCols; idx += 256) {
+      const int r = idx / kCols, cc = idx % kCols;
+      const int64_t gr = r0 + r, gc = c0 + cc;
+      float v = 0.0f;
+      if (gr < rows && gc < cols) {
+        v = to_float(src[gr * cols + gc]);
+        if (mean) v -= mean[gc];
+      }
+      tile[r][cc] = v;
+    }
+    __syncthreads();
+    const int cc = tid % kCols, chunk = tid / kCols;
+    const int64_t c = c0 + cc, rr = r0 + chunk * QB;
+    if (c >= cols || rr >= rows) continue;  // rows is a multiple of QB: a chunk is whole or absent
+    float v[QB];
+#pragma unroll
+    for (int j = 0; j < QB; ++j) v[j] = tile[chunk * QB + j][cc];
+    if constexpr (N != 0) rht_in_thread<QB, N>(v, signs, scale);
+    quantize_block<QB>(ep, v, static_cast<uint64_t>(c * rows + rr));
+  }
+}
+
+template <class SrcT, int QB, int N>
+void launch_quant(const OperandJob& j, const SrcT* src, const QuantEpilogue& ep, cudaStream_t st) {
+  const double scale = N ? 1.0 / std::sqrt(static_cast<double>(N)) : 1.0;
+  if (j.transpose) {
+    constexpr int kCols = 256 / (32 / QB);
+    const int64_t tiles = ((j.cols + kCols - 1) / kCols) * ((j.rows + 31) / 32);
+    const unsigned grid = static_cast<unsigned>(std::min<int64_t>(tiles, kMaxBlocks));
+    transpose_quant_kernel<SrcT, QB, N><<<grid, 256, 0, st>>>(src, j.rows, j.cols, j.mean, j.signs, scale, ep);
+  } else {
+    const int64_t nblk = j.rows * j.cols / QB;
+    rows_quant_kernel<SrcT, QB, N><<<blocks_for(nblk), kThreads, 0, st>>>(src, nblk, j.cols, j.mean, j.signs, scale, ep);
+  }
+  NIBBLE_CUDA_CHECK_LAUNCH();
+}
+
+template <class SrcT, int QB>
+void launch_quant_rht(const OperandJob& j, const SrcT* src, const QuantEpilogue& ep, cudaStream_t st) {
+  if (j.rht == 0) launch_quant<SrcT, QB, 0>(j, src, ep, st);
+  else if (j.rht == 16) launch_quant<SrcT, QB, 16>(j, src, ep, st);
+  else if constexpr (QB == 32) launch_quant<SrcT, QB, 32>(j, src, ep, st);
 }
 
 // Runs a fused transform of a job with epilogue E; false when this combination has no fused
 // kernel (an RHT wider than 32 along a transposed operand).
-template <class SrcT, Emit E, int QB>
+template <class SrcT, Emit E>
 bool fused_transform_t(const OperandJob& j, const SrcT* src, const Epilogue& ep, cudaStream_t st) {
   const double scale = j.rht ? 1.0 / std::sqrt(static_cast<double>(j.rht)) : 1.0;
   if (j.transpose) {
@@ -318,30 +396,30 @@ bool fused_transform_t(const OperandJob& j, const SrcT* src, const Epilogue& ep,
     const int64_t tiles = ((j.cols + 31) / 32) * ((j.rows + 31) / 32);
     const unsigned grid = static_cast<unsigned>(std::min<int64_t>(tiles, kMaxBlocks));
     const dim3 block(32, 8);
-    if (j.rht == 0) transpose_transform_kernel<0, SrcT, E, QB><<<grid, block, 0, st>>>(src, j.rows, j.cols, j.mean, j.signs, scale, ep);
-    else if (j.rht == 16) transpose_transform_kernel<16, SrcT, E, QB><<<grid, block, 0, st>>>(src, j.rows, j.cols, j.mean, j.signs, scale, ep);
-    else transpose_transform_kernel<32, SrcT, E, QB><<<grid, block, 0, st>>>(src, j.rows, j.cols, j.mean, j.signs, scale, ep);
+    if (j.rht == 0) transpose_transform_kernel<0, SrcT, E><<<grid, block, 0, st>>>(src, j.rows, j.cols, j.mean, j.signs, scale, ep);
+    else if (j.rht == 16) transpose_transform_kernel<16, SrcT, E><<<grid, block, 0, st>>>(src, j.rows, j.cols, j.mean, j.signs, scale, ep);
+    else transpose_transform_kernel<32, SrcT, E><<<grid, block, 0, st>>>(src, j.rows, j.cols, j.mean, j.signs, scale, ep);
   } else {
     const int b = j.rht == 0 ? 32 : j.rht;
     NIBBLE_CHECK(j.cols % b == 0, "operand width ", j.cols, " is not a multiple of ", b);
     const int64_t nblocks = j.rows * j.cols / b;
     const unsigned grid = std::min(blocks_for(nblocks * std::min(b, 32)), static_cast<unsigned>(kMaxBlocks));
     switch (j.rht) {
-      case 0: rows_transform_kernel<0, SrcT, E, QB><<<grid, kThreads, 0, st>>>(src, nblocks, j.cols, j.mean, j.signs, scale, ep); break;
-      case 16: rows_transform_kernel<16, SrcT, E, QB><<<grid, kThreads, 0, st>>>(src, nblocks, j.cols, j.mean, j.signs, scale, ep); break;
-      case 32: rows_transform_kernel<32, SrcT, E, QB><<<grid, kThreads, 0, st>>>(src, nblocks, j.cols, j.mean, j.signs, scale, ep); break;
-      case 64: rows_transform_kernel<64, SrcT, E, QB><<<grid, kThreads, 0, st>>>(src, nblocks, j.cols, j.mean, j.signs, scale, ep); break;
-      default: rows_transform_kernel<128, SrcT, E, QB><<<grid, kThreads, 0, st>>>(src, nblocks, j.cols, j.mean, j.signs, scale, ep); break;
+      case 0: rows_transform_kernel<0, SrcT, E><<<grid, kThreads, 0, st>>>(src, nblocks, j.cols, j.mean, j.signs, scale, ep); break;
+      case 16: rows_transform_kernel<16, SrcT, E><<<grid, kThreads, 0, st>>>(src, nblocks, j.cols, j.mean, j.signs, scale, ep); break;
+      case 32: rows_transform_kernel<32, SrcT, E><<<grid, kThreads, 0, st>>>(src, nblocks, j.cols, j.mean, j.signs, scale, ep); break;
+      case 64: rows_transform_kernel<64, SrcT, E><<<grid, kThreads, 0, st>>>(src, nblocks, j.cols, j.mean, j.signs, scale, ep); break;
+      default: rows_transform_kernel<128, SrcT, E><<<grid, kThreads, 0, st>>>(src, nblocks, j.cols, j.mean, j.signs, scale, ep); break;
     }
   }
   NIBBLE_CUDA_CHECK_LAUNCH();
   return true;
 }
 
-template <Emit E, int QB = 16>
+template <Emit E>
 bool fused_transform(const OperandJob& j, const Epilogue& ep, cudaStream_t st) {
-  if (j.src_type == GemmDtype::BF16) return fused_transform_t<bf16, E, QB>(j, static_cast<const bf16*>(j.src), ep, st);
-  return fused_transform_t<float, E, QB>(j, static_cast<const float*>(j.src), ep, st);
+  if (j.src_type == GemmDtype::BF16) return fused_transform_t<bf16, E>(j, static_cast<const bf16*>(j.src), ep, st);
+  return fused_transform_t<float, E>(j, static_cast<const float*>(j.src), ep, st);
 }
 
 // The fp32 transformed operand into w (with its amax folded into slot when given).
@@ -352,12 +430,13 @@ bool fused_transform(const OperandJob& j, float* w, AmaxSlot* slot, cudaStream_t
   return fused_transform<Emit::Fp32>(j, ep, st);
 }
 
-// Two passes over the source (amax, then transform + quantize) into the GEMM operand `o`; false
-// where no fused kernel applies (2D tiles, an RHT wider than 32 along a transposed operand,
-// rows not a whole number of 32-blocks).
+// Two passes over the source (the amax, then transform + quantize) into the GEMM operand `o`;
+// false where no fused kernel applies (2D tiles, an RHT wider than the block, a row width that
+// is not a whole number of the amax pass's 32-blocks).
 bool fused_quantize(const OperandJob& j, const QuantSpec& q, void* o, float* tensor, QuantScratch* qs, cudaStream_t st) {
   if (q.tile2d || (q.block != 16 && q.block != 32)) return false;
-  if (j.transpose ? (j.rht > 32) : (j.cols % (j.rht == 0 ? 32 : j.rht) != 0)) return false;
+  if (j.rht != 0 && (j.rht > q.block || q.block % j.rht != 0)) return false;
+  if (!j.transpose && j.cols % (j.rht == 0 ? 32 : j.rht) != 0) return false;
   const int64_t r = j.transpose ? j.cols : j.rows, c = j.transpose ? j.rows : j.cols;
   validate_quant_shape(q, r, c);
   auto* slot = static_cast<AmaxSlot*>(quant_scratch_slot(qs));
@@ -365,13 +444,19 @@ bool fused_quantize(const OperandJob& j, const QuantSpec& q, void* o, float* ten
   Epilogue amax;
   amax.slot = slot;
   fused_transform<Emit::AmaxOnly>(j, amax, st);
-  Epilogue ep;
+  QuantEpilogue ep;
   ep.k = kernel_spec(q, r, c, j.dtype == GemmDtype::BF16 ? OutMode::GemmBf16 : OutMode::GemmF32);
   ep.amax = slot;
-  ep.qout = o;
+  ep.out = o;
   ep.tensor = tensor;
-  if (q.block == 16) fused_transform<Emit::Quant, 16>(j, ep, st);
-  else fused_transform<Emit::Quant, 32>(j, ep, st);
+  const bool b16 = j.src_type == GemmDtype::BF16;
+  if (q.block == 16) {
+    if (b16) launch_quant_rht<bf16, 16>(j, static_cast<const bf16*>(j.src), ep, st);
+    else launch_quant_rht<float, 16>(j, static_cast<const float*>(j.src), ep, st);
+  } else {
+    if (b16) launch_quant_rht<bf16, 32>(j, static_cast<const bf16*>(j.src), ep, st);
+    else launch_quant_rht<float, 32>(j, static_cast<const float*>(j.src), ep, st);
+  }
   return true;
 }
 

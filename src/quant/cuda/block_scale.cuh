@@ -3,8 +3,11 @@
 // (quantizer.cu) and the fused transform-and-quantize kernels of the GEMM operands
 // (nn/cuda/operand.cu): the launch description, the tensor scales read from the amax slot, and
 // a block's scale — exactly as compute_scales() on the CPU (block_codec.hpp).
+#include <cuda_bf16.h>
+
 #include <cstdint>
 
+#include "nibble/philox.hpp"
 #include "nibble/quant/block_codec.hpp"
 #include "nibble/quant/grid.hpp"
 #include "nibble/quant/quantizer.hpp"
@@ -53,6 +56,61 @@ __device__ __forceinline__ void tensor_scales(const KernelSpec& k, const AmaxSlo
   if (k.mx) { s_enc = 1.0f; s_dec = 1.0f; return; }
   s_enc = codec::tensor_encode_scale(grid_max(k.grid), amax);
   s_dec = 1.0f / s_enc;
+}
+
+// Rounds B values (one block row) and writes them out: dequantized floats or packed codes.
+template <int B>
+__device__ __forceinline__ void encode_and_store(const KernelSpec& k, const float (&v)[B], uint64_t base,
+                                                 const BlockScale& bs, float s_dec, void* out, uint8_t* codes) {
+  uint8_t q[B];
+#pragma unroll
+  for (int j = 0; j < B; j += 4) {
+    Philox4 rnd{};
+    if (k.stochastic) rnd = philox_group(k.seed, k.stream, (base + j) >> 2);
+#pragma unroll
+    for (int l = 0; l < 4; ++l) {
+      const float u = k.stochastic ? philox_uniform_from_word(rnd.v[l]) : 0.0f;
+      q[j + l] = codec::encode_element(k.grid, v[j + l], bs.mul, k.stochastic, u);
+    }
+  }
+  if (k.mode == OutMode::GemmBf16) {
+    uint4* dst = reinterpret_cast<uint4*>(static_cast<__nv_bfloat16*>(out) + base);
+#pragma unroll
+    for (int j = 0; j < B; j += 8) {
+      __align__(16) __nv_bfloat16 h[8];
+#pragma unroll
+      for (int l = 0; l < 8; ++l) h[l] = __float2bfloat16_rn(grid_decode(k.grid, q[j + l]) * bs.value);
+      dst[j / 8] = *reinterpret_cast<const uint4*>(h);
+    }
+  } else if (k.mode == OutMode::GemmF32) {
+    float4* dst = reinterpret_cast<float4*>(static_cast<float*>(out) + base);
+#pragma unroll
+    for (int j = 0; j < B; j += 4)
+      dst[j / 4] = make_float4(grid_decode(k.grid, q[j]) * bs.value, grid_decode(k.grid, q[j + 1]) * bs.value,
+                               grid_decode(k.grid, q[j + 2]) * bs.value, grid_decode(k.grid, q[j + 3]) * bs.value);
+  } else if (codes) {
+    uint32_t w[B / 8];
+#pragma unroll
+    for (int i = 0; i < B / 8; ++i) {
+      w[i] = 0;
+#pragma unroll
+      for (int l = 0; l < 8; ++l) w[i] |= static_cast<uint32_t>(q[8 * i + l] & 0xF) << (4 * l);
+    }
+    uint32_t* dst = reinterpret_cast<uint32_t*>(codes + base / 2);  // 8-byte aligned for B=16
+#pragma unroll
+    for (int i = 0; i < B / 8; ++i) dst[i] = w[i];
+  } else {
+    float4* dst = reinterpret_cast<float4*>(static_cast<float*>(out) + base);
+#pragma unroll
+    for (int j = 0; j < B; j += 4) {
+      float4 o;
+      o.x = codec::decode_element(k.grid, q[j], bs.value, s_dec);
+      o.y = codec::decode_element(k.grid, q[j + 1], bs.value, s_dec);
+      o.z = codec::decode_element(k.grid, q[j + 2], bs.value, s_dec);
+      o.w = codec::decode_element(k.grid, q[j + 3], bs.value, s_dec);
+      dst[j / 4] = o;
+    }
+  }
 }
 
 inline KernelSpec kernel_spec(const QuantSpec& spec, int64_t rows, int64_t cols, OutMode mode) {
