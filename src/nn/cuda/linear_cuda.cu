@@ -30,6 +30,18 @@ std::vector<float> download_floats(const float* d, int64_t n) {
 // A plain operand (no centring, RHT, quantization): cast at most, read in place when it can be.
 bool plain(const OperandSpec& o, int rht) { return o.kind != OperandKind::QUANT && !o.center && rht == 0; }
 
+// W quantized in B×B tiles with round-to-nearest and no transform: its columnwise copy (dgrad's
+// Wᵀ) has the same tiles, tile amaxes, tensor amax and codes — the rowwise copy transposed.
+bool tiled_w_shared(const Recipe& r) {
+  const OperandSpec &f = r.fprop.b, &d = r.dgrad.b;
+  const auto tiled = [](const OperandSpec& o) {
+    return o.kind == OperandKind::QUANT && o.quant.tile2d && o.quant.rounding == Rounding::RNE && !o.center;
+  };
+  return tiled(f) && tiled(d) && r.fprop.rht == 0 && r.dgrad.rht == 0 && f.quant.format == d.quant.format &&
+         f.quant.block == d.quant.block && f.quant.scale_rule == d.quant.scale_rule &&
+         gemm_dtype(r.fprop) == gemm_dtype(r.dgrad);
+}
+
 // The operand as the GEMM saw it, in fp32: the stored values times S_dec when scaled.
 std::vector<float> download_operand(const void* d, GemmDtype dt, int64_t n, const float* tensor, bool scaled) {
   std::vector<float> h(static_cast<size_t>(n));
@@ -80,14 +92,16 @@ struct CudaLinear::Operands {
 };
 
 CudaLinear::Operands CudaLinear::gemm(const GemmSpec& g, OperandJob& a, OperandJob& b, const GemmOutput& out,
-                                      int64_t m, int64_t n, int64_t k, LinearWorkspace& ws, cudaStream_t st) {
+                                      int64_t m, int64_t n, int64_t k, LinearWorkspace& ws, cudaStream_t st,
+                                      const PreparedOperand* b_ready, const float* b_tensor) {
   float* scal = ws.scalars.as<float>(8);
   a.dtype = b.dtype = gemm_dtype(g);
   Operands ops{prepare_operand(a, ws.work_a, ws.op_a, scal, ws.qs, st),
-               prepare_operand(b, ws.work_b, ws.op_b, scal + 2, ws.qs, st)};
+               b_ready ? *b_ready : prepare_operand(b, ws.work_b, ws.op_b, scal + 2, ws.qs, st)};
+  const float* tb = b_ready ? b_tensor : scal + 2;
   float* alpha = nullptr;
   if (ops.a.scaled || ops.b.scaled) {
-    gemm_alpha(scal, ops.a.scaled, scal + 2, ops.b.scaled, scal + 4, st);
+    gemm_alpha(scal, ops.a.scaled, tb, ops.b.scaled, scal + 4, st);
     alpha = scal + 4;
   }
   cuda::gemm(ops.a.op, ops.b.op, out, m, n, k, alpha, st);
@@ -148,7 +162,16 @@ void CudaLinear::forward(DevTensor x, const GemmOutput& y, int64_t t, const Step
   a.stream = philox_stream(ctx.step, id_, Role::FpropX);
   b.stream = philox_stream(ctx.step, id_, Role::FpropW);
   const Staged out = stage_output(y, t * out_, g.a.center, ws.out_f32);
-  const Operands ops = gemm(g, a, b, out.gemm_out, t, out_, in_, ws, st);
+  wq_valid_ = false;
+  PreparedOperand wq;
+  const PreparedOperand* w_ready = nullptr;
+  if (!stats && tiled_w_shared(recipe_)) {
+    b.dtype = gemm_dtype(g);
+    wq = prepare_operand(b, ws.work_b, wq_, wq_tensor_.as<float>(2), ws.qs, st);
+    w_ready = &wq;
+    wq_valid_ = true;
+  }
+  const Operands ops = gemm(g, a, b, out.gemm_out, t, out_, in_, ws, st, w_ready, wq_tensor_.get<float>());
   if (stats) {
     stats_.clear();
     const GemmDtype dt = gemm_dtype(g);
@@ -247,7 +270,14 @@ void CudaLinear::backward(DevTensor dy_in, void* dx, GemmDtype dx_type, int64_t 
     a.stream = philox_stream(ctx.step, id_, Role::DgradDy);
     b.stream = philox_stream(ctx.step, id_, Role::DgradW);
     const Staged out = stage_output({dx, dx_type, nullptr}, t * in_, g.a.center || g.a.spectral_rank != 0, ws.out_f32);
-    const Operands ops = gemm(g, a, b, out.gemm_out, t, in_, out_, ws, st);
+    PreparedOperand wt;
+    const PreparedOperand* w_ready = nullptr;
+    if (wq_valid_) {
+      // the forward's tile-quantized W read as Wᵀ: [out, in] row-major is [K, N], not K-major
+      wt = {{wq_.get<void>(), gemm_dtype(g), false}, format_has_tensor_scale(g.b.quant.format)};
+      w_ready = &wt;
+    }
+    const Operands ops = gemm(g, a, b, out.gemm_out, t, in_, out_, ws, st, w_ready, wq_tensor_.get<float>());
     if (stats) {
       const std::vector<float> ahat = download_operand(ops.a.op.p, gemm_dtype(g), t * out_, ws.scalars.get<float>(),
                                                        ops.a.scaled);

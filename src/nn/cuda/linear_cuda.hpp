@@ -69,8 +69,10 @@ class CudaLinear {
  private:
   const float* signs(const StepContext& ctx, Role role, int n);
   struct Operands;
+  // b_ready: B already built (W quantized in 2D tiles by the forward, read transposed).
   Operands gemm(const GemmSpec& g, struct OperandJob& a, struct OperandJob& b, const GemmOutput& out, int64_t m,
-                int64_t n, int64_t k, LinearWorkspace& ws, cudaStream_t st);
+                int64_t n, int64_t k, LinearWorkspace& ws, cudaStream_t st, const struct PreparedOperand* b_ready = nullptr,
+                const float* b_tensor = nullptr);
 
   std::string name_;
   int64_t in_ = 0, out_ = 0;
@@ -81,6 +83,10 @@ class CudaLinear {
   Recipe recipe_;
   DeviceScratch w16_;           // bf16 W of this step's forward, reused by dgrad when both read it plain
   bool w16_valid_ = false;
+  // W quantized in 2D tiles by this step's forward (and its amax, S_dec): dgrad's Wᵀ is the same
+  // codes and scales transposed, so dgrad reads it through the GEMM's layout flag.
+  DeviceScratch wq_, wq_tensor_;
+  bool wq_valid_ = false;
   // RHT signs per GEMM role on the device, for the seed they were drawn with.
   struct Signs {
     uint64_t seed = 0;

@@ -262,12 +262,18 @@ __global__ void transpose_transform_kernel(const SrcT* __restrict__ src, int64_t
 }
 
 // ---- pass 2 of a fused quantization: transform and quantize, one thread per block -----------
-// A thread owns one QB-element quantization block of the operand: it reads the block's source
-// values (a row segment, or a column segment of a shared-memory tile for a transposed
-// operand), centres them, runs the RHT (N ≤ QB, N | QB) in registers and quantizes them with
-// the block quantizer's code (encode_and_store: the same block scale, Philox words and
+// A thread owns one QB-element quantization block of a row-major operand: it reads the block's
+// source values, centres them, runs the RHT (N ≤ QB, N | QB) in registers and quantizes them
+// with the block quantizer's code (encode_and_store: the same block scale, Philox words and
 // encodings as quantizer.cu, so the CPU's bits). With pass 1 (the amax) the source is read
 // twice and the GEMM operand written once — no fp32 copy written and read back.
+//
+// Transposed operands (wgrad's Xᵀ, dYᵀ) keep the two-kernel path (transpose_transform_kernel
+// into fp32, then the block quantizer): a thread-per-block transposed variant (a 32×128
+// shared-memory tile, 16 tokens per thread) measured slower on an H100 — 124m nvfp4 step 83 ms
+// against 76 ms, 2026-11-23 — its 16 float64 RHT values and Philox state per thread cut the
+// occupancy below what the tile's load phase needs to hide memory latency. The row-major fused
+// path measured 74.4 ms against 76.1 ms (nvfp4), 83.3 against 85.0 (mxfp4).
 struct QuantEpilogue {
   KernelSpec k{};
   const AmaxSlot* amax = nullptr;  // the tensor amax from pass 1
@@ -328,54 +334,11 @@ __global__ void rows_quant_kernel(const SrcT* __restrict__ src, int64_t nblk, in
   quantize_block<QB>(ep, v, static_cast<uint64_t>(base));
 }
 
-// A tile of 32 source rows (tokens) × kCols columns in shared memory, read coalesced; thread i
-// takes column i % kCols and tokens of chunk i / kCols: the QB consecutive elements of one
-// output row (a source column), written as one 2·QB-byte run.
-template <class SrcT, int QB, int N>
-__global__ void __launch_bounds__(256)
-    transpose_quant_kernel(const SrcT* __restrict__ src, int64_t rows, int64_t cols, const float* __restrict__ mean,
-                           const float* __restrict__ signs, double scale, QuantEpilogue ep) {
-  constexpr int kChunks = 32 / QB, kCols = 256 / kChunks;
-  __shared__ float tile[32][kCols];
-  const int tid = static_cast<int>(threadIdx.x);
-  const int64_t tiles_c = (cols + kCols - 1) / kCols, tiles = tiles_c * ((rows + 31) / 32);
-  for (int64_t tile_id = blockIdx.x; tile_id < tiles; tile_id += gridDim.x) {
-    const int64_t c0 = (tile_id % tiles_c) * kCols, r0 = (tile_id / tiles_c) * 32;
-    __syncthreads();  // the previous tile's reads are done
-    for (int idx = tid; idx < 32 * kCols; idx += 256) {
-      const int r = idx / kCols, cc = idx % kCols;
-      const int64_t gr = r0 + r, gc = c0 + cc;
-      float v = 0.0f;
-      if (gr < rows && gc < cols) {
-        v = to_float(src[gr * cols + gc]);
-        if (mean) v -= mean[gc];
-      }
-      tile[r][cc] = v;
-    }
-    __syncthreads();
-    const int cc = tid % kCols, chunk = tid / kCols;
-    const int64_t c = c0 + cc, rr = r0 + chunk * QB;
-    if (c >= cols || rr >= rows) continue;  // rows is a multiple of QB: a chunk is whole or absent
-    float v[QB];
-#pragma unroll
-    for (int j = 0; j < QB; ++j) v[j] = tile[chunk * QB + j][cc];
-    if constexpr (N != 0) rht_in_thread<QB, N>(v, signs, scale);
-    quantize_block<QB>(ep, v, static_cast<uint64_t>(c * rows + rr));
-  }
-}
-
 template <class SrcT, int QB, int N>
 void launch_quant(const OperandJob& j, const SrcT* src, const QuantEpilogue& ep, cudaStream_t st) {
   const double scale = N ? 1.0 / std::sqrt(static_cast<double>(N)) : 1.0;
-  if (j.transpose) {
-    constexpr int kCols = 256 / (32 / QB);
-    const int64_t tiles = ((j.cols + kCols - 1) / kCols) * ((j.rows + 31) / 32);
-    const unsigned grid = static_cast<unsigned>(std::min<int64_t>(tiles, kMaxBlocks));
-    transpose_quant_kernel<SrcT, QB, N><<<grid, 256, 0, st>>>(src, j.rows, j.cols, j.mean, j.signs, scale, ep);
-  } else {
-    const int64_t nblk = j.rows * j.cols / QB;
-    rows_quant_kernel<SrcT, QB, N><<<blocks_for(nblk), kThreads, 0, st>>>(src, nblk, j.cols, j.mean, j.signs, scale, ep);
-  }
+  const int64_t nblk = j.rows * j.cols / QB;
+  rows_quant_kernel<SrcT, QB, N><<<blocks_for(nblk), kThreads, 0, st>>>(src, nblk, j.cols, j.mean, j.signs, scale, ep);
   NIBBLE_CUDA_CHECK_LAUNCH();
 }
 
@@ -431,13 +394,14 @@ bool fused_transform(const OperandJob& j, float* w, AmaxSlot* slot, cudaStream_t
 }
 
 // Two passes over the source (the amax, then transform + quantize) into the GEMM operand `o`;
-// false where no fused kernel applies (2D tiles, an RHT wider than the block, a row width that
-// is not a whole number of the amax pass's 32-blocks).
+// false where no fused kernel applies (a transposed operand, 2D tiles, an RHT wider than the
+// block, a row width that is not a whole number of the amax pass's 32-blocks).
 bool fused_quantize(const OperandJob& j, const QuantSpec& q, void* o, float* tensor, QuantScratch* qs, cudaStream_t st) {
+  if (j.transpose) return false;
   if (q.tile2d || (q.block != 16 && q.block != 32)) return false;
   if (j.rht != 0 && (j.rht > q.block || q.block % j.rht != 0)) return false;
-  if (!j.transpose && j.cols % (j.rht == 0 ? 32 : j.rht) != 0) return false;
-  const int64_t r = j.transpose ? j.cols : j.rows, c = j.transpose ? j.rows : j.cols;
+  if (j.cols % (j.rht == 0 ? 32 : j.rht) != 0) return false;
+  const int64_t r = j.rows, c = j.cols;
   validate_quant_shape(q, r, c);
   auto* slot = static_cast<AmaxSlot*>(quant_scratch_slot(qs));
   reset_quant_scratch(qs, st);
