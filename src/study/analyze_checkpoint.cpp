@@ -17,6 +17,7 @@
 #include "nibble/report/svg_plot.hpp"
 #include "nibble/study/analyze.hpp"
 #include "nibble/train/checkpoint.hpp"
+#include "nibble/train/engine.hpp"
 #include "nibble/train/train_config.hpp"
 
 namespace nibble {
@@ -54,10 +55,10 @@ bool applies(const Transform& t, const Captured& c) {
 Json analyze_checkpoint(const CheckpointAnalysisConfig& cfg) {
   const std::string ck = resolve_checkpoint_dir(cfg.checkpoint);
   const TrainConfig tc = TrainConfig::from_json(read_checkpoint_config(ck), ck + "/config.json");
-  Transformer<float> m(tc.model);
-  const Checkpoint c = load_checkpoint(ck, m.params(), false);
-  std::copy(c.weights.begin(), c.weights.end(), m.weights());
-  m.set_recipe(Recipe::preset("bf16"));
+  const std::unique_ptr<TrainEngine> m = make_engine(cfg.device, tc.model);
+  const Checkpoint c = load_checkpoint(ck, m->params(), false);
+  m->set_weights(c.weights.data());
+  m->set_recipe(Recipe::preset("bf16"));
   const std::unique_ptr<Tokenizer> tok = make_tokenizer(tc.model.tokenizer);
   const std::string data_dir = !cfg.data_dir.empty() || !cfg.text_file.empty() ? cfg.data_dir : tc.data_dir;
   const std::string text = !cfg.data_dir.empty() || !cfg.text_file.empty() ? cfg.text_file : tc.text_file;
@@ -68,15 +69,15 @@ Json analyze_checkpoint(const CheckpointAnalysisConfig& cfg) {
   const Batch b = loader.next();
 
   std::vector<Captured> caps;
-  m.set_capture([&](const std::string& layer, const std::string& op, const float* d, int64_t rows, int64_t cols) {
+  m->set_capture([&](const std::string& layer, const std::string& op, const float* d, int64_t rows, int64_t cols) {
     caps.push_back({layer, op, rows, cols, std::vector<float>(d, d + rows * cols)});
   });
   StepContext ctx;
   ctx.seed = cfg.seed;
-  m.zero_grad();
-  m.forward(b.inputs.data(), b.targets.data(), b.batch_size, b.seq_len, ctx);
-  m.backward(ctx);
-  m.set_capture(nullptr);
+  m->zero_grad();
+  m->forward(b.inputs.data(), b.targets.data(), b.batch_size, b.seq_len, ctx);
+  m->backward(ctx);
+  m->set_capture(nullptr);
 
   Json rows = Json::array(), aniso = Json::array();
   for (const Captured& cap : caps) {
@@ -133,6 +134,7 @@ Json analyze_checkpoint(const CheckpointAnalysisConfig& cfg) {
   }
   Json out = Json::object();
   out["checkpoint"] = ck;
+  out["device"] = m->device();
   out["tokens"] = b.batch_size * b.seq_len;
   out["operands"] = rows;
   out["anisotropy"] = aniso;
@@ -141,7 +143,7 @@ Json analyze_checkpoint(const CheckpointAnalysisConfig& cfg) {
   if (!cfg.out.empty()) {
     fs::create_directories(cfg.out);
     write_file_atomic((fs::path(cfg.out) / "results.json").string(), out.dump(2) + "\n", Durability::Fsync);
-    std::string md = "# Operand analysis of " + ck + "\n\nOne forward + backward (bf16) on " +
+    std::string md = "# Operand analysis of " + ck + "\n\nOne forward + backward (bf16, " + m->device() + ") on " +
                      std::to_string(b.batch_size * b.seq_len) + " tokens; every projection's X, W and dY quantized by "
                      "each format under each transform; SNR of the reconstruction in the operand's own coordinates.\n\n";
     report::MarkdownTable at({"layer", "operand", "mean energy share", "top-1 energy share", "cos(μ, v₁)", "amax inflation"},

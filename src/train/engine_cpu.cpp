@@ -52,6 +52,7 @@ class CpuEngine final : public TrainEngine {
     return std::vector<float>(l, l + v);
   }
   std::vector<OperandStats> operand_stats() override { return model_.operand_stats(); }
+  void set_capture(const QuantLinear<float>::Capture& c) override { model_.set_capture(c); }
   Transformer<float>* cpu_model() override { return &model_; }
 
  private:

@@ -4,8 +4,10 @@
 
 #include "args.hpp"
 #include "commands.hpp"
+#include "model_loading.hpp"
 #include "nibble/error.hpp"
 #include "nibble/study/analyze.hpp"
+#include "nibble/train/engine.hpp"
 
 namespace nibble::cli {
 
@@ -36,6 +38,8 @@ int run_analyze(const std::vector<std::string>& argv) {
   a.option("text", "FILE", "a text file for the checkpoint analysis");
   a.option("batch", "B", "sequences of the checkpoint analysis' batch", "4");
   a.option("seq", "T", "tokens per sequence [default: the run's training seq]");
+  a.option("device", "D", "cpu | cuda | auto: the engine of --checkpoint's forward + backward (default $NIBBLE_DEVICE or auto; "
+           "the statistics and the formats analysis run on the CPU)", default_device());
   a.option("out", "DIR", "output directory");
   if (!a.parse(argv)) return 0;
   if (a.positionals().empty()) {
@@ -49,6 +53,7 @@ int run_analyze(const std::vector<std::string>& argv) {
     if (a.has("seq")) c.seq = a.integer("seq");
     if (c.batch < 1 || (a.has("seq") && c.seq < 1)) fail("--batch and --seq must be positive");
     c.seed = a.unsigned_integer("seed");
+    c.device = resolve_device(a.choice("device", {"cpu", "cuda", "auto"}));
     c.out = a.required("out");
     analyze_checkpoint(c);
     std::printf("%s/results.md\n", c.out.c_str());

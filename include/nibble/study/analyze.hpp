@@ -44,6 +44,7 @@ struct CheckpointAnalysisConfig {
   std::string data_dir, text_file;  // default: the run's own data
   int64_t batch = 4, seq = 0;       // seq 0: the run's training seq
   uint64_t seed = 1;
+  std::string device = "cpu";       // the engine of the forward + backward that captures the operands
   std::string out;
 };
 Json analyze_checkpoint(const CheckpointAnalysisConfig& cfg);

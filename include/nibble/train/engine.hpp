@@ -51,6 +51,10 @@ class TrainEngine {
   virtual std::vector<OperandStats> operand_stats() = 0;
   // The CPU reference model (tests' hooks); nullptr on other engines.
   virtual Transformer<float>* cpu_model() { return nullptr; }
+  // Analysis hook (nibble analyze): every block projection's operands as they reach the layer,
+  // as host floats — "x" and "w" in forward, "dy" in backward (QuantLinear::Capture). On the
+  // GPU they are the stored tensors (bf16 activations widened exactly); empty = off.
+  virtual void set_capture(const QuantLinear<float>::Capture& c) = 0;
   // Waits for queued device work (timing); a no-op on the CPU.
   virtual void synchronize() {}
   // Per-op time accounting (GPU: CUDA events around every op, which adds a little overhead):

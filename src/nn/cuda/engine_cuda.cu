@@ -231,6 +231,10 @@ class CudaEngine final : public TrainEngine {
         for (auto& s : lin->stats()) out.push_back(s);
     return out;
   }
+  void set_capture(const QuantLinear<float>::Capture& c) override {
+    for (Block& bl : blocks_)
+      for (CudaLinear* lin : {&bl.qkv, &bl.o, &bl.gate_up, &bl.down}) lin->set_capture(c);
+  }
   void synchronize() override { NIBBLE_CUDA_CHECK(cudaStreamSynchronize(st_)); }
   void set_profiling(bool on) override {
     if (prof_.on) prof_.collect(st_);

@@ -133,6 +133,13 @@ Staged stage_output(const GemmOutput& out, int64_t n, bool corrected, DeviceScra
 void CudaLinear::forward(DevTensor x, const GemmOutput& y, int64_t t, const StepContext& ctx, LinearWorkspace& ws,
                          cudaStream_t st) {
   x_ = x;
+  if (capture_) {
+    NIBBLE_CUDA_CHECK(cudaStreamSynchronize(st));
+    const std::vector<float> xh = download_floats(as_float(x.p, x.dtype, t * in_, ws.f32_a, st), t * in_);
+    const std::vector<float> wh = download_floats(w_, out_ * in_);
+    capture_(name_, "x", xh.data(), t, in_);
+    capture_(name_, "w", wh.data(), out_, in_);
+  }
   const GemmSpec& g = recipe_.fprop;
   const bool stats = ctx.collect_stats;
   OperandJob a{x.p, t, in_, false, &g.a};
@@ -201,6 +208,11 @@ void CudaLinear::backward(DevTensor dy_in, void* dx, GemmDtype dx_type, int64_t 
   const Recipe& r = recipe_;
   const bool stats = ctx.collect_stats;
   DevTensor dy = dy_in;
+  if (capture_) {
+    NIBBLE_CUDA_CHECK(cudaStreamSynchronize(st));
+    const std::vector<float> dyh = download_floats(as_float(dy.p, dy.dtype, t * out_, ws.f32_b, st), t * out_);
+    capture_(name_, "dy", dyh.data(), t, out_);
+  }
   // Spectral split of dY (metis), computed once and shared by dgrad and wgrad: dY = U S Vᵀ + R.
   const bool split = r.dgrad.a.spectral_rank != 0 || r.wgrad.a.spectral_rank != 0;
   const float* resid = nullptr;

@@ -65,6 +65,8 @@ class CudaLinear {
   // SPEC §6 statistics of the last forward/backward with ctx.collect_stats (host-side math on
   // downloaded operands, as the CPU layer records them).
   std::vector<OperandStats>& stats() { return stats_; }
+  // nibble analyze's hook: x, w (forward) and dy (backward) downloaded as floats.
+  void set_capture(QuantLinear<float>::Capture c) { capture_ = std::move(c); }
 
  private:
   const float* signs(const StepContext& ctx, Role role, int n);
@@ -100,6 +102,7 @@ class CudaLinear {
   DeviceScratch us_, resid_, vtw_, vs_;
   bool mean_x_valid_ = false;
   std::vector<OperandStats> stats_;
+  QuantLinear<float>::Capture capture_;
 };
 
 }  // namespace nibble::cuda
