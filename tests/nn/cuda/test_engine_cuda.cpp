@@ -545,12 +545,13 @@ TEST(SM90_Engine, AnalyzeCheckpointOnTheGpuMatchesTheCpu) {
 }
 
 // --stats-every on the GPU: the SPEC §6 statistics of step 0 (same weights, same batch) match
-// the CPU's row for row. With fp32 activations the forward's operands are the CPU's bits up to
-// the GEMMs' summation order (~1e-7 relative), so x and w rows agree to 1e-2 dB / 1e-4. dY is
-// another matter: nvfp4 quantizes it with stochastic rounding, and an ulp of difference flips
-// some draws, which then feed every earlier layer's dY (the noise-dominated gradients of the
-// 4-bit model tests); and a 4-bit SNR moves with the tensor amax through S_enc. Measured on an
-// H100: 0.13 dB and 7.7e-4 at worst; budget 0.5 dB / 5e-3 for dY rows.
+// the CPU's row for row. W is the same tensor on both: its rows agree exactly. The activations
+// agree to an ulp at first (the GEMMs' summation order), but in a 4-bit model an ulp can flip a
+// round-to-nearest decision — a whole grid step on that element — and nvfp4's SR on dY flips
+// draws; the flips then travel to later layers' X and earlier layers' dY, and a 4-bit SNR moves
+// with the tensor amax through S_enc. Measured on an H100: X 0.037 dB / 8.9e-5 (mean energy
+// share), dY 0.13 dB / 7.7e-4; budget 0.5 dB / 5e-3 (a statistic of the wrong tensor, layout or
+// transform is off by whole dB).
 TEST(SM90_Engine, StatsEveryMatchesCpu) {
   REQUIRE_GPU_FP32_ATTENTION();
   ScratchDir d;
@@ -564,7 +565,7 @@ TEST(SM90_Engine, StatsEveryMatchesCpu) {
   const auto b = report::read_metrics_jsonl(gpu.out + "/stats.jsonl");
   ASSERT_EQ(a.rows.size(), b.rows.size());
   ASSERT_GT(a.rows.size(), 10u);
-  double worst[2][2] = {};  // [forward operand | dy][snr | mean share]
+  double worst[2][2] = {};  // [w | x, dy][snr | mean share]
   auto diff = [](const Json& x, const Json& y, const char* key) {
     const Json *p = x.find(key), *q = y.find(key);
     if (!p || !q || p->is_null() || q->is_null()) return 0.0;
@@ -574,14 +575,13 @@ TEST(SM90_Engine, StatsEveryMatchesCpu) {
     const Json &x = a.rows[i], &y = b.rows[i];
     ASSERT_EQ(x.at("layer").as_string() + x.at("gemm").as_string() + x.at("operand").as_string(),
               y.at("layer").as_string() + y.at("gemm").as_string() + y.at("operand").as_string());
-    const int k = x.at("operand").as_string() == "dy" ? 1 : 0;
+    const int k = x.at("operand").as_string() == "w" ? 0 : 1;
     worst[k][0] = std::max(worst[k][0], diff(x, y, "snr_db"));
     worst[k][1] = std::max(worst[k][1], diff(x, y, "mean_energy_share"));
   }
-  std::printf("  --stats-every: %zu rows; x, w: |d snr| %.2e dB, |d mean share| %.2e; dy: %.2e dB, %.2e\n",
-              a.rows.size(), worst[0][0], worst[0][1], worst[1][0], worst[1][1]);
-  EXPECT_LT(worst[0][0], 1e-2);
-  EXPECT_LT(worst[0][1], 1e-4);
+  std::printf("  --stats-every: %zu rows; w: |d snr| %.2e dB; x, dy: |d snr| %.2e dB, |d mean share| %.2e\n",
+              a.rows.size(), worst[0][0], worst[1][0], worst[1][1]);
+  EXPECT_EQ(worst[0][0], 0.0);
   EXPECT_LT(worst[1][0], 0.5);
   EXPECT_LT(worst[1][1], 5e-3);
 }
