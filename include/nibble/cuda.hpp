@@ -12,6 +12,9 @@ namespace nibble::cuda {
 bool built_with_cuda();
 int device_count();          // 0 without a driver or GPU; never throws
 std::string device_summary(); // "NVIDIA H100 80GB HBM3 (sm_90, 132 SMs, 79.1 GiB)"
+// Makes GPU `ordinal` this process's device (a data-parallel rank's LOCAL_RANK); throws naming
+// the ordinal and the device count when there is no such GPU.
+void select_device(int ordinal);
 
 // ---- quantizers on device memory (stream: a cudaStream_t, nullptr = default) --------------
 // Scratch: 16 bytes of device memory the tensor-amax reduction uses (amax, non-finite flag).

@@ -16,6 +16,7 @@ struct QuantScratch {};
 bool built_with_cuda() { return false; }
 int device_count() { return 0; }
 std::string device_summary() { return "no CUDA (CPU-only build)"; }
+void select_device(int) { no_cuda(); }
 QuantScratch* make_quant_scratch() { no_cuda(); }
 void free_quant_scratch(QuantScratch*) {}
 void quantize_dequantize(const float*, int64_t, int64_t, const QuantSpec&, float*, QuantScratch*, void*) { no_cuda(); }

@@ -18,6 +18,7 @@
 #include "nibble/report/svg_plot.hpp"
 #include "nibble/train/checkpoint.hpp"
 #include "nibble/train/engine.hpp"
+#include "train/data_parallel.hpp"
 
 namespace nibble {
 
@@ -100,14 +101,15 @@ Data open_data(const TrainConfig& cfg) {
   return d;
 }
 
-double evaluate(TrainEngine& model, DataLoader& val, int64_t batches, const StepContext& ctx) {
+// The mean validation loss over `batches` global batches (each rank evaluates its share).
+double evaluate(TrainEngine& model, DataLoader& val, int64_t batches, const StepContext& ctx, DataParallel& dp) {
   val.reset();
   double sum = 0;
   for (int64_t i = 0; i < batches; ++i) {
-    const Batch b = val.next();
+    const Batch b = dp.shard(val.next());
     sum += model.forward(b.inputs.data(), b.targets.data(), b.batch_size, b.seq_len, ctx, /*need_backward=*/false);
   }
-  return sum / static_cast<double>(batches);
+  return dp.mean(sum / static_cast<double>(batches));
 }
 
 // The loss curves of the whole run (all of metrics.jsonl, also across resumes).
@@ -136,7 +138,13 @@ TrainResult train(const TrainConfig& cfg_in, const TrainOptions& opts) {
   TrainConfig cfg = cfg_in;
   cfg.validate();
   cfg.device = resolve_device(cfg.device);
-  fs::create_directories(cfg.out);
+  // Data parallelism from the launcher's environment (one process: a no-op). Rank 0 alone
+  // writes the run directory: metrics, statistics, checkpoints, plots.
+  DataParallel dp(cfg.device, cfg.batch);
+  const bool lead = dp.lead();
+  const bool quiet = opts.quiet || !lead;
+  const float inv_world = 1.0f / static_cast<float>(dp.world());
+  if (lead) fs::create_directories(cfg.out);
 
   std::unique_ptr<TrainEngine> engine = make_engine(cfg.device, cfg.model);
   TrainEngine& model = *engine;
@@ -148,6 +156,7 @@ TrainResult train(const TrainConfig& cfg_in, const TrainOptions& opts) {
   // Host copies of the state for checkpoints (fetched from the engine when one is written).
   std::vector<float> host_weights;
   auto save = [&](const std::string& name, const Json& trainer_json) {
+    if (!lead) return;
     host_weights.resize(static_cast<size_t>(model.num_params()));
     model.get_weights(host_weights.data());
     OptimizerState opt = model.get_optimizer();
@@ -171,20 +180,23 @@ TrainResult train(const TrainConfig& cfg_in, const TrainOptions& opts) {
     start = ck.trainer.at("step").as_int64();
     tokens_seen = ck.trainer.at("tokens").as_double();
     train_loader.restore(LoaderState::from_json(ck.trainer.at("loader")));
-    if (!opts.quiet) std::printf("resuming from %s at step %lld\n", dir.c_str(), static_cast<long long>(start));
+    if (!quiet) std::printf("resuming from %s at step %lld\n", dir.c_str(), static_cast<long long>(start));
   } else {
     model.init(cfg.seed);
   }
-  write_file_atomic((fs::path(cfg.out) / "config.json").string(), config_json.dump(2) + "\n", Durability::Fsync);
-  MetricsWriter metrics((fs::path(cfg.out) / "metrics.jsonl").string(), opts.resume.empty() ? -1 : start);
+  std::unique_ptr<MetricsWriter> metrics;
   std::unique_ptr<std::ofstream> stats_out;
-  if (cfg.stats_every > 0)
+  if (lead) {
+    write_file_atomic((fs::path(cfg.out) / "config.json").string(), config_json.dump(2) + "\n", Durability::Fsync);
+    metrics = std::make_unique<MetricsWriter>((fs::path(cfg.out) / "metrics.jsonl").string(), opts.resume.empty() ? -1 : start);
+  }
+  if (lead && cfg.stats_every > 0)
     stats_out = std::make_unique<std::ofstream>((fs::path(cfg.out) / "stats.jsonl").string(),
                                                 opts.resume.empty() ? std::ios::trunc : std::ios::app);
 
-  if (!opts.quiet)
-    std::printf("nibble train: device %s\n", model.device().c_str());
-  if (!opts.quiet)
+  if (!quiet)
+    std::printf("nibble train: device %s, %s\n", model.device().c_str(), dp.describe().c_str());
+  if (!quiet)
     std::printf("nibble train: model %s (%.2fM params), recipe %s, data %s (%lld train tokens), %lld steps x %lld x %lld tokens\n",
                 cfg.model.name.c_str(), model.num_params() / 1e6, cfg.recipe.name.c_str(), data.source.c_str(),
                 static_cast<long long>(data.dataset.train.size()), static_cast<long long>(cfg.steps),
@@ -216,8 +228,8 @@ TrainResult train(const TrainConfig& cfg_in, const TrainOptions& opts) {
     StepContext ctx;
     ctx.seed = cfg.seed;
     ctx.step = static_cast<uint64_t>(step);
-    ctx.collect_stats = cfg.stats_every > 0 && step % cfg.stats_every == 0;
-    const Batch batch = train_loader.next();
+    ctx.collect_stats = lead && cfg.stats_every > 0 && step % cfg.stats_every == 0;
+    const Batch batch = dp.shard(train_loader.next());
     if (opts.before_step) {
       if (!model.cpu_model()) fail("TrainOptions.before_step needs the CPU engine");
       opts.before_step(*model.cpu_model(), step);
@@ -229,18 +241,20 @@ TrainResult train(const TrainConfig& cfg_in, const TrainOptions& opts) {
     };
     double loss = 0;
     try {
-      loss = model.forward(batch.inputs.data(), batch.targets.data(), batch.batch_size, batch.seq_len, ctx);
+      // every rank sees the mean loss: a non-finite one stops all of them at the same step
+      loss = dp.mean(model.forward(batch.inputs.data(), batch.targets.data(), batch.batch_size, batch.seq_len, ctx));
       if (!std::isfinite(loss)) throw diverged(detail::concat("the loss is ", loss));
       model.backward(ctx);
     } catch (const NonFiniteValue& e) {
       throw diverged(detail::concat("the model diverged (", e.what(), ")"));
     }
-    const double gnorm = model.grad_norm();
+    dp.sum_gradients(model);  // Σ over ranks; the 1/W goes into the gradient scale below
+    const double gnorm = model.grad_norm() / dp.world();
     if (!std::isfinite(gnorm)) throw diverged(detail::concat("the gradient norm is ", gnorm));
     const float clip = cfg.grad_clip > 0 && gnorm > cfg.grad_clip ? static_cast<float>(cfg.grad_clip / gnorm) : 1.0f;
     const double lr = cfg.lr_at(step);
     ++adam_step;
-    model.optimizer_step(hyper, static_cast<float>(lr), clip, adam_step);
+    model.optimizer_step(hyper, static_cast<float>(lr), dp.world() == 1 ? clip : clip * inv_world, adam_step);
     tokens_seen += static_cast<double>(cfg.tokens_per_step());
     tokens_window += cfg.tokens_per_step();
     window_loss += loss;
@@ -275,12 +289,12 @@ TrainResult train(const TrainConfig& cfg_in, const TrainOptions& opts) {
       if (eval_now) {
         StepContext ectx = ctx;
         ectx.collect_stats = false;
-        res.val_loss = evaluate(model, val_loader, cfg.eval_batches, ectx);
+        res.val_loss = evaluate(model, val_loader, cfg.eval_batches, ectx, dp);
         row["val_loss"] = res.val_loss;
       }
-      metrics.write(row);
+      if (metrics) metrics->write(row);
       res.last_loss = window_loss / static_cast<double>(window_n);
-      if (!opts.quiet) {
+      if (!quiet) {
         const double elapsed = std::chrono::duration<double>(Clock::now() - t_begin).count();
         const double per_step = elapsed / static_cast<double>(step + 1 - start);
         char line[256];
@@ -311,7 +325,8 @@ TrainResult train(const TrainConfig& cfg_in, const TrainOptions& opts) {
   if (!res.stopped_early) {
     save("final", checkpoint_trainer_json(step));
   }
-  write_loss_plot(cfg.out, cfg.model.name + " · " + cfg.recipe.name + " · " + std::to_string(cfg.steps) + " steps");
+  if (lead) write_loss_plot(cfg.out, cfg.model.name + " · " + cfg.recipe.name + " · " + std::to_string(cfg.steps) + " steps");
+  dp.barrier();  // every rank returns after rank 0's final checkpoint is on disk
   return res;
 }
 

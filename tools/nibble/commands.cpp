@@ -5,6 +5,7 @@ namespace nibble::cli {
 const std::vector<Command>& commands() {
   static const std::vector<Command> table = {
       {"train", "train a transformer under a 4-bit recipe (default: tiny model, embedded corpus)", run_train},
+      {"launch", "run N ranks of a command as one data-parallel run (one per GPU; torchrun's environment)", run_launch},
       {"eval", "loss, perplexity and bits/byte of a checkpoint on text or token shards", run_eval},
       {"sample", "generate text from a checkpoint", run_sample},
       {"data", "tokenize text files into llm.c-layout token shards", run_data},

@@ -28,5 +28,6 @@ int run_hf(const std::vector<std::string>& args);
 int run_hessian(const std::vector<std::string>& args);
 int run_qat(const std::vector<std::string>& args);
 int run_export(const std::vector<std::string>& args);
+int run_launch(const std::vector<std::string>& args);
 
 }  // namespace nibble::cli

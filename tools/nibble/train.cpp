@@ -6,6 +6,7 @@
 #include <filesystem>
 
 #include "args.hpp"
+#include "nibble/dist/comm.hpp"
 #include "model_loading.hpp"
 #include "commands.hpp"
 #include "nibble/error.hpp"
@@ -107,7 +108,7 @@ int run_train(const std::vector<std::string>& argv) {
     std::fprintf(stderr, "nibble train: error: %s\n", e.what());
     return 3;
   }
-  if (!opts.quiet) {
+  if (!opts.quiet && DistEnv::from_environment().rank == 0) {  // one summary per run, from rank 0
     Table t({"run", cfg.out});
     char buf[128];
     t.row({"model", cfg.model.name + " (" + fmt(static_cast<double>(r.num_params) / 1e6, 2) + "M params)"});

@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "nibble/dist/comm.hpp"
 #include "nibble/nn/model.hpp"
 #include "nibble/train/checkpoint.hpp"
 
@@ -42,6 +43,9 @@ class TrainEngine {
   virtual void zero_grad() = 0;
   virtual void backward(const StepContext& ctx) = 0;  // accumulates into the gradients
   virtual double grad_norm() = 0;                     // float64 sqrt(Σ g²)
+  // Data parallelism: every rank's gradients ← their sum over the ranks (the trainer divides by
+  // the world size through the optimizer's gradient scale).
+  virtual void all_reduce_gradients(Communicator& comm) = 0;
   // Scales the gradients by grad_scale (clipping), then one AdamW step t ≥ 1 on every tensor
   // (decay on the tensors marked `decay`, or all with decay_all).
   virtual void optimizer_step(const AdamHyper& h, float lr, float grad_scale, int64_t t) = 0;

@@ -16,6 +16,14 @@ int device_count() {
   return n;
 }
 
+void select_device(int ordinal) {
+  const int n = device_count();
+  if (ordinal < 0 || ordinal >= n)
+    fail("GPU ", ordinal, " (LOCAL_RANK) does not exist: this node has ", n, " visible GPU(s); launch at most ", n,
+         " processes per node");
+  NIBBLE_CUDA_CHECK(cudaSetDevice(ordinal));
+}
+
 std::string device_summary() {
   if (device_count() == 0) return "no CUDA device";
   int dev = 0;

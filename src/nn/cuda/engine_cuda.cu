@@ -196,6 +196,10 @@ class CudaEngine final : public TrainEngine {
     NIBBLE_CUDA_CHECK(cudaStreamSynchronize(st_));
     return std::sqrt(s);
   }
+  void all_reduce_gradients(Communicator& comm) override {
+    NIBBLE_TIMED("all-reduce");
+    comm.all_reduce_sum_device(g_.get<float>(), np_, st_);
+  }
   void optimizer_step(const AdamHyper& h, float lr, float grad_scale, int64_t t) override {
     if (h.decay_all != chunks_decay_all_) build_adam_chunks(h.decay_all);
     NIBBLE_TIMED("adamw");

@@ -1,0 +1,97 @@
+// The NCCL backend of Communicator (comm.hpp): gradients all-reduced on the GPUs. Rank 0 draws
+// NCCL's unique id and sends it over the TCP communicator, which also carries the host
+// collectives (losses, barriers). A collective that fails or makes no progress within the
+// timeout aborts the communicator and throws, so a dead peer stops every rank with a message
+// rather than a hang.
+#if defined(NIBBLE_WITH_NCCL)
+#include <cuda_runtime.h>
+#include <nccl.h>
+
+#include <chrono>
+#include <thread>
+
+#include "nibble/dist/comm.hpp"
+#include "nibble/error.hpp"
+
+namespace nibble {
+namespace {
+
+#define NIBBLE_NCCL_CHECK(call, who)                                                        \
+  do {                                                                                      \
+    const ncclResult_t r_ = (call);                                                         \
+    if (r_ != ncclSuccess) fail(who, ": ", #call, " failed: ", ncclGetErrorString(r_));   \
+  } while (0)
+
+class NcclCommunicator final : public Communicator {
+ public:
+  NcclCommunicator(std::unique_ptr<Communicator> tcp, const DistEnv& env) : tcp_(std::move(tcp)), env_(env) {
+    int devices = 0;
+    if (cudaGetDeviceCount(&devices) != cudaSuccess || devices == 0) fail(who(), ": no CUDA device");
+    if (env.local_rank >= devices)
+      fail(who(), ": LOCAL_RANK ", env.local_rank, " but this node has ", devices, " GPU(s): launch at most ", devices,
+           " processes per node");
+    if (cudaSetDevice(env.local_rank) != cudaSuccess) fail(who(), ": cudaSetDevice(", env.local_rank, ") failed");
+    ncclUniqueId id{};
+    if (env.rank == 0) NIBBLE_NCCL_CHECK(ncclGetUniqueId(&id), who());
+    tcp_->broadcast(&id, sizeof id, 0);
+    NIBBLE_NCCL_CHECK(ncclCommInitRank(&comm_, env.world, id, env.rank), who());
+    tcp_->barrier();
+  }
+  ~NcclCommunicator() override {
+    if (comm_) ncclCommDestroy(comm_);
+  }
+
+  int rank() const override { return env_.rank; }
+  int world() const override { return env_.world; }
+  std::string backend() const override { return "nccl"; }
+  void all_reduce_sum(double* x, int64_t n) override { tcp_->all_reduce_sum(x, n); }
+  void all_reduce_sum(float* x, int64_t n) override { tcp_->all_reduce_sum(x, n); }
+  void broadcast(void* data, size_t bytes, int root) override { tcp_->broadcast(data, bytes, root); }
+  void barrier() override { tcp_->barrier(); }
+
+  void all_reduce_sum_device(float* d_x, int64_t n, void* stream) override {
+    const auto st = static_cast<cudaStream_t>(stream);
+    NIBBLE_NCCL_CHECK(ncclAllReduce(d_x, d_x, static_cast<size_t>(n), ncclFloat32, ncclSum, comm_, st), who());
+    wait(st);
+  }
+
+ private:
+  std::string who() const { return "rank " + std::to_string(env_.rank) + " (nccl)"; }
+
+  // Polls the stream and NCCL's asynchronous error state until the collective is done.
+  void wait(cudaStream_t st) {
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::duration<double>(env_.timeout_s);
+    for (;;) {
+      const cudaError_t q = cudaStreamQuery(st);
+      if (q == cudaSuccess) return;
+      if (q != cudaErrorNotReady) fail(who(), ": CUDA error during the all-reduce: ", cudaGetErrorString(q));
+      ncclResult_t async = ncclSuccess;
+      ncclCommGetAsyncError(comm_, &async);
+      if (async != ncclSuccess && async != ncclInProgress) {
+        ncclCommAbort(comm_);
+        comm_ = nullptr;
+        fail(who(), ": NCCL error during the all-reduce: ", ncclGetErrorString(async), " (a peer died?)");
+      }
+      if (std::chrono::steady_clock::now() > deadline) {
+        ncclCommAbort(comm_);
+        comm_ = nullptr;
+        fail(who(), ": the all-reduce made no progress within ", env_.timeout_s,
+             " s (a rank died or hangs; NIBBLE_DIST_TIMEOUT sets the limit)");
+      }
+      std::this_thread::sleep_for(std::chrono::microseconds(50));
+    }
+  }
+
+  std::unique_ptr<Communicator> tcp_;
+  DistEnv env_;
+  ncclComm_t comm_ = nullptr;
+};
+
+}  // namespace
+
+std::unique_ptr<Communicator> make_nccl_communicator(std::unique_ptr<Communicator> tcp, const DistEnv& env) {
+  return std::make_unique<NcclCommunicator>(std::move(tcp), env);
+}
+
+}  // namespace nibble
+#endif

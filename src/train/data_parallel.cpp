@@ -1,0 +1,53 @@
+#include "train/data_parallel.hpp"
+
+#include <cstdlib>
+
+#include "nibble/cuda.hpp"
+#include "nibble/error.hpp"
+
+namespace nibble {
+
+DataParallel::DataParallel(const std::string& device, int64_t global_batch) : env_(DistEnv::from_environment()) {
+  if (device == "cuda" && env_.distributed()) cuda::select_device(env_.local_rank);
+  if (!env_.distributed()) return;
+  if (global_batch % env_.world != 0)
+    fail("--batch ", global_batch, " is not a multiple of the ", env_.world, " ranks (WORLD_SIZE): each rank takes an equal share");
+  const char* b = std::getenv("NIBBLE_DIST_BACKEND");
+  const std::string backend = b && *b ? b : (device == "cuda" && built_with_nccl() ? "nccl" : "tcp");
+  if (backend != "nccl" && backend != "tcp") fail("NIBBLE_DIST_BACKEND=", backend, " (use nccl or tcp)");
+  if (backend == "nccl" && device != "cuda") fail("NIBBLE_DIST_BACKEND=nccl needs --device cuda");
+  comm_ = make_tcp_communicator(env_);
+  if (backend == "nccl") comm_ = make_nccl_communicator(std::move(comm_), env_);
+}
+
+std::string DataParallel::describe() const {
+  if (!comm_) return "1 process";
+  return std::to_string(env_.world) + " ranks (" + comm_->backend() + ", this is rank " + std::to_string(env_.rank) + ")";
+}
+
+Batch DataParallel::shard(const Batch& global) const {
+  if (!comm_) return global;
+  const int64_t rows = global.batch_size / env_.world, n = rows * global.seq_len, at = env_.rank * n;
+  Batch b;
+  b.batch_size = rows;
+  b.seq_len = global.seq_len;
+  b.inputs.assign(global.inputs.begin() + at, global.inputs.begin() + at + n);
+  b.targets.assign(global.targets.begin() + at, global.targets.begin() + at + n);
+  return b;
+}
+
+double DataParallel::mean(double x) {
+  if (!comm_) return x;
+  comm_->all_reduce_sum(&x, 1);
+  return x / static_cast<double>(env_.world);
+}
+
+void DataParallel::sum_gradients(TrainEngine& engine) {
+  if (comm_) engine.all_reduce_gradients(*comm_);
+}
+
+void DataParallel::barrier() {
+  if (comm_) comm_->barrier();
+}
+
+}  // namespace nibble

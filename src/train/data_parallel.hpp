@@ -1,0 +1,41 @@
+#pragma once
+// The data-parallel side of a training run (one process per GPU or CPU engine, launched by
+// `nibble launch`, torchrun or Slurm): the communicator, this rank's share of each global
+// batch, and the reductions of the loss and the gradients.
+//
+// Every rank draws the same global batch from the same loader state and keeps rows
+// [rank·B/W, (rank+1)·B/W), so the data order does not depend on the number of ranks and a run
+// resumes on any W that divides the batch. Each rank's loss is the mean over its rows; the
+// gradients are summed over ranks and divided by W through the optimizer's gradient scale, which
+// gives the global batch's mean gradient (every row has T valid targets in training).
+#include <memory>
+#include <string>
+
+#include "nibble/data/loader.hpp"
+#include "nibble/dist/comm.hpp"
+#include "nibble/train/engine.hpp"
+
+namespace nibble {
+
+class DataParallel {
+ public:
+  // From the environment (DistEnv); selects the GPU LOCAL_RANK for device "cuda" and connects
+  // the ranks (NCCL for cuda when built with it and NIBBLE_DIST_BACKEND is not "tcp"; TCP
+  // otherwise). A single process: no communicator.
+  DataParallel(const std::string& device, int64_t global_batch);
+  int rank() const { return env_.rank; }
+  int world() const { return env_.world; }
+  bool lead() const { return env_.rank == 0; }
+  std::string describe() const;
+
+  Batch shard(const Batch& global) const;
+  double mean(double x);  // the average over ranks (every rank gets the same bits)
+  void sum_gradients(TrainEngine& engine);
+  void barrier();
+
+ private:
+  DistEnv env_;
+  std::unique_ptr<Communicator> comm_;
+};
+
+}  // namespace nibble

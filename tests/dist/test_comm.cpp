@@ -1,0 +1,170 @@
+// The TCP communicator (src/dist/tcp_comm.cpp) with its ranks as threads of this process, and
+// the launcher environment (DistEnv). Sums are checked against float64 sums in rank order.
+#include <gtest/gtest.h>
+
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cmath>
+#include <cstdlib>
+#include <functional>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "nibble/dist/comm.hpp"
+#include "nibble/error.hpp"
+
+using namespace nibble;
+
+namespace {
+
+// A port that was free a moment ago (the kernel's choice for port 0).
+int free_port() {
+  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  a.sin_port = 0;
+  ::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a);
+  socklen_t len = sizeof a;
+  ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
+  ::close(fd);
+  return ntohs(a.sin_port);
+}
+
+// Runs body(rank, comm) on `world` threads; returns each rank's error message ("" = none).
+std::vector<std::string> run_ranks(int world, double timeout_s, const std::function<void(int, Communicator&)>& body) {
+  const int port = free_port();
+  std::vector<std::string> errors(static_cast<size_t>(world));
+  std::vector<std::thread> threads;
+  for (int r = 0; r < world; ++r)
+    threads.emplace_back([&, r] {
+      try {
+        DistEnv e;
+        e.rank = r;
+        e.world = world;
+        e.master_port = port;
+        e.timeout_s = timeout_s;
+        auto comm = make_tcp_communicator(e);
+        body(r, *comm);
+      } catch (const std::exception& ex) {
+        errors[static_cast<size_t>(r)] = ex.what();
+      }
+    });
+  for (auto& t : threads) t.join();
+  return errors;
+}
+
+}  // namespace
+
+TEST(TcpComm, AllReduceBroadcastAndBarrierGiveTheSameBitsEverywhere) {
+  for (const int world : {1, 2, 3, 5}) {
+    SCOPED_TRACE(world);
+    const int64_t n = 1000;
+    std::vector<std::vector<float>> got(static_cast<size_t>(world));
+    std::vector<double> dsum(static_cast<size_t>(world));
+    std::vector<std::vector<uint8_t>> bytes(static_cast<size_t>(world));
+    const auto errors = run_ranks(world, 20, [&](int r, Communicator& c) {
+      EXPECT_EQ(c.rank(), r);
+      EXPECT_EQ(c.world(), world);
+      std::vector<float> x(n);
+      for (int64_t i = 0; i < n; ++i) x[static_cast<size_t>(i)] = 0.1f * static_cast<float>(r + 1) + 1e-3f * static_cast<float>(i);
+      c.all_reduce_sum(x.data(), n);
+      got[static_cast<size_t>(r)] = x;
+      double d = std::ldexp(1.0, r);  // 2^r: the sum is 2^world − 1 exactly
+      c.all_reduce_sum(&d, 1);
+      dsum[static_cast<size_t>(r)] = d;
+      std::vector<uint8_t> b(37, static_cast<uint8_t>(r == world - 1 ? 0xAB : 0));
+      c.broadcast(b.data(), b.size(), world - 1);  // a root other than 0
+      bytes[static_cast<size_t>(r)] = b;
+      c.barrier();
+    });
+    for (const auto& e : errors) EXPECT_EQ(e, "");
+    for (int r = 0; r < world; ++r) {
+      EXPECT_EQ(dsum[static_cast<size_t>(r)], std::ldexp(1.0, world) - 1.0);
+      EXPECT_EQ(bytes[static_cast<size_t>(r)], std::vector<uint8_t>(37, 0xAB));
+      EXPECT_EQ(got[static_cast<size_t>(r)], got[0]);  // the same bits on every rank
+    }
+    // the sum in rank order, as float
+    for (int64_t i = 0; i < n; ++i) {
+      float s = 0.0f;
+      for (int r = 0; r < world; ++r) s += 0.1f * static_cast<float>(r + 1) + 1e-3f * static_cast<float>(i);
+      EXPECT_EQ(got[0][static_cast<size_t>(i)], s) << i;
+    }
+  }
+}
+
+TEST(TcpComm, MismatchedCollectivesAndDeadPeersFailWithAMessage) {
+  // rank 1 reduces 3 floats while rank 0 reduces 4: both must fail, naming the mismatch or the
+  // closed connection, instead of exchanging garbage or hanging
+  auto errors = run_ranks(2, 5, [&](int r, Communicator& c) {
+    std::vector<float> x(r == 0 ? 4 : 3, 1.0f);
+    c.all_reduce_sum(x.data(), static_cast<int64_t>(x.size()));
+  });
+  EXPECT_NE(errors[0].find("collective mismatch"), std::string::npos) << errors[0];
+  EXPECT_NE(errors[1], "");
+  // rank 1 leaves after the first collective; rank 0's second one fails within the timeout
+  const auto t0 = std::chrono::steady_clock::now();
+  errors = run_ranks(2, 3, [&](int r, Communicator& c) {
+    c.barrier();
+    if (r == 1) return;  // its communicator closes its socket
+    double x = 1;
+    c.all_reduce_sum(&x, 1);
+  });
+  const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  EXPECT_NE(errors[0].find("peer rank 1"), std::string::npos) << errors[0];
+  EXPECT_EQ(errors[1], "");
+  EXPECT_LT(secs, 10.0);
+  // nobody listening: a rank that cannot reach rank 0 gives up after the timeout
+  DistEnv e;
+  e.rank = 1;
+  e.world = 2;
+  e.master_port = free_port();
+  e.timeout_s = 0.5;
+  try {
+    make_tcp_communicator(e);
+    ADD_FAILURE() << "connected to nobody";
+  } catch (const Error& ex) {
+    EXPECT_NE(std::string(ex.what()).find("could not connect to rank 0"), std::string::npos) << ex.what();
+  }
+}
+
+TEST(DistEnv, ReadsTorchrunAndSlurmVariablesAndRejectsBadOnes) {
+  const char* names[] = {"RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT", "SLURM_PROCID",
+                         "SLURM_NTASKS", "SLURM_LOCALID", "NIBBLE_DIST_TIMEOUT"};
+  auto clear = [&] {
+    for (const char* n : names) ::unsetenv(n);
+  };
+  clear();
+  EXPECT_EQ(DistEnv::from_environment().world, 1);
+  ::setenv("RANK", "3", 1);
+  ::setenv("WORLD_SIZE", "4", 1);
+  ::setenv("LOCAL_RANK", "1", 1);
+  ::setenv("MASTER_ADDR", "node7", 1);
+  ::setenv("MASTER_PORT", "12345", 1);
+  DistEnv e = DistEnv::from_environment();
+  EXPECT_EQ(e.rank, 3);
+  EXPECT_EQ(e.world, 4);
+  EXPECT_EQ(e.local_rank, 1);
+  EXPECT_EQ(e.master_addr, "node7");
+  EXPECT_EQ(e.master_port, 12345);
+  ::setenv("RANK", "4", 1);  // out of range
+  EXPECT_THROW(DistEnv::from_environment(), Error);
+  clear();
+  ::setenv("SLURM_PROCID", "5", 1);
+  ::setenv("SLURM_NTASKS", "8", 1);
+  ::setenv("SLURM_LOCALID", "1", 1);
+  e = DistEnv::from_environment();
+  EXPECT_EQ(e.rank, 5);
+  EXPECT_EQ(e.world, 8);
+  EXPECT_EQ(e.local_rank, 1);
+  clear();
+  ::setenv("RANK", "0", 1);  // WORLD_SIZE missing
+  EXPECT_THROW(DistEnv::from_environment(), Error);
+  ::setenv("WORLD_SIZE", "two", 1);
+  EXPECT_THROW(DistEnv::from_environment(), Error);
+  clear();
+}
