@@ -39,7 +39,8 @@ for recipe in ${RECIPES:-bf16 nvfp4}; do
     run="/tmp/scale-$recipe-$n"
     rm -rf "$run"
     "$NIBBLE" launch --nproc "$n" --master-port $((29800 + n)) -- "$NIBBLE" train --model 124m --device cuda \
-      --recipe "$recipe" --batch $((16 * n)) --seq 1024 --steps "$STEPS" --log-every 5 --eval-every 0 --save-every 0 \
+      --recipe "$recipe" --batch $((16 * n)) --seq 1024 --steps "$STEPS" --log-every 5 --eval-every 0 --eval-batches 1 \
+      --val-fraction 0.12 --save-every 0 \
       --out "$run" >"$OUT/scale-$recipe-$n.log" 2>&1 || { echo "$recipe on $n GPUs failed:"; tail -5 "$OUT/scale-$recipe-$n.log"; continue; }
     tps=$(tail -1 "$run/metrics.jsonl" | sed -E 's/.*"tokens_per_s":([0-9.e+]+).*/\1/')
     [ -z "$base" ] && base=$tps
