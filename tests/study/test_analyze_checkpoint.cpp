@@ -25,13 +25,7 @@ namespace fs = std::filesystem;
 
 TEST(AnalyzeCheckpoint, OperandsTransformsAndAnIndependentRow) {
   ScratchDir d;
-  TrainConfig c = nibble::testing::small_run_config(d, "run");
-  c.model.dim = 128;  // widths 128/256/512/128: every RHT size fits
-  c.model.n_heads = 4;
-  c.model.n_kv_heads = 4;
-  c.model.ffn_dim = 256;
-  c.steps = 3;
-  nibble::testing::train_quietly(c);
+  const TrainConfig c = nibble::testing::train_wide_small_run(d, "run");
 
   CheckpointAnalysisConfig a;
   a.checkpoint = d.file("run");

@@ -34,10 +34,25 @@ inline TrainConfig small_run_config(const ScratchDir& d, const std::string& out,
   return c;
 }
 
+// The small run, 128 wide (projections 128/256/512/128: every RHT size fits), trained for 3 steps
+// on the CPU: the checkpoint the analysis tests read at d.file(out).
+inline TrainConfig train_wide_small_run(const ScratchDir& d, const std::string& out);
+
 inline void train_quietly(const TrainConfig& c) {
   TrainOptions o;
   o.quiet = true;
   train(c, o);
+}
+
+inline TrainConfig train_wide_small_run(const ScratchDir& d, const std::string& out) {
+  TrainConfig c = small_run_config(d, out);
+  c.model.dim = 128;
+  c.model.n_heads = 4;
+  c.model.n_kv_heads = 4;
+  c.model.ffn_dim = 256;
+  c.steps = 3;
+  train_quietly(c);
+  return c;
 }
 
 }  // namespace nibble::testing

@@ -503,14 +503,7 @@ TEST(SM90_Engine, AnalyzeCheckpointOnTheGpuMatchesTheCpu) {
   REQUIRE_GPU();
   use_default_precision();
   ScratchDir d;
-  TrainConfig c = nibble::testing::small_run_config(d, "run");
-  c.model.dim = 128;
-  c.model.n_heads = 4;
-  c.model.n_kv_heads = 4;
-  c.model.ffn_dim = 256;
-  c.steps = 3;
-  c.device = "cpu";
-  nibble::testing::train_quietly(c);
+  nibble::testing::train_wide_small_run(d, "run");
   CheckpointAnalysisConfig a;
   a.checkpoint = d.file("run");
   a.batch = 2;
