@@ -51,5 +51,14 @@ print(f"{r:<7} {n:<5} {16*n:>4} x 1024  {tps:>10.0f} {16*n*1024/tps*1000:>9.1f} 
 PY
   done
 done
+# the same 2-GPU bf16 run with the gradients reduced after the backward instead of during it
+if [ "$GPUS" -ge 2 ]; then
+  rm -rf /tmp/scale-flat
+  NIBBLE_DP_OVERLAP=0 "$NIBBLE" launch --nproc 2 --master-port 29811 -- "$NIBBLE" train --model 124m --device cuda \
+    --recipe bf16 --batch 32 --seq 1024 --steps "$STEPS" --log-every 5 --eval-every 0 --eval-batches 1 \
+    --val-fraction 0.12 --save-every 0 --out /tmp/scale-flat >"$OUT/scale-flat.log" 2>&1 &&
+    echo "bf16, 2 GPUs, all-reduce after the backward (no overlap): $(tail -1 /tmp/scale-flat/metrics.jsonl |
+      sed -E 's/.*"tokens_per_s":([0-9.e+]+).*/\1/') tokens/s" | tee -a "$OUT/scaling.txt"
+fi
 tar czf "$OUT/logs.tgz" -C "$OUT" $(cd "$OUT" && ls *.log *.txt 2>/dev/null) && (cd "$OUT" && rm -f *.log)
 exit $rc

@@ -1,6 +1,7 @@
 #include "train/data_parallel.hpp"
 
 #include <cstdlib>
+#include <string>
 
 #include "nibble/cuda.hpp"
 #include "nibble/error.hpp"
@@ -44,6 +45,12 @@ double DataParallel::mean(double x) {
 
 void DataParallel::sum_gradients(TrainEngine& engine) {
   if (comm_) engine.all_reduce_gradients(*comm_);
+}
+
+void DataParallel::attach(TrainEngine& engine) {
+  const char* o = std::getenv("NIBBLE_DP_OVERLAP");
+  const bool overlap = !(o && std::string(o) == "0");
+  if (comm_ && overlap && comm_->backend() == "nccl") engine.set_gradient_sync(comm_.get());
 }
 
 void DataParallel::barrier() {

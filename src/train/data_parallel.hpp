@@ -31,6 +31,9 @@ class DataParallel {
   Batch shard(const Batch& global) const;
   double mean(double x);  // the average over ranks (every rank gets the same bits)
   void sum_gradients(TrainEngine& engine);
+  // Lets the engine reduce gradient buckets during its backward (NCCL only; NIBBLE_DP_OVERLAP=0
+  // turns it off).
+  void attach(TrainEngine& engine);
   void barrier();
 
  private:

@@ -149,6 +149,7 @@ TrainResult train(const TrainConfig& cfg_in, const TrainOptions& opts) {
   std::unique_ptr<TrainEngine> engine = make_engine(cfg.device, cfg.model);
   TrainEngine& model = *engine;
   model.set_recipe(cfg.recipe);
+  dp.attach(model);
   const AdamHyper hyper{static_cast<float>(cfg.beta1), static_cast<float>(cfg.beta2), static_cast<float>(cfg.eps),
                         static_cast<float>(cfg.weight_decay), cfg.decay_all};
   int64_t adam_step = 0;

@@ -40,6 +40,11 @@ class Communicator {
   // x ← Σ over ranks of x for a device array of the CUDA engine (stream: its cudaStream_t).
   // The TCP backend goes through the host.
   virtual void all_reduce_sum_device(float* d_x, int64_t n, void* stream) = 0;
+  // The same, queued on `stream` without waiting (NCCL: a bucket reduced while the backward
+  // goes on); finish_device waits for everything queued on `stream`, with the timeout. The TCP
+  // backend runs it at once (it has no asynchronous path).
+  virtual void enqueue_all_reduce_sum_device(float* d_x, int64_t n, void* stream) { all_reduce_sum_device(d_x, n, stream); }
+  virtual void finish_device(void* /*stream*/) {}
   // root's bytes to every rank.
   virtual void broadcast(void* data, size_t bytes, int root) = 0;
   virtual void barrier() = 0;

@@ -46,6 +46,10 @@ class TrainEngine {
   // Data parallelism: every rank's gradients ← their sum over the ranks (the trainer divides by
   // the world size through the optimizer's gradient scale).
   virtual void all_reduce_gradients(Communicator& comm) = 0;
+  // Overlap (the CUDA engine with NCCL): the backward queues each block's gradients on `comm`
+  // as soon as they are final, on a stream of their own, and all_reduce_gradients(comm) then only
+  // waits for them. nullptr: off (the default; the CPU engine ignores it).
+  virtual void set_gradient_sync(Communicator* /*comm*/) {}
   // Scales the gradients by grad_scale (clipping), then one AdamW step t ≥ 1 on every tensor
   // (decay on the tensors marked `decay`, or all with decay_all).
   virtual void optimizer_step(const AdamHyper& h, float lr, float grad_scale, int64_t t) = 0;

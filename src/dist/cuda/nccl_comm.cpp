@@ -50,10 +50,16 @@ class NcclCommunicator final : public Communicator {
   void barrier() override { tcp_->barrier(); }
 
   void all_reduce_sum_device(float* d_x, int64_t n, void* stream) override {
-    const auto st = static_cast<cudaStream_t>(stream);
-    NIBBLE_NCCL_CHECK(ncclAllReduce(d_x, d_x, static_cast<size_t>(n), ncclFloat32, ncclSum, comm_, st), who());
-    wait(st);
+    enqueue_all_reduce_sum_device(d_x, n, stream);
+    finish_device(stream);
   }
+  void enqueue_all_reduce_sum_device(float* d_x, int64_t n, void* stream) override {
+    if (!comm_) fail(who(), ": the communicator was aborted by an earlier error");
+    NIBBLE_NCCL_CHECK(ncclAllReduce(d_x, d_x, static_cast<size_t>(n), ncclFloat32, ncclSum, comm_,
+                                    static_cast<cudaStream_t>(stream)),
+                      who());
+  }
+  void finish_device(void* stream) override { wait(static_cast<cudaStream_t>(stream)); }
 
  private:
   std::string who() const { return "rank " + std::to_string(env_.rank) + " (nccl)"; }

@@ -135,6 +135,11 @@ class CudaEngine final : public TrainEngine {
   ~CudaEngine() override {
     cudaStreamSynchronize(st_);
     cudaStreamDestroy(st_);
+    if (cst_) {
+      cudaStreamSynchronize(cst_);
+      cudaStreamDestroy(cst_);
+      cudaEventDestroy(grads_ready_);
+    }
   }
 
   std::string device() const override {
@@ -197,8 +202,20 @@ class CudaEngine final : public TrainEngine {
     return std::sqrt(s);
   }
   void all_reduce_gradients(Communicator& comm) override {
-    NIBBLE_TIMED("all-reduce");
+    NIBBLE_TIMED("all-reduce (wait)");
+    if (sync_ == &comm && buckets_queued_) {
+      comm.finish_device(cst_);  // the buckets the backward queued
+      buckets_queued_ = false;
+      return;
+    }
     comm.all_reduce_sum_device(g_.get<float>(), np_, st_);
+  }
+  void set_gradient_sync(Communicator* comm) override {
+    sync_ = comm;
+    if (comm && !cst_) {
+      NIBBLE_CUDA_CHECK(cudaStreamCreateWithFlags(&cst_, cudaStreamNonBlocking));
+      NIBBLE_CUDA_CHECK(cudaEventCreateWithFlags(&grads_ready_, cudaEventDisableTiming));
+    }
   }
   void optimizer_step(const AdamHyper& h, float lr, float grad_scale, int64_t t) override {
     if (h.decay_all != chunks_decay_all_) build_adam_chunks(h.decay_all);
@@ -303,6 +320,15 @@ class CudaEngine final : public TrainEngine {
       b.d_attn_norm = gptr(p + "input_layernorm.weight");
       b.mlp_norm = ptr(p + "post_attention_layernorm.weight");
       b.d_mlp_norm = gptr(p + "post_attention_layernorm.weight");
+    }
+    // Each block's parameters are contiguous (transformer_param_layout): [embedding][block 0]
+    // ... [block L−1][final norm][head].
+    layer_grads_.clear();
+    for (int l = 0; l < cfg_.n_layers; ++l) {
+      const int64_t begin = param(layer_prefix(l) + "input_layernorm.weight").offset;
+      const int64_t end = l + 1 < cfg_.n_layers ? param(layer_prefix(l + 1) + "input_layernorm.weight").offset
+                                                : param("model.norm.weight").offset;
+      layer_grads_.push_back({begin, end});
     }
     const std::string hw = cfg_.tied_embeddings ? "model.embed_tokens.weight" : "lm_head.weight";
     head_ = CudaLinear("lm_head", c, cfg_.vocab_size, kHeadLinearId);
@@ -440,6 +466,21 @@ class CudaEngine final : public TrainEngine {
   OpProfiler prof_;
   bool attention_tc_ = true;
   bool act_bf16_ = true;
+  // Gradient buckets reduced during the backward (data parallelism with NCCL).
+  Communicator* sync_ = nullptr;
+  cudaStream_t cst_ = nullptr;
+  cudaEvent_t grads_ready_ = nullptr;
+  bool buckets_queued_ = false;
+  std::vector<std::pair<int64_t, int64_t>> layer_grads_;  // [begin, end) of each block's parameters
+
+  // Queues g[begin, end) for the all-reduce once the work queued so far on st_ is done.
+  void queue_bucket(int64_t begin, int64_t end) {
+    if (!sync_ || end <= begin) return;
+    NIBBLE_CUDA_CHECK(cudaEventRecord(grads_ready_, st_));
+    NIBBLE_CUDA_CHECK(cudaStreamWaitEvent(cst_, grads_ready_, 0));
+    sync_->enqueue_all_reduce_sum_device(g_.get<float>() + begin, end - begin, cst_);
+    buckets_queued_ = true;
+  }
 };
 
 template <class A>
@@ -562,6 +603,7 @@ void CudaEngine::backward_t(const StepContext& ctx) {
     rmsnorm_backward(dh, x_final_.get<float>(), ptr("model.norm.weight"), rstd_f_.get<float>(), dx,
                      gptr("model.norm.weight"), false);
   }
+  queue_bucket(layer_grads_.back().second, np_);  // the final norm (and an untied head): final now
   for (int l = cfg_.n_layers - 1; l >= 0; --l) {
     Block& bl = blocks_[static_cast<size_t>(l)];
     {
@@ -601,6 +643,7 @@ void CudaEngine::backward_t(const StepContext& ctx) {
       NIBBLE_TIMED("rmsnorm");
       rmsnorm_backward(dh, bl.x_in.get<float>(), bl.attn_norm, bl.rstd1.get<float>(), dx, bl.d_attn_norm, true);
     }
+    queue_bucket(layer_grads_[static_cast<size_t>(l)].first, layer_grads_[static_cast<size_t>(l)].second);
   }
   // Embedding backward without atomics: the step's rows grouped by token id (a counting sort
   // on the host), each token's rows summed in increasing order.
@@ -625,6 +668,7 @@ void CudaEngine::backward_t(const StepContext& ctx) {
     NIBBLE_TIMED("embedding");
     gops::embedding_backward(du, dst, dor, static_cast<int64_t>(unique.size()), dx, gptr("model.embed_tokens.weight"), c, st_);
   }
+  queue_bucket(0, layer_grads_.front().first);  // the embedding (and a tied head)
   NIBBLE_CUDA_CHECK(cudaStreamSynchronize(st_));
 }
 
