@@ -9,6 +9,9 @@
 #include <string>
 #include <vector>
 
+#include <cstdlib>
+
+#include "nibble/data/corpus.hpp"
 #include "nibble/fileio.hpp"
 #include "nibble/report/metrics.hpp"
 #include "support/cli_runner.hpp"
@@ -90,4 +93,29 @@ TEST(Launch, AFailingRankStopsTheOthersAndTheBatchMustSplit) {
   EXPECT_NE(odd.code, 0);
   EXPECT_NE(odd.out.find("not a multiple of the 2 ranks"), std::string::npos) << odd.out;
   EXPECT_NE(run_nibble("launch --nproc 2").code, 0);  // no command
+}
+
+// Without the launcher (as under Slurm): rank 1 is killed mid-run; rank 0 must stop with a
+// message naming its peer — its next collective finds the connection closed — not hang, and the
+// run's last good checkpoint must stay loadable.
+TEST(Launch, AKilledRankStopsItsPeerWithAMessageAndTheCheckpointSurvives) {
+  ScratchDir d;
+  const std::string nib = NIBBLE_CLI_PATH;
+  const std::string train = nib + " train --device cpu --recipe bf16 --steps 400 --batch 4 --seq 64 --log-every 1" +
+                            " --eval-every 0 --save-every 2 --out " + d.file("run");
+  const std::string env = "WORLD_SIZE=2 MASTER_PORT=" + std::to_string(port_for_test(4)) +
+                          " NIBBLE_DIST_TIMEOUT=30 OMP_NUM_THREADS=1 ";
+  const std::string script = "cd " + d.path().string() + " && (RANK=0 " + env + train + " > r0.log 2>&1 & echo $! > p0) && (RANK=1 " + env +
+                             train + " > r1.log 2>&1 & echo $! > p1) && sleep 3 && kill -9 $(cat p1) && " +
+                             "while kill -0 $(cat p0) 2>/dev/null; do sleep 0.1; done";
+  const auto t0 = std::chrono::steady_clock::now();
+  ASSERT_EQ(std::system(("sh -c '" + script + "'").c_str()), 0);
+  const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  const std::string log = nibble::read_file(d.file("r0.log"));
+  EXPECT_NE(log.find("peer rank 1"), std::string::npos) << log;
+  EXPECT_LT(secs, 20.0);  // found at the next collective, well before the 30 s timeout
+  // the last checkpoint rank 0 wrote before the failure is complete and loads
+  ASSERT_TRUE(fs::exists(d.file("run") + "/latest")) << log;
+  const auto ev = run_nibble("eval --checkpoint " + d.file("run") + " --max-batches 1 --text " + nibble::default_corpus_path());
+  EXPECT_EQ(ev.code, 0) << ev.out;
 }
