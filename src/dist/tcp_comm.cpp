@@ -2,6 +2,9 @@
 // header (the collective and its size), so ranks that call different collectives fail with a
 // message instead of exchanging garbage. Reductions run at rank 0 in rank order
 // (((x₀ + x₁) + x₂) + …), then rank 0 sends the result to everyone: the same bits everywhere.
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE  // POLLRDHUP
+#endif
 #include <arpa/inet.h>
 #include <netdb.h>
 #include <netinet/in.h>
@@ -169,6 +172,16 @@ class TcpCommunicator final : public Communicator {
   void barrier() override {
     double one = 1.0;
     reduce(&one, 1, Op::Barrier);
+  }
+
+  bool peer_lost() override {
+    std::vector<pollfd> fds;
+    for (const Socket& s : peers_)
+      if (s.valid()) fds.push_back(pollfd{s.fd(), static_cast<short>(POLLRDHUP), 0});
+    if (fds.empty() || ::poll(fds.data(), fds.size(), 0) <= 0) return false;
+    for (const pollfd& p : fds)
+      if (p.revents & (POLLRDHUP | POLLHUP | POLLERR)) return true;
+    return false;
   }
 
  private:

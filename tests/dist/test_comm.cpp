@@ -116,6 +116,19 @@ TEST(TcpComm, MismatchedCollectivesAndDeadPeersFailWithAMessage) {
   });
   const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   EXPECT_NE(errors[0].find("peer rank 1"), std::string::npos) << errors[0];
+  // peer_lost() sees the closed connection without a collective (what a GPU wait polls)
+  bool lost_before = true, lost_after = false;
+  errors = run_ranks(2, 5, [&](int r, Communicator& c) {
+    if (r == 0) lost_before = c.peer_lost();
+    c.barrier();
+    if (r == 1) return;
+    for (int i = 0; i < 200 && !lost_after; ++i) {
+      lost_after = c.peer_lost();
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+  });
+  EXPECT_FALSE(lost_before);
+  EXPECT_TRUE(lost_after);
   EXPECT_EQ(errors[1], "");
   EXPECT_LT(secs, 10.0);
   // nobody listening: a rank that cannot reach rank 0 gives up after the timeout

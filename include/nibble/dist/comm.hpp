@@ -48,6 +48,9 @@ class Communicator {
   // root's bytes to every rank.
   virtual void broadcast(void* data, size_t bytes, int root) = 0;
   virtual void barrier() = 0;
+  // Whether a peer's connection has closed (its process exited), without blocking: lets a wait
+  // on the GPU notice a dead rank before its timeout.
+  virtual bool peer_lost() { return false; }
 };
 
 // Connects the ranks of `env` over TCP (rank 0 listens on MASTER_PORT). Throws nibble::Error

@@ -48,6 +48,7 @@ class NcclCommunicator final : public Communicator {
   void all_reduce_sum(float* x, int64_t n) override { tcp_->all_reduce_sum(x, n); }
   void broadcast(void* data, size_t bytes, int root) override { tcp_->broadcast(data, bytes, root); }
   void barrier() override { tcp_->barrier(); }
+  bool peer_lost() override { return tcp_->peer_lost(); }
 
   void all_reduce_sum_device(float* d_x, int64_t n, void* stream) override {
     enqueue_all_reduce_sum_device(d_x, n, stream);
@@ -67,6 +68,7 @@ class NcclCommunicator final : public Communicator {
   // Polls the stream and NCCL's asynchronous error state until the collective is done.
   void wait(cudaStream_t st) {
     const auto deadline = std::chrono::steady_clock::now() + std::chrono::duration<double>(env_.timeout_s);
+    int64_t polls = 0;
     for (;;) {
       const cudaError_t q = cudaStreamQuery(st);
       if (q == cudaSuccess) return;
@@ -77,6 +79,11 @@ class NcclCommunicator final : public Communicator {
         ncclCommAbort(comm_);
         comm_ = nullptr;
         fail(who(), ": NCCL error during the all-reduce: ", ncclGetErrorString(async), " (a peer died?)");
+      }
+      if (++polls % 2000 == 0 && tcp_->peer_lost()) {  // every ~0.1 s
+        ncclCommAbort(comm_);
+        comm_ = nullptr;
+        fail(who(), ": a peer rank exited during the all-reduce (its connection closed)");
       }
       if (std::chrono::steady_clock::now() > deadline) {
         ncclCommAbort(comm_);

@@ -4,11 +4,15 @@
 
 #include "support/gpu.hpp"
 
+#include <chrono>
 #include <cmath>
+#include <cstdio>
+#include <cstdlib>
 #include <string>
 #include <vector>
 
 #include "nibble/cuda.hpp"
+#include "nibble/fileio.hpp"
 #include "nibble/report/metrics.hpp"
 #include "support/cli_runner.hpp"
 
@@ -76,4 +80,28 @@ TEST(SM90_DataParallel, TwoGpusMatchOneGpuWithTheSameGlobalBatch) {
       EXPECT_LT(b.back(), b.front() - 1.0);
     }
   }
+}
+
+// A rank killed mid-run (no launcher, as under Slurm): rank 0 stops with a message naming the
+// lost peer — at the next host collective, or from its all-reduce wait, which polls the peers'
+// connections — long before the 60 s timeout.
+TEST(SM90_DataParallel, AKilledRankStopsItsPeer) {
+  REQUIRE_TWO_GPUS();
+  ScratchDir d;
+  const std::string train = std::string(NIBBLE_CLI_PATH) +
+                            " train --device cuda --recipe bf16 --steps 5000 --batch 8 --seq 128 --log-every 1"
+                            " --eval-every 0 --save-every 50 --out " + d.file("run");
+  const std::string env = "WORLD_SIZE=2 MASTER_PORT=29741 NIBBLE_DIST_TIMEOUT=60 ";
+  const std::string script = "cd " + d.path().string() + " && (RANK=0 LOCAL_RANK=0 " + env + train +
+                             " > r0.log 2>&1 & echo $! > p0) && (RANK=1 LOCAL_RANK=1 " + env + train +
+                             " > r1.log 2>&1 & echo $! > p1) && sleep 8 && kill -9 $(cat p1) && "
+                             "while kill -0 $(cat p0) 2>/dev/null; do sleep 0.1; done";
+  const auto t0 = std::chrono::steady_clock::now();
+  ASSERT_EQ(std::system(("sh -c '" + script + "'").c_str()), 0);
+  const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  const std::string log = nibble::read_file(d.file("r0.log"));
+  std::printf("  rank 0 stopped %.1f s after the start (rank 1 killed at 8 s): %s\n", secs,
+              log.substr(log.rfind("error") == std::string::npos ? 0 : log.rfind("error")).c_str());
+  EXPECT_NE(log.find("peer rank"), std::string::npos) << log;
+  EXPECT_LT(secs, 30.0);
 }
