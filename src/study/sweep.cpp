@@ -8,6 +8,7 @@
 #include <filesystem>
 #include <limits>
 
+#include "nibble/dist/comm.hpp"
 #include "nibble/error.hpp"
 #include "nibble/fileio.hpp"
 #include "nibble/report/markdown.hpp"
@@ -274,6 +275,10 @@ SweepResult run_sweep(const SweepConfig& cfg, const SweepOptions& opts) {
       if (names[i] == names.back()) fail("sweep: recipe '", names.back(), "' is listed twice");
   }
   fs::create_directories(cfg.out);
+  // Under nibble launch every rank runs the sweep (each run is data-parallel); rank 0 alone
+  // reports and writes the summary.
+  const bool lead = DistEnv::from_environment().rank == 0;
+  const bool quiet = opts.quiet || !lead;
   int64_t budget = opts.stop_after_steps;
   const size_t total = cfg.recipes.size() * cfg.seeds.size();
   size_t index = 0;
@@ -282,7 +287,7 @@ SweepResult run_sweep(const SweepConfig& cfg, const SweepOptions& opts) {
       ++index;
       const std::string dir = sweep_run_dir(cfg.out, names[ri], seed);
       if (run_finished(dir, cfg.base.steps)) {
-        if (!opts.quiet) std::printf("sweep [%zu/%zu] %s seed %llu: finished earlier, kept\n", index, total, names[ri].c_str(),
+        if (!quiet) std::printf("sweep [%zu/%zu] %s seed %llu: finished earlier, kept\n", index, total, names[ri].c_str(),
                                      static_cast<unsigned long long>(seed));
         continue;
       }
@@ -296,7 +301,7 @@ SweepResult run_sweep(const SweepConfig& cfg, const SweepOptions& opts) {
       const int64_t start = resumable_step(dir);
       if (start >= 0) o.resume = dir;
       if (budget > 0) o.stop_after = budget;
-      if (!opts.quiet) {
+      if (!quiet) {
         std::printf("sweep [%zu/%zu] %s seed %llu: %s\n", index, total, names[ri].c_str(),
                     static_cast<unsigned long long>(seed),
                     start >= 0 ? ("resuming at step " + std::to_string(start)).c_str() : "training");
@@ -310,7 +315,7 @@ SweepResult run_sweep(const SweepConfig& cfg, const SweepOptions& opts) {
     }
   }
   SweepResult r = summarize_sweep(cfg);
-  write_sweep_report(cfg, r);
+  if (lead) write_sweep_report(cfg, r);
   return r;
 }
 

@@ -92,7 +92,15 @@ TEST(Launch, AFailingRankStopsTheOthersAndTheBatchMustSplit) {
                               train_args(d, "odd", "", 3));
   EXPECT_NE(odd.code, 0);
   EXPECT_NE(odd.out.find("not a multiple of the 2 ranks"), std::string::npos) << odd.out;
+  // the second of two nodes: ranks 2 and 3 of 4, local ranks 0 and 1, rank 0's address
+  const auto node1 = run_nibble("launch --nproc 2 --nnodes 2 --node-rank 1 --master-addr 10.1.2.3 --master-port " +
+                                std::to_string(port_for_test(5)) +
+                                " -- sh -c 'echo rank=$RANK/$WORLD_SIZE local=$LOCAL_RANK at=$MASTER_ADDR'");
+  EXPECT_EQ(node1.code, 0) << node1.out;
+  for (const char* s : {"rank=2/4 local=0 at=10.1.2.3", "rank=3/4 local=1 at=10.1.2.3"})
+    EXPECT_NE(node1.out.find(s), std::string::npos) << node1.out;
   EXPECT_NE(run_nibble("launch --nproc 2").code, 0);  // no command
+  EXPECT_NE(run_nibble("launch --nproc 2 --nnodes 2 --node-rank 2 -- true").code, 0);  // no such node
 }
 
 // Without the launcher (as under Slurm): rank 1 is killed mid-run; rank 0 must stop with a
