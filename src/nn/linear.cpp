@@ -7,6 +7,7 @@
 #include "nibble/dtype.hpp"
 #include "nibble/error.hpp"
 #include "nibble/ops/ops.hpp"
+#include "nibble/qat/act_quant.hpp"
 #include "nibble/quant/centering.hpp"
 #include "nibble/quant/rht.hpp"
 #include "nibble/quant/spectral.hpp"
@@ -124,6 +125,12 @@ void QuantLinear<T>::forward(const T* x, T* y, int64_t t, const StepContext& ctx
     ops::matmul_nt(x, w_, y, t, out_, in_);
     (void)ctx;
   } else {
+    if (act_bits_ > 0) {
+      xq_.resize(static_cast<size_t>(t * in_));
+      fake_quantize_rows(x, t, in_, act_bits_, xq_.data());
+      x = xq_.data();
+      x_ = x;  // wgrad multiplies the operand the forward used
+    }
     if (capture_) {
       capture_(name_, "x", x, t, in_);
       capture_(name_, "w", w_, out_, in_);

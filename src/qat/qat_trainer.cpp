@@ -52,6 +52,10 @@ QatResult run_qat(const QatConfig& qc, bool quiet) {
   if (qc.winq && qc.reset_every < 1) fail("--winq-reset must be >= 1");
   Transformer<float> model(cfg.model);
   model.set_recipe(cfg.recipe);
+  if (qc.act_bits != 0) {
+    if (qc.act_bits < 2 || qc.act_bits > 8) fail("--act-bits ", qc.act_bits, " must be in [2, 8]");
+    model.set_activation_bits(qc.act_bits);
+  }
   const Checkpoint start = load_checkpoint(ck, model.params(), false);
   std::vector<float> w = start.weights;  // latent fp32 weights
   const int64_t np = model.num_params();
@@ -98,8 +102,10 @@ QatResult run_qat(const QatConfig& qc, bool quiet) {
   std::ofstream metrics((fs::path(cfg.out) / "metrics.jsonl").string(), std::ios::trunc);
   QatResult res;
   res.initial_val_loss = evaluate();
-  if (!quiet) std::printf("nibble qat: %s, %g-bit %s%s, quantized model before QAT: val loss %.4f\n", ck.c_str(), qc.spec.bits,
-                          qc.spec.kind == QatQuantizer::LSQ ? "LSQ" : "SEQ", qc.winq ? " + WinQ" : "", res.initial_val_loss);
+  if (!quiet)
+    std::printf("nibble qat: %s, %g-bit %s%s%s, quantized model before QAT: val loss %.4f\n", ck.c_str(), qc.spec.bits,
+                qc.spec.kind == QatQuantizer::LSQ ? "LSQ" : "SEQ", qc.winq ? " + WinQ" : "",
+                qc.act_bits ? (", " + std::to_string(qc.act_bits) + "-bit activations").c_str() : "", res.initial_val_loss);
   {
     Json row = Json::object();
     row["step"] = 0;
@@ -203,6 +209,7 @@ QatResult run_qat(const QatConfig& qc, bool quiet) {
   spec["quantizer"] = qc.spec.kind == QatQuantizer::LSQ ? "lsq" : "seq";
   spec["group_size"] = qc.spec.group_size;
   spec["winq"] = qc.winq;
+  spec["act_bits"] = qc.act_bits;  // eval and sample apply the same activation quantization
   latent.metadata["qat"] = spec.dump();
   OptimizerState opt;
   opt.m = mw;

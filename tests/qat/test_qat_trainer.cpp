@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 
@@ -110,7 +111,42 @@ TEST(Qat, CliErrors) {
   };
   expect_error(" --bits 5", "5");
   expect_error(" --bits 2 --quantizer lsq", "seq");
-  expect_error(" --bits 4 --act-bits 8", "--act-bits");
+  expect_error(" --bits 4 --act-bits 9 --steps 2", "--act-bits 9");
   expect_error(" --bits 4 --device cuda", "CPU");
   expect_error(" --bits 4 --winq-alpha 2", "--winq-alpha");
+}
+
+// --act-bits: the projections' inputs are fake-quantized per token. At 2 bits (−s, 0, s) they are coarser
+// than at 8, so the quantized model starts further from the float model (a higher loss before
+// any QAT step); the QAT run still learns; and eval applies the same activation quantization
+// (the same checkpoint with the setting removed from its trainer.json evaluates differently).
+TEST(Qat, ActivationBitsQuantizeTheProjectionsInputsAndEvalAppliesThem) {
+  ScratchDir d;
+  pretrain(d);
+  QatConfig q8 = qat_config(d, "a8", 4);
+  q8.act_bits = 8;
+  QatConfig q4 = qat_config(d, "a2", 4);
+  q4.act_bits = 2;
+  const QatConfig none = qat_config(d, "a0", 4);
+  const QatResult r8 = run_qat(q8, true), r4 = run_qat(q4, true), r0 = run_qat(none, true);
+  EXPECT_GT(r4.initial_val_loss, r8.initial_val_loss + 1e-3) << r4.initial_val_loss << " vs " << r8.initial_val_loss;
+  EXPECT_NE(r8.initial_val_loss, r0.initial_val_loss);
+  EXPECT_LT(r4.final_val_loss, r4.initial_val_loss);
+  Json t = Json::parse(read_file(d.file("a2/final/trainer.json")), "trainer.json");
+  EXPECT_EQ(t.at("qat").at("act_bits").as_int64(), 2);
+  fs::copy(d.file("a2/final"), d.file("a2-plain"), fs::copy_options::recursive);
+  Json qat = t.at("qat");
+  qat["act_bits"] = 0;
+  t["qat"] = qat;
+  write_file_atomic(d.file("a2-plain/trainer.json"), t.dump(2) + "\n");
+  auto eval_loss = [&](const std::string& dir) {
+    const auto r = nibble::testing::run_nibble("eval --device cpu --checkpoint " + dir + " --text " + d.file("text.txt") +
+                                               " --max-batches 2");
+    EXPECT_EQ(r.code, 0) << r.out;
+    const size_t at = r.out.find("loss");
+    return at == std::string::npos ? 0.0 : std::atof(r.out.c_str() + r.out.find_first_of("0123456789", at));
+  };
+  const double with = eval_loss(d.file("a2/final")), without = eval_loss(d.file("a2-plain"));
+  EXPECT_GT(with, 0.0);
+  EXPECT_GT(std::fabs(with - without), 1e-3) << with << " vs " << without;
 }

@@ -7,6 +7,7 @@
 
 #include "nibble/nn/model.hpp"
 #include "nibble/qat/packed_export.hpp"
+#include "nibble/safetensors.hpp"
 #include "nibble/train/engine.hpp"
 #include "nibble/train/checkpoint.hpp"
 #include "nibble/train/train_config.hpp"
@@ -25,6 +26,19 @@ inline std::string default_device() {
   return e && *e ? e : "auto";
 }
 
+// A QAT run's activation fake quantization (its spec's act_bits; 0 when absent) on the engine
+// that evaluates it, so that eval and sample see the model the QAT run trained.
+inline void apply_qat_activation_bits(LoadedModel& m, const Json& qat_spec) {
+  const Json* a = qat_spec.find("act_bits");
+  const int bits = a ? static_cast<int>(a->as_int64()) : 0;
+  if (bits <= 0) return;
+  Transformer<float>* cpu = m.model->cpu_model();
+  if (!cpu)
+    fail(m.dir, ": this QAT model fake-quantizes its activations to ", bits,
+         " bits, which only the CPU engine does (use --device cpu)");
+  cpu->set_activation_bits(bits);
+}
+
 // device: cpu | cuda | auto (the engine that runs the forward passes).
 inline LoadedModel load_model(const std::string& path, const std::string& device) {
   LoadedModel m;
@@ -36,10 +50,14 @@ inline LoadedModel load_model(const std::string& path, const std::string& device
   if (!std::filesystem::exists(m.dir + "/model.safetensors") && std::filesystem::exists(packed)) {
     // a packed QAT export: decode the integer codes to the weights the QAT run evaluated
     m.model->set_weights(load_packed(packed, m.model->params()).data());
+    const SafeTensors st = read_safetensors(packed);
+    apply_qat_activation_bits(m, Json::parse(st.metadata.at("qat"), packed + ": metadata qat"));
     return m;
   }
   const Checkpoint ck = load_checkpoint(m.dir, m.model->params(), false);
   m.model->set_weights(ck.weights.data());
+  if (ck.trainer.is_object())
+    if (const Json* qat = ck.trainer.find("qat")) apply_qat_activation_bits(m, *qat);
   return m;
 }
 

@@ -22,7 +22,7 @@ int run_qat(const std::vector<std::string>& argv) {
   a.option("bits", "B", "1.58 (ternary) | 2 | 3 | 4");
   a.option("quantizer", "Q", "auto | lsq | seq", "auto");
   a.option("group-size", "G", "columns per scale (0 = one scale per output row)", "0");
-  a.option("act-bits", "B", "per-token activation fake quantization (not built yet)");
+  a.option("act-bits", "B", "per-token activation fake quantization of the projections' inputs, 2-8 bits (default: off)");
   a.flag("winq", "WinQ: noise injection and periodic interpolation reset");
   a.option("winq-noise", "S", "σ_w = σ_s, absolute", "1e-3");
   a.option("winq-reset", "K", "reset every K steps", "100");
@@ -42,12 +42,14 @@ int run_qat(const std::vector<std::string>& argv) {
   a.option("out", "DIR", "output directory");
   a.flag("quiet", "no progress output");
   if (!a.parse(argv)) return 0;
-  if (a.has("act-bits")) fail("--act-bits: activation fake quantization is not built yet");
+
   if (resolve_device(a.choice("device", {"cpu", "cuda", "auto"})) != "cpu") fail("nibble qat runs on the CPU engine only for now (--device cpu)");
   QatConfig q;
   q.checkpoint = a.required("checkpoint");
   q.spec = QatSpec::make(a.number("bits"), a.choice("quantizer", {"auto", "lsq", "seq"}), a.integer("group-size"));
   q.winq = a.flag_set("winq");
+  if (a.has("act-bits")) q.act_bits = static_cast<int>(a.integer("act-bits"));
+  if (q.act_bits != 0 && (q.act_bits < 2 || q.act_bits > 8)) fail("--act-bits ", q.act_bits, " must be in [2, 8]");
   q.noise_w = q.noise_s = a.number("winq-noise");
   q.reset_every = a.integer("winq-reset");
   q.reset_a = a.number("winq-alpha");

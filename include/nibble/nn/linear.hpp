@@ -69,6 +69,8 @@ class QuantLinear {
   using Capture = std::function<void(const std::string& layer, const std::string& operand, const float* data,
                                      int64_t rows, int64_t cols)>;
   void set_capture(Capture c) { capture_ = std::move(c); }
+  // QAT's per-token activation fake quantization of this layer's input (0 = off; float layers).
+  void set_activation_bits(int bits) { act_bits_ = bits; }
 
  private:
   std::string name_;
@@ -82,6 +84,8 @@ class QuantLinear {
   std::vector<float> signs_fprop_, signs_dgrad_, signs_wgrad_;
   std::vector<OperandStats> stats_;
   Capture capture_;
+  int act_bits_ = 0;
+  std::vector<T> xq_;  // the fake-quantized input (kept for wgrad)
 };
 
 }  // namespace nibble

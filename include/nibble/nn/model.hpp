@@ -97,6 +97,11 @@ class Transformer {
   // Accumulates the gradient of the last forward's mean loss into grads().
   void backward(const StepContext& ctx);
   const T* logits() const { return logits_.data(); }  // [b·t, vocab]
+  // Per-token activation fake quantization of every attention and MLP projection's input (QAT).
+  void set_activation_bits(int bits) {
+    for (Block& b : blocks_)
+      for (QuantLinear<T>* l : {&b.qkv, &b.o, &b.gate_up, &b.down}) l->set_activation_bits(bits);
+  }
   // Sets the analysis hook of every attention and MLP projection (not the head).
   void set_capture(const typename QuantLinear<T>::Capture& c) {
     for (Block& b : blocks_)

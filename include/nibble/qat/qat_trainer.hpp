@@ -23,6 +23,7 @@ struct QatConfig {
   double noise_w = 1e-3, noise_s = 1e-3;  // σ_w, σ_s (absolute)
   int64_t reset_every = 100;              // K
   double reset_a = 0.2;                   // a
+  int act_bits = 0;                       // per-token activation fake quantization (0: off)
 };
 
 struct QatResult {
