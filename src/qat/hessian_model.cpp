@@ -2,6 +2,7 @@
 #include "nibble/qat/hessian_model.hpp"
 
 #include <cmath>
+#include <cstdio>
 #include <filesystem>
 
 #include "nibble/data/corpus.hpp"
@@ -12,6 +13,7 @@
 #include "nibble/fileio.hpp"
 #include "nibble/nn/model.hpp"
 #include "nibble/qat/hessian.hpp"
+#include "nibble/qat/qat_model.hpp"
 #include "nibble/report/markdown.hpp"
 #include "nibble/report/svg_plot.hpp"
 #include "nibble/train/checkpoint.hpp"
@@ -20,7 +22,7 @@
 namespace nibble {
 namespace fs = std::filesystem;
 
-Json hessian_spectrum(const HessianConfig& cfg) {
+HessianProblem checkpoint_hessian_problem(const HessianConfig& cfg, Json& info) {
   const std::string ck = resolve_checkpoint_dir(cfg.checkpoint);
   const TrainConfig tc = TrainConfig::from_json(read_checkpoint_config(ck), ck + "/config.json");
   auto model = std::make_shared<Transformer<double>>(tc.model);
@@ -33,10 +35,16 @@ Json hessian_spectrum(const HessianConfig& cfg) {
   DataLoader loader(ds.val.empty() ? ds.train : ds.val, cfg.batch, seq, cfg.seed, false);
   const Batch b = loader.next();
 
+  info = Json::object();
+  info["checkpoint"] = ck;
+  info["tokens"] = b.batch_size * b.seq_len;
   HessianProblem p;
-  p.w.assign(c.weights.begin(), c.weights.end());
   p.eps = 1e-4;
-  p.grad = [model, b](const std::vector<double>& w) {
+  QuantizedPoint qp;
+  const bool quantized = quantized_point(ck, model->params(), c.weights, cfg.bits, cfg.quantizer, qp);
+  const std::vector<float>& at = quantized ? qp.w_hat : c.weights;
+  p.w.assign(at.begin(), at.end());
+  auto loss_grad = [model, b](const std::vector<double>& w) {
     std::copy(w.begin(), w.end(), model->weights());
     model->zero_grad();
     StepContext ctx;
@@ -44,18 +52,52 @@ Json hessian_spectrum(const HessianConfig& cfg) {
     model->backward(ctx);
     return std::vector<double>(model->grads(), model->grads() + model->num_params());
   };
-  Json out = Json::object();
-  out["checkpoint"] = ck;
-  out["params"] = static_cast<int64_t>(p.w.size());
-  out["tokens"] = b.batch_size * b.seq_len;
+  if (!quantized) {
+    p.grad = loss_grad;
+  } else {
+    // M H M: frozen (out-of-range) coordinates stay at the point, their gradient is dropped
+    p.grad = [loss_grad, w0 = p.w, mask = qp.in_range](const std::vector<double>& w) {
+      std::vector<double> we(w.size());
+      for (size_t i = 0; i < w.size(); ++i) we[i] = mask[i] ? w[i] : w0[i];
+      std::vector<double> g = loss_grad(we);
+      for (size_t i = 0; i < g.size(); ++i)
+        if (!mask[i]) g[i] = 0.0;
+      return g;
+    };
+    Json q = Json::object();
+    q["bits"] = qp.spec.bits;
+    q["quantizer"] = qp.spec.kind == QatQuantizer::LSQ ? "lsq" : "seq";
+    q["projection_weights"] = qp.projection_weights;
+    q["in_range"] = qp.projection_in_range;
+    info["quantized"] = q;
+  }
+  info["params"] = static_cast<int64_t>(p.w.size());
+  return p;
+}
+
+Json hessian_spectrum(const HessianConfig& cfg) {
+  Json out;
+  const HessianProblem p = checkpoint_hessian_problem(cfg, out);
+  const std::string ck = out.at("checkpoint").as_string();
+  const int64_t tokens = out.at("tokens").as_int64();
   const EigenResult top = top_eigen(p, cfg.top, 100, 1e-5, cfg.seed);
   Json tv = Json::array();
   for (double v : top.values) tv.push_back(v);
   out["top_eigenvalues"] = tv;
   out["trace"] = hutchinson_trace(p, cfg.probes, cfg.seed);
-  std::string md = "# Hessian spectrum of " + ck + "\n\nTraining loss on " + std::to_string(b.batch_size * b.seq_len) +
-                   " tokens, all " + std::to_string(p.w.size()) +
+  std::string md = "# Hessian spectrum of " + ck + "\n\nTraining loss on " + std::to_string(tokens) + " tokens, all " +
+                   std::to_string(p.w.size()) +
                    " weights, float64 (quantization bypassed), Hessian-vector products by central differences.\n\n";
+  if (const Json* q = out.find("quantized")) {
+    char buf[256];
+    std::snprintf(buf, sizeof buf,
+                  "At the quantized point: %g-bit %s, the loss at Ŵ = Q(W; α), perturbations masked to the %lld of %lld "
+                  "projection weights in the quantizer's range (SPEC §7).\n\n",
+                  q->at("bits").as_double(), q->at("quantizer").as_string().c_str(),
+                  static_cast<long long>(q->at("in_range").as_int64()),
+                  static_cast<long long>(q->at("projection_weights").as_int64()));
+    md += buf;
+  }
   report::MarkdownTable t({"quantity", "value"}, {report::Align::Left, report::Align::Right});
   for (size_t i = 0; i < top.values.size(); ++i) t.add_row({"eigenvalue " + std::to_string(i + 1) + " (by magnitude)", report::fmt_sig(top.values[i], 5)});
   t.add_row({"trace (Hutchinson, " + std::to_string(cfg.probes) + " probes)", report::fmt_sig(out.at("trace").as_double(), 5)});

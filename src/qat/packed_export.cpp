@@ -5,6 +5,7 @@
 
 #include "nibble/error.hpp"
 #include "nibble/fileio.hpp"
+#include "nibble/qat/qat_model.hpp"
 #include "nibble/safetensors.hpp"
 #include "nibble/train/checkpoint.hpp"
 #include "nibble/train/train_config.hpp"
@@ -14,12 +15,6 @@ namespace fs = std::filesystem;
 
 namespace {
 int bits_for(int levels) { return levels <= 4 ? 2 : (levels <= 8 ? 3 : 4); }
-bool is_projection(const ParamInfo& p) {
-  return p.shape.size() == 2 && (p.name.find(".self_attn.") != std::string::npos || p.name.find(".mlp.") != std::string::npos);
-}
-QatSpec spec_from(const Json& j) {
-  return QatSpec::make(j.at("bits").as_double(), j.at("quantizer").as_string(), j.at("group_size").as_int64());
-}
 }  // namespace
 
 std::vector<uint8_t> pack_codes(const uint8_t* codes, int64_t n, int levels) {
@@ -71,13 +66,13 @@ void export_packed(const std::string& qat_checkpoint, const std::string& out_dir
   if (!fs::exists(qat_file)) fail(ck, ": not a QAT checkpoint (no qat.safetensors; train it with nibble qat)");
   const SafeTensors lat = read_safetensors(qat_file);
   const Json spec_json = Json::parse(lat.metadata.at("qat"), qat_file + ": metadata qat");
-  const QatSpec spec = spec_from(spec_json);
+  const QatSpec spec = qat_spec_from_json(spec_json);
   const TrainConfig tc = TrainConfig::from_json(read_checkpoint_config(ck), ck + "/config.json");
   const std::vector<ParamInfo> params = transformer_param_layout(tc.model);
   SafeTensors out;
   for (const ParamInfo& p : params) {
     const Tensor w = lat.get("latent." + p.name).to_f32();
-    if (!is_projection(p)) {
+    if (!is_qat_projection(p)) {
       out.add(p.name, w);
       continue;
     }
@@ -101,13 +96,13 @@ void export_packed(const std::string& qat_checkpoint, const std::string& out_dir
 std::vector<float> load_packed(const std::string& path, const std::vector<ParamInfo>& params) {
   const SafeTensors st = read_safetensors(path);
   if (!st.metadata.count("qat")) fail(path, ": no qat metadata (not a packed QAT model)");
-  const QatSpec spec = spec_from(Json::parse(st.metadata.at("qat"), path + ": metadata qat"));
+  const QatSpec spec = qat_spec_from_json(Json::parse(st.metadata.at("qat"), path + ": metadata qat"));
   std::vector<float> w;
   int64_t total = 0;
   for (const ParamInfo& p : params) total = std::max(total, p.offset + p.numel);
   w.assign(static_cast<size_t>(total), 0.0f);
   for (const ParamInfo& p : params) {
-    if (!is_projection(p)) {
+    if (!is_qat_projection(p)) {
       const Tensor t = st.get(p.name).to_f32();
       if (t.shape() != p.shape) fail(path, ": tensor '", p.name, "' has shape ", shape_str(t.shape()), ", expected ", shape_str(p.shape));
       std::copy(t.data<float>(), t.data<float>() + p.numel, w.begin() + p.offset);

@@ -11,6 +11,7 @@
 #include "nibble/data/loader.hpp"
 #include "nibble/data/tokenizer.hpp"
 #include "nibble/error.hpp"
+#include "nibble/qat/qat_model.hpp"
 #include "nibble/fileio.hpp"
 #include "nibble/nn/model.hpp"
 #include "nibble/ops/ops.hpp"
@@ -29,10 +30,6 @@ struct QuantParam {
   const ParamInfo* p;
   int64_t rows, cols, alpha_offset, alpha_count;
 };
-
-bool is_projection(const ParamInfo& p) {
-  return p.shape.size() == 2 && (p.name.find(".self_attn.") != std::string::npos || p.name.find(".mlp.") != std::string::npos);
-}
 
 Tensor tensor_of(const float* data, Shape shape) {
   Tensor t(shape, DType::F32);
@@ -63,7 +60,7 @@ QatResult run_qat(const QatConfig& qc, bool quiet) {
   std::vector<QuantParam> qps;
   int64_t na = 0;
   for (const ParamInfo& p : model.params())
-    if (is_projection(p)) {
+    if (is_qat_projection(p)) {
       const int64_t rows = p.shape[0], cols = p.shape[1], cnt = rows * qc.spec.groups_per_row(cols);
       qps.push_back({&p, rows, cols, na, cnt});
       na += cnt;

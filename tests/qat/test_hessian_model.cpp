@@ -13,6 +13,7 @@
 #include "nibble/nn/model.hpp"
 #include "nibble/qat/hessian.hpp"
 #include "nibble/qat/hessian_model.hpp"
+#include "nibble/qat/qat_model.hpp"
 #include "nibble/train/checkpoint.hpp"
 #include "nibble/train/trainer.hpp"
 #include "support/cli_runner.hpp"
@@ -99,4 +100,86 @@ TEST(HessianModel, SymmetricHvpTopEigenpairDensityAndReport) {
                                                " --batch 1 --seq 16 --top 1 --probes 1 --out " + d.file("h2"));
   EXPECT_EQ(cli.code, 0) << cli.out;
   EXPECT_NE(cli.out.find("top eigenvalues"), std::string::npos) << cli.out;
+}
+
+// At the quantized point (SPEC §7): --bits 2 on a plain checkpoint evaluates the loss at
+// Ŵ = Q(W; α) with α at its SEQ init (max|W_row|), and masks the perturbations to the weights
+// inside SEQ's range |W/α| ≤ 0.99 — the row maxima fall outside, so some are frozen. A frozen
+// coordinate's Hessian column is exactly zero (its perturbation is not applied, its gradient is
+// dropped), the operator stays symmetric, and the CLI reports the quantized point.
+TEST(HessianModel, QuantizedPointIsTheDequantizedWeightsWithOutOfRangeWeightsMasked) {
+  ScratchDir d;
+  TrainConfig c = nibble::testing::small_run_config(d, "run", 40000);
+  c.model.dim = 32;
+  c.model.n_layers = 1;
+  c.model.n_heads = 1;
+  c.model.n_kv_heads = 1;
+  c.model.ffn_dim = 32;
+  c.model.max_seq = 32;
+  c.seq = 16;
+  c.steps = 5;
+  nibble::testing::train_quietly(c);
+  HessianConfig hc;
+  hc.checkpoint = d.file("run");
+  hc.batch = 2;
+  hc.seq = 16;
+  hc.bits = 2;
+  Json info;
+  const HessianProblem p = checkpoint_hessian_problem(hc, info);
+  const Json& q = info.at("quantized");
+  EXPECT_EQ(q.at("quantizer").as_string(), "seq");
+  const int64_t total = q.at("projection_weights").as_int64(), in = q.at("in_range").as_int64();
+  EXPECT_GT(in, 0);
+  EXPECT_LT(in, total);  // the row maxima are out of range
+  // the point: one projection on the 2-bit SEQ grid α·{±1/4, ±3/4}, α = the row's max |W|
+  Transformer<float> m(c.model);
+  const Checkpoint ck = load_checkpoint(resolve_checkpoint_dir(d.file("run")), m.params(), false);
+  QuantizedPoint qp;
+  ASSERT_TRUE(quantized_point(resolve_checkpoint_dir(d.file("run")), m.params(), ck.weights, 2, "auto", qp));
+  int64_t frozen = -1, free_ = -1;
+  for (const ParamInfo& par : m.params()) {
+    if (par.name != "model.layers.0.mlp.down_proj.weight") continue;
+    const int64_t cols = par.shape[1];
+    for (int64_t r = 0; r < par.shape[0]; ++r) {
+      double amax = 0;
+      for (int64_t j = 0; j < cols; ++j) amax = std::max(amax, std::fabs(static_cast<double>(ck.weights[par.offset + r * cols + j])));
+      for (int64_t j = 0; j < cols; ++j) {
+        const int64_t i = par.offset + r * cols + j;
+        const double lvl = std::fabs(p.w[static_cast<size_t>(i)] / amax);
+        EXPECT_TRUE(std::fabs(lvl - 0.25) < 1e-6 || std::fabs(lvl - 0.75) < 1e-6) << lvl;
+        if (!qp.in_range[static_cast<size_t>(i)]) frozen = i;
+        else free_ = i;
+      }
+    }
+  }
+  ASSERT_GE(frozen, 0);
+  ASSERT_GE(free_, 0);
+  std::vector<double> e(p.w.size(), 0.0);
+  e[static_cast<size_t>(frozen)] = 1.0;
+  for (double h : hvp(p, e)) EXPECT_EQ(h, 0.0);
+  e[static_cast<size_t>(frozen)] = 0.0;
+  e[static_cast<size_t>(free_)] = 1.0;
+  const std::vector<double> hf = hvp(p, e);
+  EXPECT_EQ(hf[static_cast<size_t>(frozen)], 0.0);  // no coupling into a frozen coordinate
+  double norm = 0;
+  for (double h : hf) norm += h * h;
+  EXPECT_GT(norm, 0.0);
+  std::vector<double> u(p.w.size()), v(p.w.size());
+  for (size_t i = 0; i < u.size(); ++i) {
+    u[i] = std::sin(0.37 * static_cast<double>(i));
+    v[i] = std::cos(0.11 * static_cast<double>(i) + 1.0);
+  }
+  const std::vector<double> hu = hvp(p, u), hv = hvp(p, v);
+  double uhv = 0, vhu = 0, scale = 0;
+  for (size_t i = 0; i < u.size(); ++i) {
+    uhv += u[i] * hv[i];
+    vhu += v[i] * hu[i];
+    scale += std::fabs(u[i] * hv[i]);
+  }
+  EXPECT_NEAR(uhv, vhu, 1e-6 * scale);
+  const auto cli = nibble::testing::run_nibble("hessian --checkpoint " + d.file("run") +
+                                               " --bits 2 --batch 1 --seq 16 --top 1 --probes 1 --out " + d.file("hq"));
+  EXPECT_EQ(cli.code, 0) << cli.out;
+  EXPECT_NE(read_file(d.file("hq/results.md")).find("quantized point"), std::string::npos);
+  EXPECT_NE(nibble::testing::run_nibble("hessian --checkpoint " + d.file("run") + " --bits 5 --out " + d.file("hx")).code, 0);
 }

@@ -9,11 +9,13 @@
 namespace nibble::cli {
 
 int run_hessian(const std::vector<std::string>& argv) {
-  Args a("hessian", "nibble hessian --checkpoint DIR [--data DIR | --text FILE] [--top K] [--density] --out DIR",
+  Args a("hessian", "nibble hessian --checkpoint DIR [--data DIR | --text FILE] [--bits B] [--top K] [--density] --out DIR",
          "The Hessian of a checkpoint's training loss on one batch (float64, every weight): the K\n"
          "largest-magnitude eigenvalues with their signs (power iteration with deflation), the trace\n"
          "(Hutchinson) and with --density the eigenvalue density by stochastic Lanczos quadrature\n"
-         "(share of negative mass, density.svg). CPU only for now.");
+         "(share of negative mass, density.svg). A QAT checkpoint, or --bits B on any checkpoint, is\n"
+         "analysed at its quantized point (SPEC §7: the loss at the dequantized weights, perturbations\n"
+         "masked to the weights in the quantizer's range). CPU only for now.");
   a.option("checkpoint", "DIR", "run or checkpoint directory");
   a.option("data", "DIR", "token shards [default: the run's data]");
   a.option("text", "FILE", "a text file");
@@ -23,6 +25,8 @@ int run_hessian(const std::vector<std::string>& argv) {
   a.option("probes", "N", "Hutchinson / SLQ probes", "4");
   a.option("lanczos-steps", "M", "Lanczos steps per SLQ probe", "30");
   a.flag("density", "also the eigenvalue density (SLQ)");
+  a.option("bits", "B", "quantize the projections at 1.58 | 2 | 3 | 4 bits first (a QAT checkpoint: its own)");
+  a.option("quantizer", "Q", "auto | lsq | seq (with --bits)", "auto");
   a.option("seed", "N", "probe seed", "1");
   a.option("out", "DIR", "output directory");
   if (!a.parse(argv)) return 0;
@@ -38,6 +42,8 @@ int run_hessian(const std::vector<std::string>& argv) {
   c.steps = static_cast<int>(a.integer("lanczos-steps"));
   c.density = a.flag_set("density");
   c.seed = a.unsigned_integer("seed");
+  if (a.has("bits")) c.bits = a.number("bits");
+  c.quantizer = a.choice("quantizer", {"auto", "lsq", "seq"});
   c.out = a.required("out");
   if (c.batch < 1) fail("--batch must be positive");
   const Json r = hessian_spectrum(c);

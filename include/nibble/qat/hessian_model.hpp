@@ -2,6 +2,12 @@
 // `nibble hessian`: the Hessian spectrum of a checkpoint's training loss on one batch — the
 // model run in float64 (Transformer<double>, exact operands: quantization bypassed, as SPEC §7
 // allows), all weights as the variables.
+//
+// At a quantized point (a QAT checkpoint, or --bits b on any checkpoint): the Hessian with
+// respect to the dequantized weights Ŵ = Q(W; α), as SPEC §7 fixes it — the loss evaluated at Ŵ
+// (quantization bypassed) and the perturbations masked to the weights whose straight-through
+// estimator passes (in range of the quantizer); the operator is M H M, M the mask, so the
+// out-of-range coordinates contribute zero eigenvalues.
 #include <cstdint>
 #include <string>
 
@@ -17,8 +23,15 @@ struct HessianConfig {
   int probes = 4, steps = 30;       // Hutchinson probes; SLQ probes share them, Lanczos steps
   bool density = false;
   uint64_t seed = 1;
+  double bits = 0;                  // > 0: quantize a plain checkpoint (a QAT checkpoint always is)
+  std::string quantizer = "auto";
   std::string out;
 };
+
+// The float64 Hessian problem of the checkpoint's loss on one batch (at the quantized point
+// when there is one); `info` receives what the report says about it.
+struct HessianProblem;
+HessianProblem checkpoint_hessian_problem(const HessianConfig& cfg, Json& info);
 
 // {"top_eigenvalues", "trace", "negative_mass" (SLQ share of eigenvalues < 0), "density": {grid,
 // values}} ; writes out/results.json, results.md, density.svg when out is set.
