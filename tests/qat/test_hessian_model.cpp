@@ -23,10 +23,12 @@ using namespace nibble;
 using nibble::testing::ScratchDir;
 namespace fs = std::filesystem;
 
-TEST(HessianModel, SymmetricHvpTopEigenpairDensityAndReport) {
-  ScratchDir d;
+namespace {
+
+// A 1-layer, 32-wide model trained for 5 steps: a Hessian over every weight in float64 stays small.
+TrainConfig train_tiny(const ScratchDir& d) {
   TrainConfig c = nibble::testing::small_run_config(d, "run", 40000);
-  c.model.dim = 32;  // a Hessian over every weight in float64: keep it small
+  c.model.dim = 32;
   c.model.n_layers = 1;
   c.model.n_heads = 1;
   c.model.n_kv_heads = 1;
@@ -35,6 +37,32 @@ TEST(HessianModel, SymmetricHvpTopEigenpairDensityAndReport) {
   c.seq = 16;
   c.steps = 5;
   nibble::testing::train_quietly(c);
+  return c;
+}
+
+// uᵀ H v = vᵀ H u for two fixed directions: central differences in float64 are symmetric to
+// O(ε²) + rounding, far below any real asymmetry.
+void expect_symmetric(const HessianProblem& p) {
+  std::vector<double> u(p.w.size()), v(p.w.size());
+  for (size_t i = 0; i < u.size(); ++i) {
+    u[i] = std::sin(0.37 * static_cast<double>(i));
+    v[i] = std::cos(0.11 * static_cast<double>(i) + 1.0);
+  }
+  const std::vector<double> hu = hvp(p, u), hv = hvp(p, v);
+  double uhv = 0, vhu = 0, scale = 0;
+  for (size_t i = 0; i < u.size(); ++i) {
+    uhv += u[i] * hv[i];
+    vhu += v[i] * hu[i];
+    scale += std::fabs(u[i] * hv[i]);
+  }
+  EXPECT_NEAR(uhv, vhu, 1e-6 * scale);
+}
+
+}  // namespace
+
+TEST(HessianModel, SymmetricHvpTopEigenpairDensityAndReport) {
+  ScratchDir d;
+  const TrainConfig c = train_tiny(d);
 
   // the model's loss on one batch as a Hessian problem
   auto m = std::make_shared<Transformer<double>>(c.model);
@@ -53,20 +81,7 @@ TEST(HessianModel, SymmetricHvpTopEigenpairDensityAndReport) {
     m->backward(ctx);
     return std::vector<double>(m->grads(), m->grads() + m->num_params());
   };
-  std::vector<double> u(p.w.size()), v(p.w.size());
-  for (size_t i = 0; i < u.size(); ++i) {
-    u[i] = std::sin(0.37 * static_cast<double>(i));
-    v[i] = std::cos(0.11 * static_cast<double>(i) + 1.0);
-  }
-  const std::vector<double> hu = hvp(p, u), hv = hvp(p, v);
-  double uhv = 0, vhu = 0, scale = 0;
-  for (size_t i = 0; i < u.size(); ++i) {
-    uhv += u[i] * hv[i];
-    vhu += v[i] * hu[i];
-    scale += std::fabs(u[i] * hv[i]);
-  }
-  // central differences in float64: symmetric to O(ε²) + rounding, far below any real asymmetry
-  EXPECT_NEAR(uhv, vhu, 1e-6 * scale);
+  expect_symmetric(p);
   const EigenResult top = top_eigen(p, 1, 300, 1e-9);
   const std::vector<double> h1 = hvp(p, top.vectors[0]);
   double res = 0;
@@ -109,16 +124,7 @@ TEST(HessianModel, SymmetricHvpTopEigenpairDensityAndReport) {
 // dropped), the operator stays symmetric, and the CLI reports the quantized point.
 TEST(HessianModel, QuantizedPointIsTheDequantizedWeightsWithOutOfRangeWeightsMasked) {
   ScratchDir d;
-  TrainConfig c = nibble::testing::small_run_config(d, "run", 40000);
-  c.model.dim = 32;
-  c.model.n_layers = 1;
-  c.model.n_heads = 1;
-  c.model.n_kv_heads = 1;
-  c.model.ffn_dim = 32;
-  c.model.max_seq = 32;
-  c.seq = 16;
-  c.steps = 5;
-  nibble::testing::train_quietly(c);
+  const TrainConfig c = train_tiny(d);
   HessianConfig hc;
   hc.checkpoint = d.file("run");
   hc.batch = 2;
@@ -164,19 +170,7 @@ TEST(HessianModel, QuantizedPointIsTheDequantizedWeightsWithOutOfRangeWeightsMas
   double norm = 0;
   for (double h : hf) norm += h * h;
   EXPECT_GT(norm, 0.0);
-  std::vector<double> u(p.w.size()), v(p.w.size());
-  for (size_t i = 0; i < u.size(); ++i) {
-    u[i] = std::sin(0.37 * static_cast<double>(i));
-    v[i] = std::cos(0.11 * static_cast<double>(i) + 1.0);
-  }
-  const std::vector<double> hu = hvp(p, u), hv = hvp(p, v);
-  double uhv = 0, vhu = 0, scale = 0;
-  for (size_t i = 0; i < u.size(); ++i) {
-    uhv += u[i] * hv[i];
-    vhu += v[i] * hu[i];
-    scale += std::fabs(u[i] * hv[i]);
-  }
-  EXPECT_NEAR(uhv, vhu, 1e-6 * scale);
+  expect_symmetric(p);
   const auto cli = nibble::testing::run_nibble("hessian --checkpoint " + d.file("run") +
                                                " --bits 2 --batch 1 --seq 16 --top 1 --probes 1 --out " + d.file("hq"));
   EXPECT_EQ(cli.code, 0) << cli.out;
