@@ -11,10 +11,10 @@
 #include "nibble/data/loader.hpp"
 #include "nibble/data/tokenizer.hpp"
 #include "nibble/error.hpp"
-#include "nibble/qat/qat_model.hpp"
 #include "nibble/fileio.hpp"
 #include "nibble/nn/model.hpp"
 #include "nibble/ops/ops.hpp"
+#include "nibble/qat/qat_model.hpp"
 #include "nibble/quant/spectral.hpp"  // philox_normal
 #include "nibble/report/metrics.hpp"
 #include "nibble/report/svg_plot.hpp"
@@ -30,6 +30,12 @@ struct QuantParam {
   const ParamInfo* p;
   int64_t rows, cols, alpha_offset, alpha_count;
 };
+
+std::string step_name(int64_t step) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "step_%06lld", static_cast<long long>(step));
+  return buf;
+}
 
 Tensor tensor_of(const float* data, Shape shape) {
   Tensor t(shape, DType::F32);
@@ -53,8 +59,8 @@ QatResult run_qat(const QatConfig& qc, bool quiet) {
     if (qc.act_bits < 2 || qc.act_bits > 8) fail("--act-bits ", qc.act_bits, " must be in [2, 8]");
     model.set_activation_bits(qc.act_bits);
   }
-  const Checkpoint start = load_checkpoint(ck, model.params(), false);
-  std::vector<float> w = start.weights;  // latent fp32 weights
+  const Checkpoint base_ck = load_checkpoint(ck, model.params(), false);
+  std::vector<float> w = base_ck.weights;  // latent fp32 weights
   const int64_t np = model.num_params();
 
   std::vector<QuantParam> qps;
@@ -93,23 +99,12 @@ QatResult run_qat(const QatConfig& qc, bool quiet) {
     return s / static_cast<double>(cfg.eval_batches);
   };
 
-  fs::create_directories(cfg.out);
-  Json cj = cfg.to_json();
-  write_file_atomic((fs::path(cfg.out) / "config.json").string(), cj.dump(2) + "\n", Durability::Fsync);
-  std::ofstream metrics((fs::path(cfg.out) / "metrics.jsonl").string(), std::ios::trunc);
-  QatResult res;
-  res.initial_val_loss = evaluate();
-  if (!quiet)
-    std::printf("nibble qat: %s, %g-bit %s%s%s, quantized model before QAT: val loss %.4f\n", ck.c_str(), qc.spec.bits,
-                qc.spec.kind == QatQuantizer::LSQ ? "LSQ" : "SEQ", qc.winq ? " + WinQ" : "",
-                qc.act_bits ? (", " + std::to_string(qc.act_bits) + "-bit activations").c_str() : "", res.initial_val_loss);
-  {
-    Json row = Json::object();
-    row["step"] = 0;
-    row["val_loss"] = res.initial_val_loss;
-    row["tokens"] = 0.0;
-    metrics << row.dump() << "\n";
-  }
+  Json spec = Json::object();
+  spec["bits"] = qc.spec.bits;
+  spec["quantizer"] = qc.spec.kind == QatQuantizer::LSQ ? "lsq" : "seq";
+  spec["group_size"] = qc.spec.group_size;
+  spec["winq"] = qc.winq;
+  spec["act_bits"] = qc.act_bits;  // eval and sample apply the same activation quantization
   // AdamW moments and gradients of W and α (assign(): GCC 12 warns falsely on the sized constructors here)
   std::vector<float> mw, vw, ma, va, gw, ga;
   mw.assign(static_cast<size_t>(np), 0.0f);
@@ -118,10 +113,90 @@ QatResult run_qat(const QatConfig& qc, bool quiet) {
   ma.assign(alpha.size(), 0.0f);
   va.assign(alpha.size(), 0.0f);
   ga.assign(alpha.size(), 0.0f);
+
+  // A checkpoint: Ŵ as the model (what eval measures), W's AdamW state as the optimizer, and in
+  // qat.safetensors the latent W, α and α's AdamW state; written atomically.
+  Json cj = cfg.to_json();
+  auto save = [&](const std::string& name, int64_t step) {
+    load_quantized(w, alpha);
+    SafeTensors latent;
+    for (const ParamInfo& p : model.params()) latent.add("latent." + p.name, tensor_of(w.data() + p.offset, p.shape));
+    for (const QuantParam& q : qps) {
+      const Shape sh{q.rows, q.alpha_count / q.rows};
+      latent.add("scale." + q.p->name, tensor_of(alpha.data() + q.alpha_offset, sh));
+      latent.add("adam_m.scale." + q.p->name, tensor_of(ma.data() + q.alpha_offset, sh));
+      latent.add("adam_v.scale." + q.p->name, tensor_of(va.data() + q.alpha_offset, sh));
+    }
+    latent.metadata["qat"] = spec.dump();
+    OptimizerState opt;
+    opt.m = mw;
+    opt.v = vw;
+    opt.step = step;
+    Json trainer = Json::object();
+    trainer["step"] = step;
+    trainer["tokens"] = static_cast<double>(step * cfg.tokens_per_step());
+    trainer["loader"] = train_loader.state().to_json();
+    trainer["qat"] = spec;
+    save_checkpoint(cfg.out, name, ModelWeights{model.config(), model.params(), model.weights()}, opt, cj, trainer, true,
+                    {{"qat.safetensors", latent}});
+  };
+
+  QatResult res;
+  int64_t start = 0;
+  if (!qc.resume.empty()) {
+    // the saved latent W, α, moments and data position; the run's configuration must match
+    const std::string dir = resolve_checkpoint_dir(qc.resume);
+    const Checkpoint ckp = load_checkpoint(dir, model.params(), true);
+    const Json& saved = ckp.trainer.at("qat");
+    if (saved.at("bits").as_double() != qc.spec.bits || saved.at("quantizer").as_string() != spec.at("quantizer").as_string() ||
+        saved.at("group_size").as_int64() != qc.spec.group_size)
+      fail(dir, ": a ", saved.at("bits").as_double(), "-bit ", saved.at("quantizer").as_string(),
+           " QAT checkpoint; this run asks for ", qc.spec.bits, "-bit ", spec.at("quantizer").as_string());
+    const SafeTensors lat = read_safetensors((fs::path(dir) / "qat.safetensors").string());
+    for (const ParamInfo& p : model.params()) {
+      const Tensor t = lat.get("latent." + p.name).to_f32();
+      std::copy(t.data<float>(), t.data<float>() + p.numel, w.begin() + p.offset);
+    }
+    for (const QuantParam& q : qps)
+      for (const auto& [prefix, dst] : {std::pair<std::string, std::vector<float>*>{"scale.", &alpha},
+                                        {"adam_m.scale.", &ma}, {"adam_v.scale.", &va}}) {
+        const Tensor t = lat.get(prefix + q.p->name).to_f32();
+        if (t.numel() != q.alpha_count) fail(dir, ": '", prefix, q.p->name, "' has ", t.numel(), " values");
+        std::copy(t.data<float>(), t.data<float>() + t.numel(), dst->begin() + q.alpha_offset);
+      }
+    mw = ckp.opt.m;
+    vw = ckp.opt.v;
+    start = ckp.trainer.at("step").as_int64();
+    train_loader.restore(LoaderState::from_json(ckp.trainer.at("loader")));
+    if (!quiet) std::printf("nibble qat: resuming from %s at step %lld\n", dir.c_str(), static_cast<long long>(start));
+  }
+  fs::create_directories(cfg.out);
+  write_file_atomic((fs::path(cfg.out) / "config.json").string(), cj.dump(2) + "\n", Durability::Fsync);
+  // metrics.jsonl: a resumed run keeps the rows up to its checkpoint and appends
+  std::string kept;
+  if (start > 0 && fs::exists(fs::path(cfg.out) / "metrics.jsonl"))
+    for (const Json& row : report::read_metrics_jsonl((fs::path(cfg.out) / "metrics.jsonl").string()).rows)
+      if (row.at("step").as_int64() <= start) kept += row.dump() + "\n";
+  write_file_atomic((fs::path(cfg.out) / "metrics.jsonl").string(), kept, Durability::Fsync);
+  std::ofstream metrics((fs::path(cfg.out) / "metrics.jsonl").string(), std::ios::app);
+  res.initial_val_loss = start > 0 ? NAN : evaluate();
+  if (!quiet && start == 0)
+    std::printf("nibble qat: %s, %g-bit %s%s%s, quantized model before QAT: val loss %.4f\n", ck.c_str(), qc.spec.bits,
+                qc.spec.kind == QatQuantizer::LSQ ? "LSQ" : "SEQ", qc.winq ? " + WinQ" : "",
+                qc.act_bits ? (", " + std::to_string(qc.act_bits) + "-bit activations").c_str() : "", res.initial_val_loss);
+  if (start == 0) {
+    Json row = Json::object();
+    row["step"] = 0;
+    row["val_loss"] = res.initial_val_loss;
+    row["tokens"] = 0.0;
+    metrics << row.dump() << "\n";
+  }
   std::vector<float> wn = w, an = alpha;
   double window = 0;
   int64_t window_n = 0;
-  for (int64_t step = 0; step < cfg.steps; ++step) {
+  const int64_t end = qc.stop_after >= 0 ? std::min(cfg.steps, start + qc.stop_after) : cfg.steps;
+  int64_t step = start;
+  for (; step < end; ++step) {
     // the (noisy) point the gradient is taken at
     wn = w;
     an = alpha;
@@ -192,32 +267,16 @@ QatResult run_qat(const QatConfig& qc, bool quiet) {
       window = 0;
       window_n = 0;
     }
+    if (!last && ((cfg.save_every > 0 && (step + 1) % cfg.save_every == 0) || step + 1 == end)) save(step_name(step + 1), step + 1);
   }
-  res.steps = cfg.steps;
+  res.steps = step;
+  res.stopped_early = step < cfg.steps;
   if (cfg.steps == 0) res.final_val_loss = res.initial_val_loss;
-  // final/: Ŵ as the model (what eval measures), latent W and α beside it, written atomically
-  load_quantized(w, alpha);
-  SafeTensors latent;
-  for (const ParamInfo& p : model.params()) latent.add("latent." + p.name, tensor_of(w.data() + p.offset, p.shape));
-  for (const QuantParam& q : qps)
-    latent.add("scale." + q.p->name, tensor_of(alpha.data() + q.alpha_offset, {q.rows, q.alpha_count / q.rows}));
-  Json spec = Json::object();
-  spec["bits"] = qc.spec.bits;
-  spec["quantizer"] = qc.spec.kind == QatQuantizer::LSQ ? "lsq" : "seq";
-  spec["group_size"] = qc.spec.group_size;
-  spec["winq"] = qc.winq;
-  spec["act_bits"] = qc.act_bits;  // eval and sample apply the same activation quantization
-  latent.metadata["qat"] = spec.dump();
-  OptimizerState opt;
-  opt.m = mw;
-  opt.v = vw;
-  opt.step = cfg.steps;
-  Json trainer = Json::object();
-  trainer["step"] = cfg.steps;
-  trainer["tokens"] = static_cast<double>(cfg.steps * cfg.tokens_per_step());
-  trainer["qat"] = spec;
-  save_checkpoint(cfg.out, "final", ModelWeights{model.config(), model.params(), model.weights()}, opt, cj, trainer, true,
-                  {{"qat.safetensors", latent}});
+  if (res.stopped_early) {
+    metrics.close();
+    return res;
+  }
+  if (!res.stopped_early) save("final", cfg.steps);
   metrics.close();
   const report::MetricsLog log = report::read_metrics_jsonl((fs::path(cfg.out) / "metrics.jsonl").string());
   std::vector<double> st = log.column("step"), val = log.column("val_loss"), vs, vl;

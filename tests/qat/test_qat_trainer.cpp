@@ -12,6 +12,7 @@
 #include "nibble/error.hpp"
 #include "nibble/fileio.hpp"
 #include "nibble/qat/qat_trainer.hpp"
+#include "nibble/report/metrics.hpp"
 #include "nibble/safetensors.hpp"
 #include "nibble/train/trainer.hpp"
 #include "support/cli_runner.hpp"
@@ -149,4 +150,40 @@ TEST(Qat, ActivationBitsQuantizeTheProjectionsInputsAndEvalAppliesThem) {
   const double with = eval_loss(d.file("a2/final")), without = eval_loss(d.file("a2-plain"));
   EXPECT_GT(with, 0.0);
   EXPECT_GT(std::fabs(with - without), 1e-3) << with << " vs " << without;
+}
+
+// A QAT run stopped at step 12 (a checkpoint there) and resumed continues bit for bit: the same
+// final quantized model, latent weights and scales, and the same logged losses as the run that
+// was never stopped — with WinQ on, whose noise and resets follow the step number.
+TEST(Qat, AStoppedRunResumesBitIdentically) {
+  ScratchDir d;
+  pretrain(d);
+  QatConfig whole = qat_config(d, "whole", 4);
+  whole.winq = true;
+  whole.reset_every = 10;
+  run_qat(whole, true);
+  QatConfig part = whole;
+  part.train.out = d.file("part");
+  part.stop_after = 12;
+  const QatResult first = run_qat(part, true);
+  EXPECT_TRUE(first.stopped_early);
+  EXPECT_EQ(first.steps, 12);
+  ASSERT_TRUE(fs::exists(d.file("part/step_000012/qat.safetensors")));
+  QatConfig rest = whole;
+  rest.train.out = d.file("part");
+  rest.resume = d.file("part");
+  const QatResult second = run_qat(rest, true);
+  EXPECT_FALSE(second.stopped_early);
+  for (const char* f : {"final/model.safetensors", "final/qat.safetensors"})
+    EXPECT_EQ(read_file(d.file(std::string("whole/") + f)), read_file(d.file(std::string("part/") + f))) << f;
+  const auto a = nibble::report::read_metrics_jsonl(d.file("whole/metrics.jsonl")).column("loss");
+  const auto b = nibble::report::read_metrics_jsonl(d.file("part/metrics.jsonl")).column("loss");
+  ASSERT_EQ(a.size(), b.size());
+  for (size_t i = 0; i < a.size(); ++i)
+    if (std::isfinite(a[i]) || std::isfinite(b[i])) EXPECT_EQ(a[i], b[i]) << "row " << i;
+  // a checkpoint of another bit width is refused
+  QatConfig other = rest;
+  other.spec = QatSpec::make(3, "auto");
+  other.train.out = d.file("other");
+  EXPECT_THROW(run_qat(other, true), Error);
 }

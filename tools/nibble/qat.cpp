@@ -38,6 +38,9 @@ int run_qat(const std::vector<std::string>& argv) {
   a.option("eval-every", "N", "validation loss every N steps (0 = at the end)", "100");
   a.option("eval-batches", "N", "validation batches", "8");
   a.option("seed", "N", "seed of the data order and the WinQ noise", "1");
+  a.option("save-every", "N", "checkpoint every N steps (0 = only the final one)", "500");
+  a.option("resume", "DIR", "continue a stopped QAT run from its latest (or this) checkpoint, bit for bit");
+  a.option("stop-after", "N", "stop after N steps with a checkpoint (resumable)");
   a.option("device", "D", "cpu (the CUDA QAT path is not built yet)", "cpu");
   a.option("out", "DIR", "output directory");
   a.flag("quiet", "no progress output");
@@ -68,11 +71,23 @@ int run_qat(const std::vector<std::string>& argv) {
   c.eval_every = a.integer("eval-every");
   c.eval_batches = a.integer("eval-batches");
   c.seed = a.unsigned_integer("seed");
+  c.save_every = a.integer("save-every");
   c.device = "cpu";
   c.out = a.required("out");
+  if (a.has("resume")) q.resume = a.str("resume");
+  if (a.has("stop-after")) q.stop_after = a.integer("stop-after");
+  if (c.save_every < 0 || q.stop_after < -1) fail("--save-every and --stop-after must not be negative");
   const QatResult r = nibble::run_qat(q, a.flag_set("quiet"));
-  std::printf("quantized model: val loss %.4f before QAT, %.4f after %lld steps\n", r.initial_val_loss, r.final_val_loss,
-              static_cast<long long>(r.steps));
+  if (r.stopped_early) {
+    std::printf("stopped at step %lld of %lld (resume with --resume %s)\n", static_cast<long long>(r.steps),
+                static_cast<long long>(c.steps), c.out.c_str());
+    return 0;
+  }
+  if (q.resume.empty())
+    std::printf("quantized model: val loss %.4f before QAT, %.4f after %lld steps\n", r.initial_val_loss, r.final_val_loss,
+                static_cast<long long>(r.steps));
+  else
+    std::printf("quantized model: val loss %.4f after %lld steps\n", r.final_val_loss, static_cast<long long>(r.steps));
   return 0;
 }
 

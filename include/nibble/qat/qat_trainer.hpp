@@ -24,12 +24,17 @@ struct QatConfig {
   int64_t reset_every = 100;              // K
   double reset_a = 0.2;                   // a
   int act_bits = 0;                       // per-token activation fake quantization (0: off)
+  // Checkpoints every train.save_every steps (and when stopped); resume continues a run from its
+  // latest (or a given) checkpoint bit for bit: latent W, α, both AdamW states, data position.
+  std::string resume;                     // a QAT run or checkpoint directory ("" = start)
+  int64_t stop_after = -1;                // stop (with a checkpoint) after this many steps
 };
 
 struct QatResult {
   double initial_val_loss = 0;  // the quantized model before any QAT step
   double final_val_loss = 0;
-  int64_t steps = 0;
+  int64_t steps = 0;            // the step reached
+  bool stopped_early = false;
 };
 
 QatResult run_qat(const QatConfig& cfg, bool quiet);
