@@ -20,6 +20,7 @@
 #include "nibble/report/svg_plot.hpp"
 #include "nibble/safetensors.hpp"
 #include "nibble/train/checkpoint.hpp"
+#include "nibble/train/engine.hpp"
 
 namespace nibble {
 namespace fs = std::filesystem;
@@ -53,15 +54,21 @@ QatResult run_qat(const QatConfig& qc, bool quiet) {
   cfg.recipe = Recipe::preset("bf16");  // the GEMMs of the (fake-quantized) model
   cfg.validate();
   if (qc.winq && qc.reset_every < 1) fail("--winq-reset must be >= 1");
-  Transformer<float> model(cfg.model);
+  // The engine runs forward and backward of the fake-quantized model (CPU or CUDA); the QAT math
+  // (Ŵ, the straight-through backward, AdamW of W and α, WinQ) runs on the host either way.
+  const std::unique_ptr<TrainEngine> engine = make_engine(qc.train.device, cfg.model);
+  TrainEngine& model = *engine;
   model.set_recipe(cfg.recipe);
   if (qc.act_bits != 0) {
     if (qc.act_bits < 2 || qc.act_bits > 8) fail("--act-bits ", qc.act_bits, " must be in [2, 8]");
-    model.set_activation_bits(qc.act_bits);
+    if (!model.cpu_model()) fail("--act-bits: activation fake quantization runs on the CPU engine only (use --device cpu)");
+    model.cpu_model()->set_activation_bits(qc.act_bits);
   }
   const Checkpoint base_ck = load_checkpoint(ck, model.params(), false);
   std::vector<float> w = base_ck.weights;  // latent fp32 weights
   const int64_t np = model.num_params();
+  std::vector<float> what(static_cast<size_t>(np));  // Ŵ: what the engine runs
+  std::vector<float> grads(static_cast<size_t>(np));  // dL/dŴ from the engine
 
   std::vector<QuantParam> qps;
   int64_t na = 0;
@@ -82,9 +89,10 @@ QatResult run_qat(const QatConfig& qc, bool quiet) {
 
   // Ŵ into the model: projections quantized from (wsrc, asrc), the rest copied
   auto load_quantized = [&](const std::vector<float>& wsrc, const std::vector<float>& asrc) {
-    std::copy(wsrc.begin(), wsrc.end(), model.weights());
+    std::copy(wsrc.begin(), wsrc.end(), what.begin());
     for (const QuantParam& q : qps)
-      qat_forward(qc.spec, wsrc.data() + q.p->offset, asrc.data() + q.alpha_offset, q.rows, q.cols, model.weights() + q.p->offset);
+      qat_forward(qc.spec, wsrc.data() + q.p->offset, asrc.data() + q.alpha_offset, q.rows, q.cols, what.data() + q.p->offset);
+    model.set_weights(what.data());
   };
   auto evaluate = [&]() {
     load_quantized(w, alpha);
@@ -94,7 +102,7 @@ QatResult run_qat(const QatConfig& qc, bool quiet) {
     ctx.seed = cfg.seed;
     for (int64_t i = 0; i < cfg.eval_batches; ++i) {
       const Batch b = val_loader.next();
-      s += model.forward(b.inputs.data(), b.targets.data(), b.batch_size, b.seq_len, ctx);
+      s += model.forward(b.inputs.data(), b.targets.data(), b.batch_size, b.seq_len, ctx, /*need_backward=*/false);
     }
     return s / static_cast<double>(cfg.eval_batches);
   };
@@ -137,7 +145,7 @@ QatResult run_qat(const QatConfig& qc, bool quiet) {
     trainer["tokens"] = static_cast<double>(step * cfg.tokens_per_step());
     trainer["loader"] = train_loader.state().to_json();
     trainer["qat"] = spec;
-    save_checkpoint(cfg.out, name, ModelWeights{model.config(), model.params(), model.weights()}, opt, cj, trainer, true,
+    save_checkpoint(cfg.out, name, ModelWeights{model.config(), model.params(), what.data()}, opt, cj, trainer, true,
                     {{"qat.safetensors", latent}});
   };
 
@@ -219,10 +227,11 @@ QatResult run_qat(const QatConfig& qc, bool quiet) {
     const double loss = model.forward(b.inputs.data(), b.targets.data(), b.batch_size, b.seq_len, ctx);
     if (!std::isfinite(loss)) fail("qat: step ", step, ": the loss is ", loss);
     model.backward(ctx);
-    std::copy(model.grads(), model.grads() + np, gw.begin());
+    model.get_gradients(grads.data());
+    std::copy(grads.begin(), grads.end(), gw.begin());
     std::fill(ga.begin(), ga.end(), 0.0f);
     for (const QuantParam& q : qps)
-      qat_backward(qc.spec, wn.data() + q.p->offset, an.data() + q.alpha_offset, q.rows, q.cols, model.grads() + q.p->offset,
+      qat_backward(qc.spec, wn.data() + q.p->offset, an.data() + q.alpha_offset, q.rows, q.cols, grads.data() + q.p->offset,
                    gw.data() + q.p->offset, ga.data() + q.alpha_offset);
     const float* bufs[2] = {gw.data(), ga.data()};
     const int64_t sizes[2] = {np, static_cast<int64_t>(ga.size())};

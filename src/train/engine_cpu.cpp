@@ -38,6 +38,7 @@ class CpuEngine final : public TrainEngine {
     const int64_t n = num_params();
     return ops::global_norm(&g, &n, 1);
   }
+  void get_gradients(float* g) override { std::copy(model_.grads(), model_.grads() + num_params(), g); }
   void all_reduce_gradients(Communicator& comm) override { comm.all_reduce_sum(model_.grads(), num_params()); }
   void optimizer_step(const AdamHyper& h, float lr, float grad_scale, int64_t t) override {
     if (grad_scale != 1.0f) ops::scale_inplace(model_.grads(), num_params(), grad_scale);

@@ -17,7 +17,8 @@ int run_qat(const std::vector<std::string>& argv) {
          "by LSQ (3, 4 bits) or SEQ (2 bits, ternary); embeddings, norms and head stay full precision.\n"
          "--winq adds WinQ: noise on W and α at every step and the interpolation reset every K steps.\n"
          "OUT/final/model.safetensors holds the fake-quantized weights (nibble eval measures the\n"
-         "quantized model); OUT/final/qat.safetensors the latent weights and scales. CPU engine.");
+         "quantized model); OUT/final/qat.safetensors the latent weights and scales. The forward and\n"
+         "backward run on --device (CPU or GPU); the quantizers, WinQ and AdamW on the host.");
   a.option("checkpoint", "DIR", "the trained model (run or checkpoint directory)");
   a.option("bits", "B", "1.58 (ternary) | 2 | 3 | 4");
   a.option("quantizer", "Q", "auto | lsq | seq", "auto");
@@ -41,12 +42,11 @@ int run_qat(const std::vector<std::string>& argv) {
   a.option("save-every", "N", "checkpoint every N steps (0 = only the final one)", "500");
   a.option("resume", "DIR", "continue a stopped QAT run from its latest (or this) checkpoint, bit for bit");
   a.option("stop-after", "N", "stop after N steps with a checkpoint (resumable)");
-  a.option("device", "D", "cpu (the CUDA QAT path is not built yet)", "cpu");
+  a.option("device", "D", "cpu | cuda | auto: the engine of the forward and backward passes (the QAT math stays on the host)", default_device());
   a.option("out", "DIR", "output directory");
   a.flag("quiet", "no progress output");
   if (!a.parse(argv)) return 0;
 
-  if (resolve_device(a.choice("device", {"cpu", "cuda", "auto"})) != "cpu") fail("nibble qat runs on the CPU engine only for now (--device cpu)");
   QatConfig q;
   q.checkpoint = a.required("checkpoint");
   q.spec = QatSpec::make(a.number("bits"), a.choice("quantizer", {"auto", "lsq", "seq"}), a.integer("group-size"));
@@ -72,7 +72,7 @@ int run_qat(const std::vector<std::string>& argv) {
   c.eval_batches = a.integer("eval-batches");
   c.seed = a.unsigned_integer("seed");
   c.save_every = a.integer("save-every");
-  c.device = "cpu";
+  c.device = resolve_device(a.choice("device", {"cpu", "cuda", "auto"}));
   c.out = a.required("out");
   if (a.has("resume")) q.resume = a.str("resume");
   if (a.has("stop-after")) q.stop_after = a.integer("stop-after");

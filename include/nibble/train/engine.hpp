@@ -43,6 +43,8 @@ class TrainEngine {
   virtual void zero_grad() = 0;
   virtual void backward(const StepContext& ctx) = 0;  // accumulates into the gradients
   virtual double grad_norm() = 0;                     // float64 sqrt(Σ g²)
+  // Host copy of the gradients (num_params() floats): QAT's straight-through backward reads them.
+  virtual void get_gradients(float* g) = 0;
   // Data parallelism: every rank's gradients ← their sum over the ranks (the trainer divides by
   // the world size through the optimizer's gradient scale).
   virtual void all_reduce_gradients(Communicator& comm) = 0;

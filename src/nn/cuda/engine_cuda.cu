@@ -165,6 +165,7 @@ class CudaEngine final : public TrainEngine {
     head_.set_recipe(hp);
   }
   void set_weights(const float* w) override { upload(w_, w, np_); }
+  void get_gradients(float* g) override { download(g_, g, np_); }
   void get_weights(float* w) const override { download(w_, w, np_); }
   void set_optimizer(const OptimizerState& s) override {
     NIBBLE_CHECK(static_cast<int64_t>(s.m.size()) == np_ && s.v.size() == s.m.size(), "optimizer state size");
