@@ -133,6 +133,7 @@ int run_launch(const std::vector<std::string>& argv) {
       std::fprintf(stderr, "nibble launch: cannot run %s: %s\n", cmd[0].c_str(), std::strerror(errno));
       ::_exit(127);
     }
+    ::setpgid(pid, pid);  // also from the parent: no window in which a stop misses the group
     pids.push_back(pid);
     done.push_back(false);
   }
