@@ -31,12 +31,15 @@ DistEnv DistEnv::from_environment() {
   const char* rank_name = "RANK";
   const char* world_name = "WORLD_SIZE";
   const char* local_name = "LOCAL_RANK";
-  if (!rank && !world && env("SLURM_PROCID") && env("SLURM_NTASKS")) {
+  // Slurm: only inside a job step started by srun (SLURM_STEP_NUM_TASKS); a batch script's own
+  // shell also carries SLURM_PROCID and SLURM_NTASKS, and a plain `nibble train` there is one
+  // process, not rank 0 of the allocation.
+  if (!rank && !world && env("SLURM_PROCID") && env("SLURM_STEP_NUM_TASKS")) {
     rank = env("SLURM_PROCID");
-    world = env("SLURM_NTASKS");
+    world = env("SLURM_STEP_NUM_TASKS");
     local = env("SLURM_LOCALID");
     rank_name = "SLURM_PROCID";
-    world_name = "SLURM_NTASKS";
+    world_name = "SLURM_STEP_NUM_TASKS";
     local_name = "SLURM_LOCALID";
   }
   if (!rank && !world) return e;

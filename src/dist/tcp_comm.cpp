@@ -13,6 +13,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <chrono>
 #include <cstring>
@@ -76,7 +77,7 @@ class Socket {
 // Waits until fd is readable / writable, or fails naming the peer.
 void wait_fd(int fd, short events, double timeout_s, const std::string& who) {
   pollfd p{fd, events, 0};
-  const int ms = static_cast<int>(timeout_s * 1000.0);
+  const int ms = static_cast<int>(std::min(timeout_s * 1000.0, 2.0e9));
   for (;;) {
     const int r = ::poll(&p, 1, ms);
     if (r > 0) return;
@@ -90,9 +91,10 @@ void send_all(int fd, const void* data, size_t n, double timeout_s, const std::s
   const char* p = static_cast<const char*>(data);
   while (n > 0) {
     wait_fd(fd, POLLOUT, timeout_s, who);
-    const ssize_t k = ::send(fd, p, n, MSG_NOSIGNAL);
+    // non-blocking: a peer that stops reading makes the next poll time out, not this send hang
+    const ssize_t k = ::send(fd, p, n, MSG_NOSIGNAL | MSG_DONTWAIT);
     if (k < 0) {
-      if (errno == EINTR || errno == EAGAIN) continue;
+      if (errno == EINTR || errno == EAGAIN || errno == EWOULDBLOCK) continue;
       fail(who, ": connection lost (", std::strerror(errno), "): the peer process has exited");
     }
     p += k;
@@ -104,10 +106,10 @@ void recv_all(int fd, void* data, size_t n, double timeout_s, const std::string&
   char* p = static_cast<char*>(data);
   while (n > 0) {
     wait_fd(fd, POLLIN, timeout_s, who);
-    const ssize_t k = ::recv(fd, p, n, 0);
+    const ssize_t k = ::recv(fd, p, n, MSG_DONTWAIT);
     if (k == 0) fail(who, ": connection closed: the peer process has exited");
     if (k < 0) {
-      if (errno == EINTR || errno == EAGAIN) continue;
+      if (errno == EINTR || errno == EAGAIN || errno == EWOULDBLOCK) continue;
       fail(who, ": connection lost (", std::strerror(errno), ")");
     }
     p += k;

@@ -113,6 +113,14 @@ QatResult run_qat(const QatConfig& qc, bool quiet) {
   spec["group_size"] = qc.spec.group_size;
   spec["winq"] = qc.winq;
   spec["act_bits"] = qc.act_bits;  // eval and sample apply the same activation quantization
+  if (qc.winq) {
+    Json ws = Json::object();
+    ws["noise_w"] = qc.noise_w;
+    ws["noise_s"] = qc.noise_s;
+    ws["reset_every"] = qc.reset_every;
+    ws["reset_a"] = qc.reset_a;
+    spec["winq_settings"] = ws;
+  }
   // AdamW moments and gradients of W and α (assign(): GCC 12 warns falsely on the sized constructors here)
   std::vector<float> mw, vw, ma, va, gw, ga;
   mw.assign(static_cast<size_t>(np), 0.0f);
@@ -155,11 +163,16 @@ QatResult run_qat(const QatConfig& qc, bool quiet) {
     // the saved latent W, α, moments and data position; the run's configuration must match
     const std::string dir = resolve_checkpoint_dir(qc.resume);
     const Checkpoint ckp = load_checkpoint(dir, model.params(), true);
+    // the run must continue with the settings it was started with (bit-identical resume)
     const Json& saved = ckp.trainer.at("qat");
-    if (saved.at("bits").as_double() != qc.spec.bits || saved.at("quantizer").as_string() != spec.at("quantizer").as_string() ||
-        saved.at("group_size").as_int64() != qc.spec.group_size)
-      fail(dir, ": a ", saved.at("bits").as_double(), "-bit ", saved.at("quantizer").as_string(),
-           " QAT checkpoint; this run asks for ", qc.spec.bits, "-bit ", spec.at("quantizer").as_string());
+    for (const char* key : {"bits", "quantizer", "group_size", "winq", "act_bits"}) {
+      const Json* was = saved.find(key);
+      if (!was || was->dump() != spec.at(key).dump())
+        fail(dir, ": the QAT run was started with ", key, " = ", was ? was->dump() : std::string("(unset)"),
+             "; this resume asks for ", spec.at(key).dump(), " (give the run's own options)");
+    }
+    if (const Json* wq = saved.find("winq_settings"); wq && wq->dump() != spec.at("winq_settings").dump())
+      fail(dir, ": the QAT run's WinQ settings were ", wq->dump(), "; this resume asks for ", spec.at("winq_settings").dump());
     const SafeTensors lat = read_safetensors((fs::path(dir) / "qat.safetensors").string());
     for (const ParamInfo& p : model.params()) {
       const Tensor t = lat.get("latent." + p.name).to_f32();

@@ -309,7 +309,7 @@ SweepResult run_sweep(const SweepConfig& cfg, const SweepOptions& opts) {
       }
       const TrainResult tr = train(c, o);
       if (budget > 0) budget = std::max<int64_t>(0, budget - (tr.steps - std::max<int64_t>(start, 0)));
-      if (!opts.quiet && !tr.stopped_early)
+      if (!quiet && !tr.stopped_early)
         std::printf("  val loss %.4f, %.0f tokens/s, %.0f s\n", tr.val_loss, tr.tokens_per_s, tr.seconds);
       if (tr.stopped_early) return summarize_sweep(cfg);
     }

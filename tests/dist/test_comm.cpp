@@ -147,7 +147,7 @@ TEST(TcpComm, MismatchedCollectivesAndDeadPeersFailWithAMessage) {
 
 TEST(DistEnv, ReadsTorchrunAndSlurmVariablesAndRejectsBadOnes) {
   const char* names[] = {"RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT", "SLURM_PROCID",
-                         "SLURM_NTASKS", "SLURM_LOCALID", "NIBBLE_DIST_TIMEOUT"};
+                         "SLURM_NTASKS", "SLURM_STEP_NUM_TASKS", "SLURM_LOCALID", "NIBBLE_DIST_TIMEOUT"};
   auto clear = [&] {
     for (const char* n : names) ::unsetenv(n);
   };
@@ -167,8 +167,11 @@ TEST(DistEnv, ReadsTorchrunAndSlurmVariablesAndRejectsBadOnes) {
   ::setenv("RANK", "4", 1);  // out of range
   EXPECT_THROW(DistEnv::from_environment(), Error);
   clear();
-  ::setenv("SLURM_PROCID", "5", 1);
+  ::setenv("SLURM_PROCID", "0", 1);  // a batch script's shell: not an srun step, one process
   ::setenv("SLURM_NTASKS", "8", 1);
+  EXPECT_EQ(DistEnv::from_environment().world, 1);
+  ::setenv("SLURM_PROCID", "5", 1);  // a task of an srun step
+  ::setenv("SLURM_STEP_NUM_TASKS", "8", 1);
   ::setenv("SLURM_LOCALID", "1", 1);
   e = DistEnv::from_environment();
   EXPECT_EQ(e.rank, 5);

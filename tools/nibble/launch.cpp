@@ -4,6 +4,7 @@
 // With --nnodes/--node-rank the same command on every node forms one run (rank 0 of node 0
 // listens on MASTER_ADDR:MASTER_PORT); Slurm users can skip the launcher (SLURM_* is read too).
 #include <signal.h>
+#include <sys/prctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -105,15 +106,24 @@ int run_launch(const std::vector<std::string>& argv) {
   sa.sa_handler = on_signal;
   ::sigaction(SIGINT, &sa, nullptr);
   ::sigaction(SIGTERM, &sa, nullptr);
+  ::sigaction(SIGHUP, &sa, nullptr);
+  const pid_t launcher = ::getpid();
 
   const int64_t world = nproc * nnodes;
   std::vector<pid_t> pids;
   std::vector<bool> done;
   for (int64_t local = 0; local < nproc; ++local) {
     const pid_t pid = ::fork();
-    if (pid < 0) fail("nibble launch: fork failed: ", std::strerror(errno));
+    if (pid < 0) {
+      const std::string why = std::strerror(errno);
+      stop_all(pids, done, SIGTERM, grace);  // the ranks already started
+      fail("nibble launch: fork failed: ", why);
+    }
     if (pid == 0) {
       ::setpgid(0, 0);  // its own process group: stopping a rank stops its children too
+      // a launcher that dies (SIGKILL, OOM) takes its ranks with it
+      ::prctl(PR_SET_PDEATHSIG, SIGTERM);
+      if (::getppid() != launcher) ::_exit(1);
       ::setenv("RANK", std::to_string(node * nproc + local).c_str(), 1);
       ::setenv("WORLD_SIZE", std::to_string(world).c_str(), 1);
       ::setenv("LOCAL_RANK", std::to_string(local).c_str(), 1);

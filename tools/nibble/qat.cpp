@@ -42,7 +42,8 @@ int run_qat(const std::vector<std::string>& argv) {
   a.option("save-every", "N", "checkpoint every N steps (0 = only the final one)", "500");
   a.option("resume", "DIR", "continue a stopped QAT run from its latest (or this) checkpoint, bit for bit");
   a.option("stop-after", "N", "stop after N steps with a checkpoint (resumable)");
-  a.option("device", "D", "cpu | cuda | auto: the engine of the forward and backward passes (the QAT math stays on the host)", default_device());
+  a.option("device", "D", "cpu | cuda: the engine of the forward and backward passes (the QAT math stays on the host; cuda "
+           "is not yet verified on a GPU)", "cpu");
   a.option("out", "DIR", "output directory");
   a.flag("quiet", "no progress output");
   if (!a.parse(argv)) return 0;

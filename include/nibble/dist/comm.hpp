@@ -16,9 +16,9 @@
 namespace nibble {
 
 // Where this process sits in the run, from the launcher's environment: torchrun's RANK,
-// WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT, or Slurm's SLURM_PROCID, SLURM_NTASKS,
-// SLURM_LOCALID (with MASTER_ADDR/MASTER_PORT, or the first host of SLURM_NODELIST... set
-// MASTER_ADDR there). No variables: a single process (world 1).
+// WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT, or, inside an srun job step, Slurm's
+// SLURM_PROCID, SLURM_STEP_NUM_TASKS, SLURM_LOCALID (set MASTER_ADDR/MASTER_PORT to the first
+// node). No variables: a single process (world 1).
 struct DistEnv {
   int rank = 0, world = 1, local_rank = 0;
   std::string master_addr = "127.0.0.1";
