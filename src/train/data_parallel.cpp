@@ -9,7 +9,9 @@
 namespace nibble {
 
 DataParallel::DataParallel(const std::string& device, int64_t global_batch) : env_(DistEnv::from_environment()) {
-  if (device == "cuda" && env_.distributed()) cuda::select_device(env_.local_rank);
+  // GPU LOCAL_RANK of the node's GPUs; a task that sees exactly one GPU (a per-task
+  // CUDA_VISIBLE_DEVICES, Slurm's --gpus-per-task=1) uses that one
+  if (device == "cuda" && env_.distributed()) cuda::select_device(cuda::device_count() == 1 ? 0 : env_.local_rank);
   if (!env_.distributed()) return;
   if (global_batch % env_.world != 0)
     fail("--batch ", global_batch, " is not a multiple of the ", env_.world, " ranks (WORLD_SIZE): each rank takes an equal share");

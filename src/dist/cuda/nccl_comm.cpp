@@ -27,10 +27,11 @@ class NcclCommunicator final : public Communicator {
   NcclCommunicator(std::unique_ptr<Communicator> tcp, const DistEnv& env) : tcp_(std::move(tcp)), env_(env) {
     int devices = 0;
     if (cudaGetDeviceCount(&devices) != cudaSuccess || devices == 0) fail(who(), ": no CUDA device");
-    if (env.local_rank >= devices)
+    const int dev = devices == 1 ? 0 : env.local_rank;  // one visible GPU: this task's own
+    if (dev >= devices)
       fail(who(), ": LOCAL_RANK ", env.local_rank, " but this node has ", devices, " GPU(s): launch at most ", devices,
            " processes per node");
-    if (cudaSetDevice(env.local_rank) != cudaSuccess) fail(who(), ": cudaSetDevice(", env.local_rank, ") failed");
+    if (cudaSetDevice(dev) != cudaSuccess) fail(who(), ": cudaSetDevice(", dev, ") failed");
     ncclUniqueId id{};
     if (env.rank == 0) NIBBLE_NCCL_CHECK(ncclGetUniqueId(&id), who());
     tcp_->broadcast(&id, sizeof id, 0);
