@@ -32,12 +32,6 @@ struct QuantParam {
   int64_t rows, cols, alpha_offset, alpha_count;
 };
 
-std::string step_name(int64_t step) {
-  char buf[32];
-  std::snprintf(buf, sizeof buf, "step_%06lld", static_cast<long long>(step));
-  return buf;
-}
-
 Tensor tensor_of(const float* data, Shape shape) {
   Tensor t(shape, DType::F32);
   std::copy(data, data + shape_numel(shape), t.data<float>());
@@ -193,13 +187,8 @@ QatResult run_qat(const QatConfig& qc, bool quiet) {
   }
   fs::create_directories(cfg.out);
   write_file_atomic((fs::path(cfg.out) / "config.json").string(), cj.dump(2) + "\n", Durability::Fsync);
-  // metrics.jsonl: a resumed run keeps the rows up to its checkpoint and appends
-  std::string kept;
-  if (start > 0 && fs::exists(fs::path(cfg.out) / "metrics.jsonl"))
-    for (const Json& row : report::read_metrics_jsonl((fs::path(cfg.out) / "metrics.jsonl").string()).rows)
-      if (row.at("step").as_int64() <= start) kept += row.dump() + "\n";
-  write_file_atomic((fs::path(cfg.out) / "metrics.jsonl").string(), kept, Durability::Fsync);
-  std::ofstream metrics((fs::path(cfg.out) / "metrics.jsonl").string(), std::ios::app);
+  // a resumed run keeps the rows up to its checkpoint and appends
+  report::MetricsWriter metrics((fs::path(cfg.out) / "metrics.jsonl").string(), start > 0 ? start : -1);
   res.initial_val_loss = start > 0 ? NAN : evaluate();
   if (!quiet && start == 0)
     std::printf("nibble qat: %s, %g-bit %s%s%s, quantized model before QAT: val loss %.4f\n", ck.c_str(), qc.spec.bits,
@@ -210,7 +199,7 @@ QatResult run_qat(const QatConfig& qc, bool quiet) {
     row["step"] = 0;
     row["val_loss"] = res.initial_val_loss;
     row["tokens"] = 0.0;
-    metrics << row.dump() << "\n";
+    metrics.write(row);
   }
   std::vector<float> wn = w, an = alpha;
   double window = 0;
@@ -279,8 +268,7 @@ QatResult run_qat(const QatConfig& qc, bool quiet) {
       row["grad_norm"] = gnorm;
       row["tokens"] = static_cast<double>((step + 1) * cfg.tokens_per_step());
       if (last || (cfg.eval_every > 0 && (step + 1) % cfg.eval_every == 0)) row["val_loss"] = res.final_val_loss = evaluate();
-      metrics << row.dump() << "\n";
-      metrics.flush();
+      metrics.write(row);
       if (!quiet) {
         std::printf("step %5lld | loss %.4f%s\n", static_cast<long long>(step + 1), window / static_cast<double>(window_n),
                     row.contains("val_loss") ? (" | val " + std::to_string(res.final_val_loss).substr(0, 6)).c_str() : "");
@@ -289,17 +277,13 @@ QatResult run_qat(const QatConfig& qc, bool quiet) {
       window = 0;
       window_n = 0;
     }
-    if (!last && ((cfg.save_every > 0 && (step + 1) % cfg.save_every == 0) || step + 1 == end)) save(step_name(step + 1), step + 1);
+    if (!last && ((cfg.save_every > 0 && (step + 1) % cfg.save_every == 0) || step + 1 == end)) save(checkpoint_step_name(step + 1), step + 1);
   }
   res.steps = step;
   res.stopped_early = step < cfg.steps;
   if (cfg.steps == 0) res.final_val_loss = res.initial_val_loss;
-  if (res.stopped_early) {
-    metrics.close();
-    return res;
-  }
+  if (res.stopped_early) return res;
   if (!res.stopped_early) save("final", cfg.steps);
-  metrics.close();
   const report::MetricsLog log = report::read_metrics_jsonl((fs::path(cfg.out) / "metrics.jsonl").string());
   std::vector<double> st = log.column("step"), val = log.column("val_loss"), vs, vl;
   for (size_t i = 0; i < st.size(); ++i)

@@ -1,6 +1,7 @@
 #include "nibble/report/metrics.hpp"
 
 #include <cmath>
+#include <filesystem>
 #include <limits>
 #include <unordered_set>
 
@@ -95,6 +96,33 @@ std::vector<std::string> MetricsLog::keys() const {
     for (const auto& [k, v] : r.as_object())
       if (seen.insert(k).second) out.push_back(k);
   return out;
+}
+
+MetricsWriter::MetricsWriter(const std::string& path, int64_t resume_step) : path_(path) {
+  if (resume_step >= 0 && std::filesystem::exists(path)) {
+    std::ifstream in(path);
+    std::string line, kept;
+    while (std::getline(in, line)) {
+      if (line.empty()) continue;
+      try {
+        const Json j = Json::parse(line, path);
+        if (j.contains("step") && j.at("step").as_int64() > resume_step) continue;
+      } catch (const Error&) {
+        continue;  // a torn last line from a killed run
+      }
+      kept += line + "\n";
+    }
+    write_file_atomic(path, kept, Durability::Fsync);
+  } else if (resume_step < 0) {
+    write_file_atomic(path, "", Durability::Fsync);
+  }
+  out_.open(path, std::ios::app);
+  if (!out_) fail(path, ": cannot open for appending");
+}
+
+void MetricsWriter::write(const Json& row) {
+  out_ << row.dump() << "\n";
+  out_.flush();
 }
 
 }  // namespace nibble::report

@@ -1,5 +1,7 @@
 #include "nibble/train/checkpoint.hpp"
 
+#include <cstdio>
+
 #include <unistd.h>
 
 #include <filesystem>
@@ -146,6 +148,12 @@ Checkpoint load_checkpoint(const std::string& dir, const std::vector<ParamInfo>&
     c.has_optimizer = true;
   }
   return c;
+}
+
+std::string checkpoint_step_name(int64_t step) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "step_%06lld", static_cast<long long>(step));
+  return buf;
 }
 
 }  // namespace nibble

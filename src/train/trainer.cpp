@@ -28,12 +28,6 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
-std::string step_name(int64_t step) {
-  char buf[32];
-  std::snprintf(buf, sizeof buf, "step_%06lld", static_cast<long long>(step));
-  return buf;
-}
-
 std::string fmt_duration(double s) {
   char buf[32];
   if (s >= 3600) std::snprintf(buf, sizeof buf, "%dh%02dm", static_cast<int>(s / 3600), static_cast<int>(s / 60) % 60);
@@ -41,41 +35,6 @@ std::string fmt_duration(double s) {
   else std::snprintf(buf, sizeof buf, "%.0fs", s);
   return buf;
 }
-
-// metrics.jsonl, rewritten without rows past `step` when a run resumes (so a resumed run's
-// log has each step once), then appended line by line.
-class MetricsWriter {
- public:
-  MetricsWriter(const std::string& path, int64_t resume_step) : path_(path) {
-    if (resume_step >= 0 && fs::exists(path)) {
-      std::ifstream in(path);
-      std::string line, kept;
-      while (std::getline(in, line)) {
-        if (line.empty()) continue;
-        try {
-          const Json j = Json::parse(line, path);
-          if (j.contains("step") && j.at("step").as_int64() > resume_step) continue;
-        } catch (const Error&) {
-          continue;  // a torn last line from a killed run
-        }
-        kept += line + "\n";
-      }
-      write_file_atomic(path, kept, Durability::Fsync);
-    } else if (resume_step < 0) {
-      write_file_atomic(path, "", Durability::Fsync);
-    }
-    out_.open(path, std::ios::app);
-    if (!out_) fail(path, ": cannot open for appending");
-  }
-  void write(const Json& row) {
-    out_ << row.dump() << "\n";
-    out_.flush();
-  }
-
- private:
-  std::string path_;
-  std::ofstream out_;
-};
 
 struct Data {
   std::unique_ptr<Tokenizer> tokenizer;
@@ -185,11 +144,11 @@ TrainResult train(const TrainConfig& cfg_in, const TrainOptions& opts) {
   } else {
     model.init(cfg.seed);
   }
-  std::unique_ptr<MetricsWriter> metrics;
+  std::unique_ptr<report::MetricsWriter> metrics;
   std::unique_ptr<std::ofstream> stats_out;
   if (lead) {
     write_file_atomic((fs::path(cfg.out) / "config.json").string(), config_json.dump(2) + "\n", Durability::Fsync);
-    metrics = std::make_unique<MetricsWriter>((fs::path(cfg.out) / "metrics.jsonl").string(), opts.resume.empty() ? -1 : start);
+    metrics = std::make_unique<report::MetricsWriter>((fs::path(cfg.out) / "metrics.jsonl").string(), opts.resume.empty() ? -1 : start);
   }
   if (lead && cfg.stats_every > 0)
     stats_out = std::make_unique<std::ofstream>((fs::path(cfg.out) / "stats.jsonl").string(),
@@ -314,8 +273,8 @@ TrainResult train(const TrainConfig& cfg_in, const TrainOptions& opts) {
     }
     const bool save_now = cfg.save_every > 0 && (step + 1) % cfg.save_every == 0 && !last;
     if (save_now || (step + 1 == end && !last)) {
-      save(step_name(step + 1), checkpoint_trainer_json(step + 1));
-      last_good = step_name(step + 1);
+      save(checkpoint_step_name(step + 1), checkpoint_trainer_json(step + 1));
+      last_good = checkpoint_step_name(step + 1);
     }
   }
   res.steps = step;

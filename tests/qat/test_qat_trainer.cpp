@@ -17,40 +17,15 @@
 #include "nibble/safetensors.hpp"
 #include "nibble/train/trainer.hpp"
 #include "support/cli_runner.hpp"
+#include "support/qat_run.hpp"
 #include "support/small_run.hpp"
 
 using namespace nibble;
 using nibble::testing::ScratchDir;
 namespace fs = std::filesystem;
 
-namespace {
-
-void pretrain(const ScratchDir& d) {
-  TrainConfig c = nibble::testing::small_run_config(d, "base", 80000);
-  c.batch = 4;
-  c.steps = 40;
-  c.lr = 3e-3;
-  nibble::testing::train_quietly(c);
-}
-
-QatConfig qat_config(const ScratchDir& d, const std::string& out, double bits) {
-  QatConfig q;
-  q.checkpoint = d.file("base");
-  q.spec = QatSpec::make(bits, "auto");
-  TrainConfig& c = q.train;
-  c.text_file = d.file("text.txt");
-  c.steps = 30;
-  c.batch = 4;
-  c.seq = 32;
-  c.lr = 1e-3;
-  c.log_every = 10;
-  c.eval_every = 15;
-  c.eval_batches = 4;
-  c.out = d.file(out);
-  return q;
-}
-
-}  // namespace
+using nibble::testing::pretrain;
+using nibble::testing::qat_config;
 
 TEST(Qat, LowersTheQuantizedLossAndSavesQOfTheLatentWeights) {
   ScratchDir d;

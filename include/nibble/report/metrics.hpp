@@ -2,6 +2,8 @@
 // A training run's metrics.jsonl read back as rows and columns. The trainer appends one JSON
 // object per line (at least step, loss, lr, grad_norm, tokens_per_s; val_loss and tokens when
 // known); reports pull columns out of it for tables and plots.
+#include <cstdint>
+#include <fstream>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -40,5 +42,18 @@ MetricsLog read_metrics_jsonl(const std::string& path);
 
 // The same on text already in memory; `what` names it in messages.
 MetricsLog parse_metrics_jsonl(std::string_view text, const std::string& what);
+
+// A run's metrics.jsonl for writing: started empty, or — when a run resumes at `resume_step`
+// (≥ 0) — rewritten without the rows past that step (so a resumed run's log has each step
+// once; a torn last line of a killed run is dropped), then appended a flushed line per row.
+class MetricsWriter {
+ public:
+  MetricsWriter(const std::string& path, int64_t resume_step);
+  void write(const Json& row);
+
+ private:
+  std::string path_;
+  std::ofstream out_;
+};
 
 }  // namespace nibble::report

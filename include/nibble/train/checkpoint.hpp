@@ -49,6 +49,8 @@ void save_checkpoint(const std::string& out_dir, const std::string& name, const 
 
 // `path`: a checkpoint directory, or a run directory (then OUT/latest is followed).
 std::string resolve_checkpoint_dir(const std::string& path);
+// "step_000042": the directory name of the checkpoint taken after `step` steps.
+std::string checkpoint_step_name(int64_t step);
 // Loads a checkpoint for `model` (shapes and names must match; errors name the tensor).
 Checkpoint load_checkpoint(const std::string& dir, const std::vector<ParamInfo>& params, bool with_optimizer);
 // config.json of a checkpoint directory (to rebuild the model before loading weights).

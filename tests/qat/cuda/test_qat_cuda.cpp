@@ -11,7 +11,7 @@
 #include "nibble/qat/qat_trainer.hpp"
 #include "nibble/train/trainer.hpp"
 #include "support/cli_runner.hpp"
-#include "support/small_run.hpp"
+#include "support/qat_run.hpp"
 
 using namespace nibble;
 using nibble::testing::ScratchDir;
@@ -25,28 +25,13 @@ TEST(SM90_Qat, CudaEngineMatchesTheCpuEngine) {
   setenv("NIBBLE_ACTIVATIONS", "fp32", 1);
   setenv("NIBBLE_ATTENTION", "fp32", 1);
   ScratchDir d;
-  TrainConfig c = nibble::testing::small_run_config(d, "base", 80000);
-  c.batch = 4;
-  c.steps = 40;
-  c.lr = 3e-3;
-  nibble::testing::train_quietly(c);
+  nibble::testing::pretrain(d);
   QatResult r[2];
   for (int i = 0; i < 2; ++i) {
-    QatConfig q;
-    q.checkpoint = d.file("base");
-    q.spec = QatSpec::make(2, "auto");
+    QatConfig q = nibble::testing::qat_config(d, i == 0 ? "cpu" : "gpu", 2);
     q.winq = true;
     q.reset_every = 10;
-    TrainConfig& t = q.train;
-    t.text_file = d.file("text.txt");
-    t.steps = 30;
-    t.batch = 4;
-    t.seq = 32;
-    t.lr = 1e-3;
-    t.eval_every = 15;
-    t.eval_batches = 4;
-    t.device = i == 0 ? "cpu" : "cuda";
-    t.out = d.file(i == 0 ? "cpu" : "gpu");
+    q.train.device = i == 0 ? "cpu" : "cuda";
     r[i] = run_qat(q, true);
   }
   std::printf("  QAT 2-bit + WinQ: val loss %.6f -> %.6f (cpu), %.6f -> %.6f (gpu)\n", r[0].initial_val_loss,
