@@ -214,7 +214,7 @@ TrainResult train(const TrainConfig& cfg_in, const TrainOptions& opts) {
     const float clip = cfg.grad_clip > 0 && gnorm > cfg.grad_clip ? static_cast<float>(cfg.grad_clip / gnorm) : 1.0f;
     const double lr = cfg.lr_at(step);
     ++adam_step;
-    model.optimizer_step(hyper, static_cast<float>(lr), dp.world() == 1 ? clip : clip * inv_world, adam_step);
+    model.optimizer_step(hyper, static_cast<float>(lr), clip * inv_world, adam_step);  // 1/1 is exact
     tokens_seen += static_cast<double>(cfg.tokens_per_step());
     tokens_window += cfg.tokens_per_step();
     window_loss += loss;
