@@ -1,47 +1,123 @@
 #!/usr/bin/env bash
-# Several runs of the recipe study (issue 5) in one device call: builds nibble, tokenizes the
-# shared English corpus (GPT-2, last 1% held out), runs `nibble sweep` over RECIPES × SEEDS on
-# MODEL for TOKENS tokens each, and brings back the sweep's results.md / results.json / plots and
-# every run's config.json and metrics.jsonl (flattened: the device returns shallow folders only)
-# into $OUT/sweep/. This is the command of the 60m pilot (docs/study/pilot-60m-20M), as a script.
-# A sweep is resumable while the machine stays warm (run the same call again: finished runs are
-# kept, a stopped one continues from its checkpoint); checkpoints never leave the device.
+# The recipe study (issue 5) in device calls: builds nibble, tokenizes the study corpus, spreads
+# the RECIPES × SEEDS runs of `nibble sweep` over the machine's GPUs (one run per GPU at a time,
+# every run one GPU), stops them at a step boundary with a checkpoint before the call's time is
+# up, and brings back every finished or started run's config.json, metrics.jsonl and
+# trainer.json plus, once all runs are done, the sweep's results.md / results.json / plots, into
+# $OUT/sweep/ (flattened: the device returns shallow folders only).
 #
-#   device run, carry [".deps", ".corpus/english.txt.xz"]:
-#     bash scripts/study-sweep.sh 60m 20000000 bf16,nvfp4,mxfp4,nvfp4-mean,ufp4,ufp4-mean 1
-#   Budget per call (H100, 16 × 1024 tokens a step): 60m ≈ 690K tokens/s in bf16 and 275–380K in
-#   4-bit, so six recipes × 20M tokens ≈ 6 minutes; 124m 100M tokens ≈ 4 (bf16) – 8 (4-bit)
-#   minutes per run: one or two runs a call (STOP_AFTER caps the steps of a call).
-set -euo pipefail
+# Run the same call again while the machine is warm and the sweep continues: finished runs are
+# kept, stopped ones resume from their checkpoint (checkpoints never leave the device; only the
+# latest one of each run is kept on disk). Each GPU works through its own fixed list of runs, so
+# a repeated call resumes the same runs on the same GPUs.
+#
+#   device run, carry [".deps", ".corpus/english.txt.xz", ".corpus/code-c.txt.xz"]:
+#     bash scripts/study-sweep.sh 124m 100000000 bf16,nvfp4,nvfp4-mean,ufp4 1,2
+#   env: CALL_SECONDS (the device call's limit, default 590), GPUS (default: all visible),
+#        GTEST_FILTER (run these GPU tests first, building them), BATCH, SEQ, LR, EVAL_EVERY,
+#        EVAL_BATCHES, SAVE_EVERY, DATA_FILES (default "english code-c": ../shared/corpus files
+#        copied to .corpus/, the last 1% of each held out for validation).
+# Data: both shared corpora, GPT-2 BPE, the last 1% of each file held out: 74.0M training and
+# 0.75M validation tokens (45 validation batches of 16 × 1024 read 737K of them).
+# Costs per run (H100, 16 × 1024 tokens a step, docs/performance.md): 124m 100M tokens ≈ 4 min
+# in bf16, 7–10 min in 4-bit, metis ≈ 40 min; 60m ≈ 0.6× of that.
+set -uo pipefail
 cd "$(dirname "$0")/.."
+T0=$(date +%s)
 MODEL=${1:?model}; TOKENS=${2:?tokens}; RECIPES=${3:?recipes}; SEEDS=${4:-1}
 OUT=${OUT:-$PWD/study-out}
 BUILD=${BUILD_DIR:-build-gpu}
-SWEEP=${SWEEP_DIR:-/tmp/sweep-$MODEL}
+SWEEP=${SWEEP_DIR:-/tmp/sweep-$MODEL-$TOKENS}
+CALL_SECONDS=${CALL_SECONDS:-590}
 export PATH=/usr/local/cuda/bin:$PATH
+mkdir -p "$OUT/sweep"
+
 gen=""
 command -v ninja >/dev/null && gen="-G Ninja"
-if [ ! -x "$BUILD/nibble" ]; then
-  cmake -S . -B "$BUILD" $gen -DCMAKE_BUILD_TYPE=Release -DNIBBLE_TESTS=OFF -DNIBBLE_BENCH=OFF >/dev/null
-  cmake --build "$BUILD" --target nibble_cli -j"$(nproc)" >/dev/null
+targets="nibble_cli"
+[ -n "${GTEST_FILTER:-}" ] && targets="nibble_cli nibble_gpu_tests"
+if [ ! -f "$BUILD/build.ninja" ] && [ ! -f "$BUILD/Makefile" ]; then
+  cmake -S . -B "$BUILD" $gen -DCMAKE_BUILD_TYPE=Release -DNIBBLE_BENCH=OFF >"$OUT/configure.log" 2>&1 ||
+    { tail -20 "$OUT/configure.log"; exit 1; }
 fi
-DATA=/tmp/english-gpt2
+cmake --build "$BUILD" --target $targets -j"$(nproc)" >"$OUT/build.log" 2>&1 || { grep -E "error" "$OUT/build.log" | head -20; exit 1; }
+echo "build: $(( $(date +%s) - T0 )) s"
+if [ -n "${GTEST_FILTER:-}" ]; then
+  "$BUILD/tests/nibble_gpu_tests" --gtest_filter="$GTEST_FILTER" >"$OUT/gpu-tests.log" 2>&1
+  grep -E "^\[       OK|^\[  PASSED|^\[  FAILED|^\[  SKIPPED|Failure|Expected|actual" "$OUT/gpu-tests.log" | head -40
+fi
+
+DATA=/tmp/study-data
 if [ ! -f "$DATA/meta.json" ]; then
-  [ -f .corpus/english.txt ] || xz -dk .corpus/english.txt.xz
-  "$BUILD/nibble" data --input .corpus/english.txt --tokenizer gpt2 --val-fraction 0.01 --out "$DATA" | tail -1
+  inputs=""
+  for f in ${DATA_FILES:-english code-c}; do
+    [ -f ".corpus/$f.txt" ] || xz -dk ".corpus/$f.txt.xz" || exit 1
+    inputs="$inputs .corpus/$f.txt"
+  done
+  "$BUILD/nibble" data --input $inputs --tokenizer gpt2 --val-fraction 0.01 --out "$DATA" | tail -2
 fi
-extra=""
-[ -n "${STOP_AFTER:-}" ] && extra="--stop-after $STOP_AFTER"
-"$BUILD/nibble" sweep --recipes "$RECIPES" --seeds "$SEEDS" --model "$MODEL" --data "$DATA" --tokens "$TOKENS" \
-  --batch "${BATCH:-16}" --seq "${SEQ:-1024}" --lr "${LR:-6e-4}" --log-every 20 --eval-every "${EVAL_EVERY:-200}" \
-  --eval-batches 16 --save-every "${SAVE_EVERY:-500}" --device cuda --out "$SWEEP" --quiet $extra || true
-mkdir -p "$OUT/sweep"
-cp "$SWEEP"/results.* "$SWEEP"/*.svg "$OUT/sweep/" 2>/dev/null || echo "no summary yet (the sweep is not finished)"
+
+# Relative cost of a step (docs/performance.md, 124m on an H100): how runs are shared out.
+cost() {
+  case "$1" in
+    bf16) echo 10 ;; nvfp4) echo 18 ;; ufp4) echo 20 ;; mxfp4) echo 21 ;;
+    nvfp4-mean) echo 24 ;; ufp4-mean) echo 25 ;; metis) echo 100 ;; *) echo 20 ;;
+  esac
+}
+GPUS=${GPUS:-$(nvidia-smi -L 2>/dev/null | wc -l)}
+[ "$GPUS" -ge 1 ] || GPUS=1
+declare -a load queue
+for ((g = 0; g < GPUS; ++g)); do load[$g]=0; queue[$g]=""; done
+# seed-major order (every recipe's first seed before any second seed), each run to the GPU with
+# the least work so far
+for s in ${SEEDS//,/ }; do
+  for r in ${RECIPES//,/ }; do
+    best=0
+    for ((g = 1; g < GPUS; ++g)); do [ "${load[$g]}" -lt "${load[$best]}" ] && best=$g; done
+    load[$best]=$(( ${load[$best]} + $(cost "$r") ))
+    queue[$best]="${queue[$best]} $r:$s"
+  done
+done
+
+common=(--model "$MODEL" --data "$DATA" --tokens "$TOKENS" --batch "${BATCH:-16}" --seq "${SEQ:-1024}"
+        --lr "${LR:-6e-4}" --log-every 20 --eval-every "${EVAL_EVERY:-500}" --eval-batches "${EVAL_BATCHES:-45}"
+        --save-every "${SAVE_EVERY:-2000}" --device "${DEVICE:-cuda}" --out "$SWEEP" --quiet)
+MARGIN=${MARGIN:-45}  # the last step, the checkpoint and copying the logs back
+worker() {
+  local g=$1
+  for job in ${queue[$g]}; do
+    local left=$(( CALL_SECONDS - MARGIN - ($(date +%s) - T0) ))
+    [ "$left" -gt 20 ] || return 0
+    CUDA_VISIBLE_DEVICES=$g "$BUILD/nibble" sweep "${common[@]}" --recipes "${job%%:*}" --seeds "${job##*:}" \
+      --time-limit "$(awk -v s="$left" 'BEGIN { printf "%.3f", s / 60 }')" >>"$OUT/gpu$g.log" 2>&1 ||
+      echo "gpu $g: ${job} failed (see gpu$g.log)"
+  done
+}
+for ((g = 0; g < GPUS; ++g)); do
+  echo "gpu $g:${queue[$g]}"
+  worker "$g" &
+done
+wait
+
+# The whole sweep's report, written only when every run has finished (--stop-after 0 trains nothing).
+"$BUILD/nibble" sweep "${common[@]}" --recipes "$RECIPES" --seeds "$SEEDS" --stop-after 0 >>"$OUT/summary.log" 2>&1
+cp "$SWEEP"/results.* "$SWEEP"/*.svg "$OUT/sweep/" 2>/dev/null
 for r in "$SWEEP"/runs/*; do
   [ -d "$r" ] || continue
   n=$(basename "$r")
-  cp "$r/config.json" "$OUT/sweep/$n.config.json" 2>/dev/null || true
-  cp "$r/metrics.jsonl" "$OUT/sweep/$n.metrics.jsonl" 2>/dev/null || true
+  cp "$r/config.json" "$OUT/sweep/$n.config.json" 2>/dev/null
+  cp "$r/metrics.jsonl" "$OUT/sweep/$n.metrics.jsonl" 2>/dev/null
+  if [ -f "$r/final/trainer.json" ]; then
+    cp "$r/final/trainer.json" "$OUT/sweep/$n.final.trainer.json"
+    state=finished
+  else
+    state="at $(tail -1 "$r/metrics.jsonl" 2>/dev/null | sed -E 's/.*"step":([0-9]+).*/step \1/')"
+  fi
+  # keep only the checkpoint a resume needs
+  latest=$(cat "$r/latest" 2>/dev/null)
+  for c in "$r"/step_*; do [ -d "$c" ] && [ "$(basename "$c")" != "$latest" ] && rm -rf "$c"; done
+  echo "$n: $state"
 done
-ls "$OUT/sweep"
-[ -f "$OUT/sweep/results.md" ] && cat "$OUT/sweep/results.md" | head -20
+[ -f "$OUT/sweep/results.md" ] && sed -n '/^| recipe/,/^$/p' "$OUT/sweep/results.md"
+echo "call: $(( $(date +%s) - T0 )) s"
+exit 0

@@ -3,6 +3,7 @@
 #include "nibble/study/sweep.hpp"
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
@@ -280,7 +281,12 @@ SweepResult run_sweep(const SweepConfig& cfg, const SweepOptions& opts) {
   const bool lead = DistEnv::from_environment().rank == 0;
   const bool quiet = opts.quiet || !lead;
   int64_t budget = opts.stop_after_steps;
+  const auto t_begin = std::chrono::steady_clock::now();
+  auto seconds_left = [&] {
+    return opts.stop_after_seconds - std::chrono::duration<double>(std::chrono::steady_clock::now() - t_begin).count();
+  };
   const size_t total = cfg.recipes.size() * cfg.seeds.size();
+  bool started = false;
   size_t index = 0;
   for (size_t ri = 0; ri < cfg.recipes.size(); ++ri) {
     for (uint64_t seed : cfg.seeds) {
@@ -291,7 +297,9 @@ SweepResult run_sweep(const SweepConfig& cfg, const SweepOptions& opts) {
                                      static_cast<unsigned long long>(seed));
         continue;
       }
-      if (budget == 0) return summarize_sweep(cfg);
+      // each invocation makes progress: the time limit is checked once a run has started
+      if (budget == 0 || (started && opts.stop_after_seconds >= 0 && seconds_left() <= 0)) return summarize_sweep(cfg);
+      started = true;
       TrainConfig c = cfg.base;
       c.recipe = Recipe::resolve(cfg.recipes[ri]);
       c.seed = seed;
@@ -301,6 +309,7 @@ SweepResult run_sweep(const SweepConfig& cfg, const SweepOptions& opts) {
       const int64_t start = resumable_step(dir);
       if (start >= 0) o.resume = dir;
       if (budget > 0) o.stop_after = budget;
+      if (opts.stop_after_seconds >= 0) o.stop_after_seconds = std::max(0.0, seconds_left());
       if (!quiet) {
         std::printf("sweep [%zu/%zu] %s seed %llu: %s\n", index, total, names[ri].c_str(),
                     static_cast<unsigned long long>(seed),

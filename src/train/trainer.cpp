@@ -182,7 +182,7 @@ TrainResult train(const TrainConfig& cfg_in, const TrainOptions& opts) {
   const auto t_begin = Clock::now();
   auto t_window = Clock::now();
   int64_t tokens_window = 0;
-  const int64_t end = opts.stop_after >= 0 ? std::min(cfg.steps, start + opts.stop_after) : cfg.steps;
+  int64_t end = opts.stop_after >= 0 ? std::min(cfg.steps, start + opts.stop_after) : cfg.steps;
   int64_t step = start;
   for (; step < end; ++step) {
     StepContext ctx;
@@ -219,6 +219,12 @@ TrainResult train(const TrainConfig& cfg_in, const TrainOptions& opts) {
     tokens_window += cfg.tokens_per_step();
     window_loss += loss;
     ++window_n;
+    if (opts.stop_after_seconds >= 0 && step + 1 < end) {
+      const double elapsed = std::chrono::duration<double>(Clock::now() - t_begin).count();
+      // rank 0's verdict for everyone (the others pass 0): clocks differ, the stop step must not
+      const bool out_of_time = dp.mean(lead && elapsed >= opts.stop_after_seconds ? 1.0 : 0.0) > 0;
+      if (out_of_time) end = step + 1;
+    }
 
     if (ctx.collect_stats && stats_out) {
       for (const OperandStats& s : model.operand_stats()) {

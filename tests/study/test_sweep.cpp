@@ -107,6 +107,22 @@ TEST(Sweep, AStoppedSweepResumesToTheSameNumbers) {
             read_file(sweep_run_dir(whole.out, "nvfp4", 1) + "/final/model.safetensors"));
 }
 
+TEST(Sweep, AnExpiredTimeLimitStopsTheFirstRunAfterOneStep) {
+  ScratchDir d;
+  SweepConfig s = small_sweep(d, "timed");
+  s.seeds = {1};
+  SweepOptions o = quiet();
+  o.stop_after_seconds = 0;
+  const SweepResult r = run_sweep(s, o);
+  EXPECT_FALSE(r.complete);
+  EXPECT_TRUE(r.runs.empty());
+  EXPECT_TRUE(fs::exists(sweep_run_dir(s.out, "bf16", 1) + "/step_000001/trainer.json"));
+  EXPECT_FALSE(fs::exists(sweep_run_dir(s.out, "nvfp4", 1)));  // no run starts after the limit
+  const SweepResult rest = run_sweep(s, quiet());
+  EXPECT_TRUE(rest.complete);
+  EXPECT_EQ(rest.runs.size(), 2u);
+}
+
 TEST(Sweep, BadConfigurationsAreErrors) {
   ScratchDir d;
   SweepConfig s = small_sweep(d, "bad");
@@ -141,6 +157,7 @@ TEST(CliSweep, TokensSeedsAndErrors) {
   expect_error(" --recipes bf16 --out " + d.file("e"), "--tokens");
   expect_error(" --recipes bf16 --tokens 100 --seeds 1,x --out " + d.file("e"), "'x'");
   expect_error(" --recipes bf16,bogus --tokens 100 --out " + d.file("e"), "bogus");
+  expect_error(" --recipes bf16 --tokens 100 --time-limit -1 --out " + d.file("e"), "--time-limit");
 }
 
 TEST(Report, RendersRunsAndSweepsIntoOnePage) {

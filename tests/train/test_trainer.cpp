@@ -121,6 +121,23 @@ TEST(TrainLoop, ResumeContinuesBitIdentically) {
   }
 }
 
+TEST(TrainLoop, AnExpiredTimeLimitStopsAfterOneStepWithAResumableCheckpoint) {
+  ScratchDir a, b;
+  TrainConfig ca = small_run(a, "ufp4"), cb = small_run(b, "ufp4");
+  train(ca, quiet());
+  TrainOptions limited = quiet();
+  limited.stop_after_seconds = 0;  // already over when the first step ends
+  const TrainResult h = train(cb, limited);
+  EXPECT_TRUE(h.stopped_early);
+  EXPECT_EQ(h.steps, 1);
+  EXPECT_TRUE(fs::exists(cb.out + "/step_000001/model.safetensors"));
+  EXPECT_EQ(read_file(cb.out + "/latest"), "step_000001\n");
+  TrainOptions rest = quiet();
+  rest.resume = cb.out;
+  train(cb, rest);
+  EXPECT_EQ(read_file(ca.out + "/final/model.safetensors"), read_file(cb.out + "/final/model.safetensors"));
+}
+
 TEST(TrainLoop, NonFiniteLossStopsAndKeepsTheLastGoodCheckpoint) {
   ScratchDir d;
   TrainConfig c = small_run(d, "bf16");

@@ -2,6 +2,7 @@
 #include "args.hpp"
 
 #include <charconv>
+#include <cmath>
 #include <cstdio>
 #include <sstream>
 
@@ -118,6 +119,11 @@ uint64_t Args::unsigned_integer(const std::string& name) const {
 }
 double Args::number(const std::string& name) const {
   return parse_number<double>(name, str(name), "a number");
+}
+double Args::minutes_as_seconds(const std::string& name) const {
+  const double m = number(name);
+  if (!(m >= 0) || !std::isfinite(m)) fail("option --", name, ": '", str(name), "' minutes must be a finite number >= 0");
+  return m * 60.0;
 }
 std::string Args::choice(const std::string& name, const std::vector<std::string>& choices) const {
   const std::string v = str(name);

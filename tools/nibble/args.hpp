@@ -36,6 +36,8 @@ class Args {
   int64_t integer(const std::string& name) const;  // strict: the whole value must be an integer
   uint64_t unsigned_integer(const std::string& name) const;
   double number(const std::string& name) const;
+  // A duration given in minutes (decimals allowed, not negative), returned in seconds.
+  double minutes_as_seconds(const std::string& name) const;
   // The value must be one of `choices`.
   std::string choice(const std::string& name, const std::vector<std::string>& choices) const;
 

@@ -39,6 +39,7 @@ int run_sweep(const std::vector<std::string>& argv) {
   a.option("device", "D", "cpu | cuda | auto (default $NIBBLE_DEVICE or auto)", default_device());
   a.option("out", "DIR", "sweep directory");
   a.option("stop-after", "N", "stop after N training steps in total (resumable)");
+  a.option("time-limit", "MIN", "stop after MIN minutes of wall clock, at a step boundary with a checkpoint (resumable)");
   a.flag("quiet", "no progress output");
   if (!a.parse(argv)) return 0;
   SweepConfig s;
@@ -85,6 +86,7 @@ int run_sweep(const std::vector<std::string>& argv) {
   SweepOptions o;
   o.quiet = a.flag_set("quiet");
   if (a.has("stop-after")) o.stop_after_steps = a.integer("stop-after");
+  if (a.has("time-limit")) o.stop_after_seconds = a.minutes_as_seconds("time-limit");
   const SweepResult r = nibble::run_sweep(s, o);
   if (!r.complete) {
     std::printf("sweep stopped with %zu of %zu runs finished; run the same command again to resume\n", r.runs.size(),

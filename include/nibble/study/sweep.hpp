@@ -25,6 +25,10 @@ struct SweepOptions {
   // Tests and time limits: stop the sweep after this many more training steps in total (the
   // current run keeps a resumable checkpoint); −1 = run everything.
   int64_t stop_after_steps = -1;
+  // A wall-clock limit for the whole sweep (seconds; < 0 = none): the run in progress stops with
+  // a resumable checkpoint after the step that crosses it, and no further run starts. The first
+  // run an invocation starts always makes at least one step, so repeated calls make progress.
+  double stop_after_seconds = -1;
 };
 
 // One finished run, read back from its directory.
