@@ -2,9 +2,10 @@
 # The recipe study (issue 5) in device calls: builds nibble, tokenizes the study corpus, spreads
 # the RECIPES × SEEDS runs of `nibble sweep` over the machine's GPUs (one run per GPU at a time,
 # every run one GPU), stops them at a step boundary with a checkpoint before the call's time is
-# up, and brings back every finished or started run's config.json, metrics.jsonl and
-# trainer.json plus, once all runs are done, the sweep's results.md / results.json / plots, into
-# $OUT/sweep/ (flattened: the device returns shallow folders only).
+# up, and brings back $OUT/study.tgz: every finished or started run's config.json, metrics.jsonl
+# (and stats.jsonl, final/trainer.json) plus, once all runs are done, the sweep's results.md /
+# results.json / plots, in the sweep's layout. scripts/study-collect.sh merges such tarballs (from
+# several calls or sessions) into one sweep directory and writes its report on this machine.
 #
 # Run the same call again while the machine is warm and the sweep continues: finished runs are
 # kept, stopped ones resume from their checkpoint (checkpoints never leave the device; only the
@@ -15,7 +16,8 @@
 #     bash scripts/study-sweep.sh 124m 100000000 bf16,nvfp4,nvfp4-mean,ufp4 1,2
 #   env: CALL_SECONDS (the device call's limit, default 590), GPUS (default: all visible),
 #        GTEST_FILTER (run these GPU tests first, building them), BATCH, SEQ, LR, EVAL_EVERY,
-#        EVAL_BATCHES, SAVE_EVERY, DATA_FILES (default "english code-c": ../shared/corpus files
+#        EVAL_BATCHES, SAVE_EVERY, STATS_EVERY (the runs' --stats-every), ANALYZE (recipes whose
+#        finished runs `nibble analyze` studies on their GPU: checkpoint, formats, stats), DATA_FILES (default "english code-c": ../shared/corpus files
 #        copied to .corpus/, the last 1% of each held out for validation).
 # Data: both shared corpora, GPT-2 BPE, the last 1% of each file held out: 74.0M training and
 # 0.75M validation tokens (45 validation batches of 16 × 1024 read 737K of them).
@@ -30,7 +32,7 @@ BUILD=${BUILD_DIR:-build-gpu}
 SWEEP=${SWEEP_DIR:-/tmp/sweep-$MODEL-$TOKENS}
 CALL_SECONDS=${CALL_SECONDS:-590}
 export PATH=/usr/local/cuda/bin:$PATH
-mkdir -p "$OUT/sweep"
+mkdir -p "$OUT"
 
 gen=""
 command -v ninja >/dev/null && gen="-G Ninja"
@@ -82,15 +84,35 @@ done
 common=(--model "$MODEL" --data "$DATA" --tokens "$TOKENS" --batch "${BATCH:-16}" --seq "${SEQ:-1024}"
         --lr "${LR:-6e-4}" --log-every 20 --eval-every "${EVAL_EVERY:-500}" --eval-batches "${EVAL_BATCHES:-45}"
         --save-every "${SAVE_EVERY:-2000}" --device "${DEVICE:-cuda}" --out "$SWEEP" --quiet)
+[ -n "${STATS_EVERY:-}" ] && common+=(--stats-every "$STATS_EVERY")  # keep it the same in every call
 MARGIN=${MARGIN:-45}  # the last step, the checkpoint and copying the logs back
+# The analyses of a finished run (recipes in ANALYZE): its operands' statistics under every format
+# and transform (analysis/), the formats and depth effect on its weights (formats/), and the
+# heatmaps of its --stats-every log (stats/). Not resumable: each is redone if it did not finish.
+analyze_run() {
+  local g=$1 run=$2
+  local ck="$run/final"
+  [ -d "$ck" ] || return 0
+  [ -f "$run/analysis/results.md" ] ||
+    CUDA_VISIBLE_DEVICES=$g "$BUILD/nibble" analyze --checkpoint "$ck" --data "$DATA" --device "${DEVICE:-cuda}" --out "$run/analysis"
+  [ -f "$run/formats/results.md" ] ||
+    CUDA_VISIBLE_DEVICES=$g "$BUILD/nibble" analyze formats --checkpoint "$ck" --out "$run/formats"
+  if [ -f "$run/stats.jsonl" ] && [ ! -f "$run/stats/results.md" ]; then
+    "$BUILD/nibble" analyze stats "$run" --out "$run/stats"
+  fi
+}
 worker() {
   local g=$1
   for job in ${queue[$g]}; do
     local left=$(( CALL_SECONDS - MARGIN - ($(date +%s) - T0) ))
     [ "$left" -gt 20 ] || return 0
-    CUDA_VISIBLE_DEVICES=$g "$BUILD/nibble" sweep "${common[@]}" --recipes "${job%%:*}" --seeds "${job##*:}" \
+    local r=${job%%:*} s=${job##*:}
+    CUDA_VISIBLE_DEVICES=$g "$BUILD/nibble" sweep "${common[@]}" --recipes "$r" --seeds "$s" \
       --time-limit "$(awk -v s="$left" 'BEGIN { printf "%.3f", s / 60 }')" >>"$OUT/gpu$g.log" 2>&1 ||
       echo "gpu $g: ${job} failed (see gpu$g.log)"
+    case ",${ANALYZE:-}," in
+      *",$r,"*) analyze_run "$g" "$SWEEP/runs/$r-seed$s" >>"$OUT/analyze$g.log" 2>&1 || echo "gpu $g: analysis of $job failed" ;;
+    esac
   done
 }
 for ((g = 0; g < GPUS; ++g)); do
@@ -99,16 +121,22 @@ for ((g = 0; g < GPUS; ++g)); do
 done
 wait
 
-# The whole sweep's report, written only when every run has finished (--stop-after 0 trains nothing).
+# The whole sweep's report, written only when every run has finished (--stop-after 0 trains
+# nothing); the one-run reports the workers' sweeps left are not it.
+rm -f "$SWEEP"/results.* "$SWEEP"/*.svg
 "$BUILD/nibble" sweep "${common[@]}" --recipes "$RECIPES" --seeds "$SEEDS" --stop-after 0 >>"$OUT/summary.log" 2>&1
-cp "$SWEEP"/results.* "$SWEEP"/*.svg "$OUT/sweep/" 2>/dev/null
+# Back to this machine: the summary and each run's small files, in the sweep's own layout (a
+# tarball: the device returns few files); checkpoints stay.
+files=()
+for f in "$SWEEP"/results.* "$SWEEP"/*.svg; do [ -f "$f" ] && files+=("${f#$SWEEP/}"); done
 for r in "$SWEEP"/runs/*; do
   [ -d "$r" ] || continue
   n=$(basename "$r")
-  cp "$r/config.json" "$OUT/sweep/$n.config.json" 2>/dev/null
-  cp "$r/metrics.jsonl" "$OUT/sweep/$n.metrics.jsonl" 2>/dev/null
+  for f in config.json metrics.jsonl stats.jsonl final/trainer.json; do
+    [ -f "$r/$f" ] && files+=("runs/$n/$f")
+  done
+  for a in analysis formats stats; do [ -d "$r/$a" ] && files+=("runs/$n/$a"); done
   if [ -f "$r/final/trainer.json" ]; then
-    cp "$r/final/trainer.json" "$OUT/sweep/$n.final.trainer.json"
     state=finished
   else
     state="at $(tail -1 "$r/metrics.jsonl" 2>/dev/null | sed -E 's/.*"step":([0-9]+).*/step \1/')"
@@ -118,6 +146,8 @@ for r in "$SWEEP"/runs/*; do
   for c in "$r"/step_*; do [ -d "$c" ] && [ "$(basename "$c")" != "$latest" ] && rm -rf "$c"; done
   echo "$n: $state"
 done
-[ -f "$OUT/sweep/results.md" ] && sed -n '/^| recipe/,/^$/p' "$OUT/sweep/results.md"
+[ ${#files[@]} -gt 0 ] && tar czf "$OUT/study.tgz" -C "$SWEEP" "${files[@]}"
+(cd "$OUT" && tar czf logs.tgz *.log && rm -f *.log)
+[ -f "$SWEEP/results.md" ] && sed -n '/^| recipe/,/^$/p' "$SWEEP/results.md"
 echo "call: $(( $(date +%s) - T0 )) s"
 exit 0

@@ -61,6 +61,11 @@ SweepRun read_run(const std::string& recipe, uint64_t seed, const std::string& d
   r.recipe = recipe;
   r.seed = seed;
   r.dir = dir;
+  const fs::path config = fs::path(dir) / "config.json";
+  if (fs::exists(config)) {
+    const Json c = Json::parse(read_file(config.string()), config.string());
+    if (c.contains("device") && c.at("device").is_string()) r.device = c.at("device").as_string();
+  }
   const report::MetricsLog log = report::read_metrics_jsonl((fs::path(dir) / "metrics.jsonl").string());
   const std::vector<double> step = log.column("step"), tokens = log.column("tokens"), train = log.column("loss_avg"),
                             val = log.column("val_loss"), tps = log.column("tokens_per_s");
@@ -197,11 +202,17 @@ void write_sweep_report(const SweepConfig& cfg, const SweepResult& r) {
   const TrainConfig& b = cfg.base;
   std::string seeds;
   for (uint64_t s : cfg.seeds) seeds += (seeds.empty() ? "" : ", ") + std::to_string(s);
+  // the device the runs trained on (a summary may be written elsewhere, from copied runs)
+  std::string device;
+  for (const SweepRun& run : r.runs)
+    if (!run.device.empty() && device.find("`" + run.device + "`") == std::string::npos)
+      device += (device.empty() ? "" : ", ") + ("`" + run.device + "`");
+  if (device.empty()) device = "`" + b.device + "`";
   std::string md = "# Recipe sweep\n\n";
   md += "Model `" + b.model.name + "`, " + std::to_string(b.steps) + " steps × " + std::to_string(b.batch) + " × " +
         std::to_string(b.seq) + " tokens = " + fmt_si(static_cast<double>(b.steps * b.tokens_per_step())) +
         " tokens per run, data `" + (b.data_dir.empty() ? (b.text_file.empty() ? "embedded corpus" : b.text_file) : b.data_dir) +
-        "`, seeds " + seeds + ", device `" + b.device + "`. Every recipe starts from the same initialization and reads " +
+        "`, seeds " + seeds + ", device " + device + ". Every recipe starts from the same initialization and reads " +
         "the same batches (both follow the seed). Loss: cross-entropy in nats/token; train = mean over the last log " +
         "window; val = the final evaluation. ± = max − min over seeds. Gap = (recipe − bf16) / bf16.\n\n";
   if (!r.complete) md += "**Incomplete:** some runs have not finished; the table shows the finished ones.\n\n";

@@ -78,6 +78,7 @@ TEST(Sweep, ComparesEveryRecipeWithBf16FromTheRunsOwnLogs) {
   const std::string md = read_file(s.out + "/results.md");
   EXPECT_NE(md.find("| nvfp4"), std::string::npos) << md;
   EXPECT_NE(md.find("val gap to bf16"), std::string::npos);
+  EXPECT_NE(md.find("device `cpu`"), std::string::npos) << md;  // read back from the runs' config.json
   for (const char* f : {"loss.svg", "val_loss.svg", "gap.svg"}) EXPECT_TRUE(fs::exists(s.out + "/" + f)) << f;
 }
 

@@ -35,6 +35,7 @@ int run_sweep(const std::vector<std::string>& argv) {
   a.option("log-every", "N", "log a metrics row every N steps", "10");
   a.option("eval-every", "N", "validation loss every N steps", "100");
   a.option("eval-batches", "N", "validation batches per evaluation", "8");
+  a.option("stats-every", "N", "each run logs SPEC §6 statistics of every layer's X, W, dY every N steps (stats.jsonl)", "0");
   a.option("save-every", "N", "checkpoint every N steps (what a stopped sweep resumes from)", "500");
   a.option("device", "D", "cpu | cuda | auto (default $NIBBLE_DEVICE or auto)", default_device());
   a.option("out", "DIR", "sweep directory");
@@ -65,6 +66,7 @@ int run_sweep(const std::vector<std::string>& argv) {
   c.log_every = a.integer("log-every");
   c.eval_every = a.integer("eval-every");
   c.eval_batches = a.integer("eval-batches");
+  c.stats_every = a.integer("stats-every");
   c.save_every = a.integer("save-every");
   c.device = resolve_device(a.choice("device", {"cpu", "cuda", "auto"}));
   s.recipes = split_list(a.str("recipes"));

@@ -36,6 +36,7 @@ struct SweepRun {
   std::string recipe;
   uint64_t seed = 0;
   std::string dir;
+  std::string device;  // as the run's config.json records it ("" when absent)
   int64_t steps = 0;
   double tokens = 0;
   double final_train_loss = 0;  // loss_avg of the last logged window

@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Merges the study.tgz tarballs that scripts/study-sweep.sh brings back from device calls (several
+# calls or sessions of one sweep) into one sweep directory DEST and writes its report there with
+# `nibble sweep --stop-after 0` (which trains nothing: it reads the runs' metrics.jsonl).
+# Tarballs are applied in the order given, so list them oldest first: a later call's copy of a run
+# has more of it.
+#
+#   bash scripts/study-collect.sh DEST MODEL TOKENS RECIPES SEEDS study.tgz...
+#   e.g. bash scripts/study-collect.sh docs/study/124m-100M 124m 100000000 bf16,nvfp4 1,2 /work/.device/*/study.tgz
+# The sweep options (batch, seq, lr) must be those of the device calls: BATCH, SEQ, LR as there.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+DEST=${1:?dest}; MODEL=${2:?model}; TOKENS=${3:?tokens}; RECIPES=${4:?recipes}; SEEDS=${5:?seeds}
+shift 5
+[ $# -ge 1 ] || { echo "give at least one study.tgz" >&2; exit 2; }
+NIBBLE=${NIBBLE:-build-main/nibble}
+[ -x "$NIBBLE" ] || { echo "no $NIBBLE: build nibble first (or set NIBBLE)" >&2; exit 2; }
+mkdir -p "$DEST"
+for t in "$@"; do tar xzf "$t" -C "$DEST" --exclude 'results.*' --exclude '*.svg'; done
+"$NIBBLE" sweep --model "$MODEL" --data /tmp/study-data --tokens "$TOKENS" --batch "${BATCH:-16}" --seq "${SEQ:-1024}" \
+  --lr "${LR:-6e-4}" --recipes "$RECIPES" --seeds "$SEEDS" --stop-after 0 --device cpu --out "$DEST" --quiet
+if [ -f "$DEST/results.md" ]; then
+  sed -n '/^| recipe/,/^$/p' "$DEST/results.md"
+else
+  echo "not every run of $RECIPES × seeds $SEEDS has finished: no report written"
+  ls "$DEST/runs"
+fi
