@@ -4,6 +4,8 @@
 //   key = (seed & 0xffffffff, seed >> 32)
 //   counter for element i = (floor(i/4) low, floor(i/4) high, stream, 0), word = out[i % 4]
 //   u = (word >> 8) * 2^-24  (uniform in [0, 1)),  RHT sign = (word & 1) ? -1 : +1
+#include <math.h>
+
 #include <cstdint>
 
 #include "nibble/hd.hpp"
@@ -50,6 +52,18 @@ NIBBLE_HD float philox_uniform_from_word(uint32_t w) {
 NIBBLE_HD float philox_uniform(uint64_t seed, uint32_t stream, uint64_t i) {
   return philox_uniform_from_word(philox_word(seed, stream, i));
 }
+// A standard normal: Box–Muller in float64 on elements 2i and 2i+1 of the stream (one Philox
+// group). The same expression on host and device; the float64 log/cos of the host's libm and of
+// CUDA may differ in the last place (rarely visible once a draw is rounded to float).
+NIBBLE_HD double philox_normal_hd(uint64_t seed, uint32_t stream, uint64_t i) {
+  const uint64_t e = 2 * i;
+  const Philox4 g = philox_group(seed, stream, e >> 2);
+  const double u1 = philox_uniform_from_word(g.v[e & 3]);        // [0, 1)
+  const double u2 = philox_uniform_from_word(g.v[(e + 1) & 3]);  // [0, 1)
+  // Guard u1 = 0: 1 - u1 lies in [2^-24, 1], so the logarithm is finite.
+  return sqrt(-2.0 * log(1.0 - u1)) * cos(2.0 * 3.14159265358979323846 * u2);
+}
+
 NIBBLE_HD float philox_sign(uint64_t seed, uint32_t stream, uint64_t i) {
   return (philox_word(seed, stream, i) & 1u) ? -1.0f : 1.0f;
 }

@@ -11,19 +11,42 @@
 namespace nibble {
 namespace {
 
+// Models have up to hundreds of millions of weights: the vector operations run in parallel
+// (OpenMP). A dot product sums fixed chunks of 2^16 in order and then the chunk sums in order,
+// so its value does not depend on the number of threads.
+constexpr int64_t kChunk = int64_t(1) << 16;
+
 double dot(const std::vector<double>& a, const std::vector<double>& b) {
+  const auto n = static_cast<int64_t>(a.size());
+  const int64_t chunks = (n + kChunk - 1) / kChunk;
+  std::vector<double> part(static_cast<size_t>(chunks), 0.0);
+#pragma omp parallel for schedule(static) if (chunks > 4)
+  for (int64_t c = 0; c < chunks; ++c) {
+    double s = 0;
+    for (int64_t i = c * kChunk; i < std::min(n, (c + 1) * kChunk); ++i) s += a[i] * b[i];
+    part[static_cast<size_t>(c)] = s;
+  }
   double s = 0;
-  for (size_t i = 0; i < a.size(); ++i) s += a[i] * b[i];
+  for (double x : part) s += x;
   return s;
 }
 double norm(const std::vector<double>& a) { return std::sqrt(dot(a, a)); }
 void axpy(double a, const std::vector<double>& x, std::vector<double>& y) {
-  for (size_t i = 0; i < y.size(); ++i) y[i] += a * x[i];
+  const auto n = static_cast<int64_t>(y.size());
+#pragma omp parallel for schedule(static) if (n >= 4 * kChunk)
+  for (int64_t i = 0; i < n; ++i) y[i] += a * x[i];
+}
+void scale(std::vector<double>& x, double a) {  // x ← x / a
+  const auto n = static_cast<int64_t>(x.size());
+#pragma omp parallel for schedule(static) if (n >= 4 * kChunk)
+  for (int64_t i = 0; i < n; ++i) x[i] /= a;
 }
 
 std::vector<double> rademacher(size_t n, uint64_t seed, uint32_t stream) {
   std::vector<double> z(n);
-  for (size_t i = 0; i < n; ++i) z[i] = philox_sign(seed, stream, i);
+  const auto m = static_cast<int64_t>(n);
+#pragma omp parallel for schedule(static) if (m >= 4 * kChunk)
+  for (int64_t i = 0; i < m; ++i) z[i] = philox_sign(seed, stream, static_cast<uint64_t>(i));
   return z;
 }
 
@@ -39,7 +62,9 @@ std::vector<double> hvp(const HessianProblem& p, const std::vector<double>& v) {
   axpy(-h, v, wm);
   const std::vector<double> gp = p.grad(wp), gm = p.grad(wm);
   std::vector<double> out(v.size());
-  for (size_t i = 0; i < v.size(); ++i) out[i] = (gp[i] - gm[i]) / (2 * h);
+  const auto n = static_cast<int64_t>(v.size());
+#pragma omp parallel for schedule(static) if (n >= 4 * kChunk)
+  for (int64_t i = 0; i < n; ++i) out[i] = (gp[i] - gm[i]) / (2 * h);
   return out;
 }
 
@@ -53,8 +78,7 @@ EigenResult top_eigen(const HessianProblem& p, int k, int max_iters, double tol,
       for (const auto& u : r.vectors) axpy(-dot(u, x), u, x);
     };
     deflate(v);
-    double nv = norm(v);
-    for (double& x : v) x /= nv;
+    scale(v, norm(v));
     double lambda = 0;
     int it = 0;
     for (; it < max_iters; ++it) {
@@ -64,7 +88,7 @@ EigenResult top_eigen(const HessianProblem& p, int k, int max_iters, double tol,
       const double nh = norm(hv);
       if (nh == 0) { lambda = 0; break; }
       std::vector<double> next = hv;
-      for (double& x : next) x /= nh;
+      scale(next, nh);
       // a negative eigenvalue flips the vector each step: compare up to sign
       const double change = std::min(norm([&] { auto d = next; axpy(-1, v, d); return d; }()),
                                      norm([&] { auto d = next; axpy(1, v, d); return d; }()));
@@ -88,6 +112,25 @@ double hutchinson_trace(const HessianProblem& p, int probes, uint64_t seed) {
     s += dot(z, hvp(p, z));
   }
   return s / probes;
+}
+
+SpectrumShares spectrum_shares(const SpectralDensity& d, double rel_tol) {
+  SpectrumShares s;
+  if (d.nodes.empty()) return s;
+  double ref = 0;
+  for (const auto& th : d.nodes)
+    for (double x : th) ref = std::max(ref, std::fabs(x));
+  s.tolerance = rel_tol * ref;
+  const double probes = static_cast<double>(d.nodes.size());
+  for (size_t p = 0; p < d.nodes.size(); ++p)
+    for (size_t i = 0; i < d.nodes[p].size(); ++i) {
+      const double x = d.nodes[p][i], w = d.weights[p][i] / probes;
+      if (x < -s.tolerance) s.negative += w;
+      else if (x > s.tolerance) s.positive += w;
+      else s.near_zero += w;
+      if (x < 0) s.negative_any += w;
+    }
+  return s;
 }
 
 void symmetric_eigen(std::vector<double> a, int n, std::vector<double>& values, std::vector<double>& vectors) {
@@ -142,7 +185,7 @@ SpectralDensity slq_density(const HessianProblem& p, int probes, int steps, int 
   for (int pr = 0; pr < probes; ++pr) {
     std::vector<double> v = rademacher(n, seed, static_cast<uint32_t>(5000 + pr));
     const double nv = norm(v);
-    for (double& x : v) x /= nv;
+    scale(v, nv);
     std::vector<std::vector<double>> basis = {v};
     std::vector<double> alpha, beta;
     for (int j = 0; j < m; ++j) {
@@ -155,7 +198,7 @@ SpectralDensity slq_density(const HessianProblem& p, int probes, int steps, int 
       const double bnorm = norm(w);
       if (j + 1 == m || bnorm < 1e-12) break;
       beta.push_back(bnorm);
-      for (double& x : w) x /= bnorm;
+      scale(w, bnorm);
       basis.push_back(w);
     }
     const int k = static_cast<int>(alpha.size());

@@ -17,6 +17,7 @@
 #include "nibble/report/markdown.hpp"
 #include "nibble/report/svg_plot.hpp"
 #include "nibble/train/checkpoint.hpp"
+#include "nibble/train/engine.hpp"
 #include "nibble/train/train_config.hpp"
 
 namespace nibble {
@@ -25,8 +26,8 @@ namespace fs = std::filesystem;
 HessianProblem checkpoint_hessian_problem(const HessianConfig& cfg, Json& info) {
   const std::string ck = resolve_checkpoint_dir(cfg.checkpoint);
   const TrainConfig tc = TrainConfig::from_json(read_checkpoint_config(ck), ck + "/config.json");
-  auto model = std::make_shared<Transformer<double>>(tc.model);
-  const Checkpoint c = load_checkpoint(ck, model->params(), false);
+  const std::vector<ParamInfo> params = transformer_param_layout(tc.model);
+  const Checkpoint c = load_checkpoint(ck, params, false);
   const std::unique_ptr<Tokenizer> tok = make_tokenizer(tc.model.tokenizer);
   const bool own = cfg.data_dir.empty() && cfg.text_file.empty();
   const std::string data_dir = own ? tc.data_dir : cfg.data_dir, text = own ? tc.text_file : cfg.text_file;
@@ -41,17 +42,46 @@ HessianProblem checkpoint_hessian_problem(const HessianConfig& cfg, Json& info) 
   HessianProblem p;
   p.eps = 1e-4;
   QuantizedPoint qp;
-  const bool quantized = quantized_point(ck, model->params(), c.weights, cfg.bits, cfg.quantizer, qp);
+  const bool quantized = quantized_point(ck, params, c.weights, cfg.bits, cfg.quantizer, qp);
   const std::vector<float>& at = quantized ? qp.w_hat : c.weights;
   p.w.assign(at.begin(), at.end());
-  auto loss_grad = [model, b](const std::vector<double>& w) {
-    std::copy(w.begin(), w.end(), model->weights());
-    model->zero_grad();
-    StepContext ctx;
-    model->forward(b.inputs.data(), b.targets.data(), b.batch_size, b.seq_len, ctx);
-    model->backward(ctx);
-    return std::vector<double>(model->grads(), model->grads() + model->num_params());
-  };
+  GradientFn loss_grad;
+  const std::string device = resolve_device(cfg.device);
+  info["device"] = device;
+  if (device == "cpu") {
+    auto model = std::make_shared<Transformer<double>>(tc.model);
+    loss_grad = [model, b](const std::vector<double>& w) {
+      std::copy(w.begin(), w.end(), model->weights());
+      model->zero_grad();
+      StepContext ctx;
+      model->forward(b.inputs.data(), b.targets.data(), b.batch_size, b.seq_len, ctx);
+      model->backward(ctx);
+      return std::vector<double>(model->grads(), model->grads() + model->num_params());
+    };
+  } else {
+    std::shared_ptr<TrainEngine> engine = make_engine(device, tc.model, EngineOptions{"fp32", "fp32"});
+    engine->set_recipe(Recipe::preset("fp32"));  // quantization bypassed, as on the CPU
+    loss_grad = [engine, b](const std::vector<double>& w) {
+      const auto n = static_cast<int64_t>(w.size());
+      std::vector<float> wf(w.size());
+#pragma omp parallel for schedule(static)
+      for (int64_t i = 0; i < n; ++i) wf[i] = static_cast<float>(w[i]);
+      engine->set_weights(wf.data());
+      engine->zero_grad();
+      StepContext ctx;
+      engine->forward(b.inputs.data(), b.targets.data(), b.batch_size, b.seq_len, ctx);
+      engine->backward(ctx);
+      std::vector<float> g(wf.size());
+      engine->get_gradients(g.data());
+      std::vector<double> gd(g.size());
+#pragma omp parallel for schedule(static)
+      for (int64_t i = 0; i < n; ++i) gd[i] = g[i];
+      return gd;
+    };
+    double sq = 0;
+    for (double x : p.w) sq += x * x;
+    p.eps = 1e-4 * std::sqrt(sq);  // float weights: a step well above their resolution
+  }
   if (!quantized) {
     p.grad = loss_grad;
   } else {
@@ -85,9 +115,11 @@ Json hessian_spectrum(const HessianConfig& cfg) {
   for (double v : top.values) tv.push_back(v);
   out["top_eigenvalues"] = tv;
   out["trace"] = hutchinson_trace(p, cfg.probes, cfg.seed);
+  const bool gpu = out.at("device").as_string() != "cpu";
   std::string md = "# Hessian spectrum of " + ck + "\n\nTraining loss on " + std::to_string(tokens) + " tokens, all " +
-                   std::to_string(p.w.size()) +
-                   " weights, float64 (quantization bypassed), Hessian-vector products by central differences.\n\n";
+                   std::to_string(p.w.size()) + " weights, " +
+                   (gpu ? "the GPU engine in fp32 (gradients in float, vectors in float64)" : "float64") +
+                   " (quantization bypassed), Hessian-vector products by central differences.\n\n";
   if (const Json* q = out.find("quantized")) {
     char buf[256];
     std::snprintf(buf, sizeof buf,
@@ -103,18 +135,23 @@ Json hessian_spectrum(const HessianConfig& cfg) {
   t.add_row({"trace (Hutchinson, " + std::to_string(cfg.probes) + " probes)", report::fmt_sig(out.at("trace").as_double(), 5)});
   if (cfg.density) {
     const SpectralDensity d = slq_density(p, cfg.probes, cfg.steps, 300, 0.01, cfg.seed);
-    double neg = 0;
-    for (size_t pr = 0; pr < d.nodes.size(); ++pr)
-      for (size_t i = 0; i < d.nodes[pr].size(); ++i)
-        if (d.nodes[pr][i] < 0) neg += d.weights[pr][i] / static_cast<double>(d.nodes.size());
-    out["negative_mass"] = neg;
+    const SpectrumShares sh = spectrum_shares(d, 0.01);
+    out["negative_mass"] = sh.negative;
+    out["near_zero_mass"] = sh.near_zero;
+    out["positive_mass"] = sh.positive;
+    out["negative_mass_any"] = sh.negative_any;
+    out["zero_tolerance"] = sh.tolerance;
     Json dj = Json::object(), g = Json::array(), v = Json::array();
     for (double x : d.grid) g.push_back(x);
     for (double x : d.density) v.push_back(x);
     dj["grid"] = g;
     dj["values"] = v;
     out["density"] = dj;
-    t.add_row({"share of spectral mass below 0 (SLQ)", report::fmt_percent(neg, 2)});
+    const std::string tol = report::fmt_sig(sh.tolerance, 3);
+    t.add_row({"spectral mass below −" + tol + " (SLQ; 1% of the largest |Ritz value|)", report::fmt_percent(sh.negative, 2)});
+    t.add_row({"spectral mass within ±" + tol, report::fmt_percent(sh.near_zero, 2)});
+    t.add_row({"spectral mass above " + tol, report::fmt_percent(sh.positive, 2)});
+    t.add_row({"spectral mass below 0 (any)", report::fmt_percent(sh.negative_any, 2)});
     if (!cfg.out.empty()) {
       fs::create_directories(cfg.out);
       report::PlotOptions o;

@@ -1,5 +1,6 @@
 #include "nibble/qat/qat_model.hpp"
 
+#include <algorithm>
 #include <cmath>
 #include <filesystem>
 
@@ -10,6 +11,25 @@ namespace nibble {
 
 bool is_qat_projection(const ParamInfo& p) {
   return p.shape.size() == 2 && (p.name.find(".self_attn.") != std::string::npos || p.name.find(".mlp.") != std::string::npos);
+}
+
+QatLayout make_qat_layout(const QatSpec& spec, const std::vector<ParamInfo>& params) {
+  QatLayout l;
+  l.spec = spec;
+  for (const ParamInfo& p : params) {
+    l.tensors.push_back({p.offset, p.numel, p.decay});
+    l.num_params = std::max(l.num_params, p.offset + p.numel);
+    if (!is_qat_projection(p)) continue;
+    QatLayout::Projection q;
+    q.offset = p.offset;
+    q.rows = p.shape[0];
+    q.cols = p.shape[1];
+    q.alpha_offset = l.num_scales;
+    q.alpha_count = q.rows * spec.groups_per_row(q.cols);
+    l.projections.push_back(q);
+    l.num_scales += q.alpha_count;
+  }
+  return l;
 }
 
 QatSpec qat_spec_from_json(const Json& j) {

@@ -1,6 +1,7 @@
-// nibble qat (see qat_trainer.hpp). CPU engine; the CUDA path comes with the QAT issue's rest.
+// nibble qat (see qat_trainer.hpp): the loop; the QAT math is a QatState on the engine's device.
 #include "nibble/qat/qat_trainer.hpp"
 
+#include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
@@ -15,7 +16,7 @@
 #include "nibble/nn/model.hpp"
 #include "nibble/ops/ops.hpp"
 #include "nibble/qat/qat_model.hpp"
-#include "nibble/quant/spectral.hpp"  // philox_normal
+#include "nibble/qat/qat_state.hpp"
 #include "nibble/report/metrics.hpp"
 #include "nibble/report/svg_plot.hpp"
 #include "nibble/safetensors.hpp"
@@ -26,11 +27,6 @@ namespace nibble {
 namespace fs = std::filesystem;
 
 namespace {
-
-struct QuantParam {
-  const ParamInfo* p;
-  int64_t rows, cols, alpha_offset, alpha_count;
-};
 
 Tensor tensor_of(const float* data, Shape shape) {
   Tensor t(shape, DType::F32);
@@ -48,8 +44,9 @@ QatResult run_qat(const QatConfig& qc, bool quiet) {
   cfg.recipe = Recipe::preset("bf16");  // the GEMMs of the (fake-quantized) model
   cfg.validate();
   if (qc.winq && qc.reset_every < 1) fail("--winq-reset must be >= 1");
-  // The engine runs forward and backward of the fake-quantized model (CPU or CUDA); the QAT math
-  // (Ŵ, the straight-through backward, AdamW of W and α, WinQ) runs on the host either way.
+  // The engine runs forward and backward of the fake-quantized model; the QAT math (Ŵ, the
+  // straight-through backward, AdamW of W and α, WinQ) runs beside it: on the host for the CPU
+  // engine, in device memory next to the CUDA engine's weights.
   const std::unique_ptr<TrainEngine> engine = make_engine(qc.train.device, cfg.model);
   TrainEngine& model = *engine;
   model.set_recipe(cfg.recipe);
@@ -59,21 +56,27 @@ QatResult run_qat(const QatConfig& qc, bool quiet) {
     model.cpu_model()->set_activation_bits(qc.act_bits);
   }
   const Checkpoint base_ck = load_checkpoint(ck, model.params(), false);
-  std::vector<float> w = base_ck.weights;  // latent fp32 weights
+  const QatLayout layout = make_qat_layout(qc.spec, model.params());
   const int64_t np = model.num_params();
-  std::vector<float> what(static_cast<size_t>(np));  // Ŵ: what the engine runs
-  std::vector<float> grads(static_cast<size_t>(np));  // dL/dŴ from the engine
-
-  std::vector<QuantParam> qps;
-  int64_t na = 0;
-  for (const ParamInfo& p : model.params())
-    if (is_qat_projection(p)) {
-      const int64_t rows = p.shape[0], cols = p.shape[1], cnt = rows * qc.spec.groups_per_row(cols);
-      qps.push_back({&p, rows, cols, na, cnt});
-      na += cnt;
-    }
-  std::vector<float> alpha(static_cast<size_t>(na));
-  for (const QuantParam& q : qps) qat_init_scales(qc.spec, w.data() + q.p->offset, q.rows, q.cols, alpha.data() + q.alpha_offset);
+  float* const device_w = model.device_weights();
+  const bool on_gpu = device_w != nullptr;
+  const std::unique_ptr<QatState> state =
+      on_gpu ? make_cuda_qat_state(layout, model.device_stream()) : make_cpu_qat_state(layout);
+  std::vector<float> what(static_cast<size_t>(np));   // Ŵ on the host (the CPU engine's input; checkpoints)
+  std::vector<float> grads;                           // dL/dŴ on the host (the CPU engine)
+  if (!on_gpu) grads.resize(static_cast<size_t>(np));
+  {
+    QatHostState init;
+    init.w = base_ck.weights;  // latent fp32 weights
+    init.alpha.assign(static_cast<size_t>(layout.num_scales), 0.0f);
+    for (const auto& q : layout.projections)
+      qat_init_scales(qc.spec, init.w.data() + q.offset, q.rows, q.cols, init.alpha.data() + q.alpha_offset);
+    init.m_w.assign(static_cast<size_t>(np), 0.0f);
+    init.v_w.assign(static_cast<size_t>(np), 0.0f);
+    init.m_alpha.assign(init.alpha.size(), 0.0f);
+    init.v_alpha.assign(init.alpha.size(), 0.0f);
+    state->set(init);
+  }
 
   const std::unique_ptr<Tokenizer> tok = make_tokenizer(cfg.model.tokenizer);
   const TokenDataset ds = open_run_data(cfg.data_dir, cfg.text_file, *tok, cfg.val_fraction);
@@ -81,15 +84,17 @@ QatResult run_qat(const QatConfig& qc, bool quiet) {
   DataLoader train_loader(ds.train, cfg.batch, cfg.seq, cfg.seed, true);
   DataLoader val_loader(ds.val, cfg.batch, cfg.seq, cfg.seed, false);
 
-  // Ŵ into the model: projections quantized from (wsrc, asrc), the rest copied
-  auto load_quantized = [&](const std::vector<float>& wsrc, const std::vector<float>& asrc) {
-    std::copy(wsrc.begin(), wsrc.end(), what.begin());
-    for (const QuantParam& q : qps)
-      qat_forward(qc.spec, wsrc.data() + q.p->offset, asrc.data() + q.alpha_offset, q.rows, q.cols, what.data() + q.p->offset);
-    model.set_weights(what.data());
+  // Ŵ into the engine, at (W, α) or at WinQ's noisy point
+  auto load_quantized = [&](const QatNoise& noise) {
+    if (on_gpu) {
+      state->quantized_weights(noise, device_w);
+    } else {
+      state->quantized_weights(noise, what.data());
+      model.set_weights(what.data());
+    }
   };
   auto evaluate = [&]() {
-    load_quantized(w, alpha);
+    load_quantized(QatNoise{});
     val_loader.reset();
     double s = 0;
     StepContext ctx;
@@ -115,32 +120,31 @@ QatResult run_qat(const QatConfig& qc, bool quiet) {
     ws["reset_a"] = qc.reset_a;
     spec["winq_settings"] = ws;
   }
-  // AdamW moments and gradients of W and α (assign(): GCC 12 warns falsely on the sized constructors here)
-  std::vector<float> mw, vw, ma, va, gw, ga;
-  mw.assign(static_cast<size_t>(np), 0.0f);
-  vw.assign(static_cast<size_t>(np), 0.0f);
-  gw.assign(static_cast<size_t>(np), 0.0f);
-  ma.assign(alpha.size(), 0.0f);
-  va.assign(alpha.size(), 0.0f);
-  ga.assign(alpha.size(), 0.0f);
-
   // A checkpoint: Ŵ as the model (what eval measures), W's AdamW state as the optimizer, and in
   // qat.safetensors the latent W, α and α's AdamW state; written atomically.
   Json cj = cfg.to_json();
+  // The projections' parameter names, in layout order.
+  std::vector<const ParamInfo*> projection_params;
+  for (const ParamInfo& p : model.params())
+    if (is_qat_projection(p)) projection_params.push_back(&p);
   auto save = [&](const std::string& name, int64_t step) {
-    load_quantized(w, alpha);
+    load_quantized(QatNoise{});
+    if (on_gpu) model.get_weights(what.data());
+    const QatHostState st = state->get();
     SafeTensors latent;
-    for (const ParamInfo& p : model.params()) latent.add("latent." + p.name, tensor_of(w.data() + p.offset, p.shape));
-    for (const QuantParam& q : qps) {
+    for (const ParamInfo& p : model.params()) latent.add("latent." + p.name, tensor_of(st.w.data() + p.offset, p.shape));
+    for (size_t i = 0; i < layout.projections.size(); ++i) {
+      const auto& q = layout.projections[i];
+      const std::string& pname = projection_params[i]->name;
       const Shape sh{q.rows, q.alpha_count / q.rows};
-      latent.add("scale." + q.p->name, tensor_of(alpha.data() + q.alpha_offset, sh));
-      latent.add("adam_m.scale." + q.p->name, tensor_of(ma.data() + q.alpha_offset, sh));
-      latent.add("adam_v.scale." + q.p->name, tensor_of(va.data() + q.alpha_offset, sh));
+      latent.add("scale." + pname, tensor_of(st.alpha.data() + q.alpha_offset, sh));
+      latent.add("adam_m.scale." + pname, tensor_of(st.m_alpha.data() + q.alpha_offset, sh));
+      latent.add("adam_v.scale." + pname, tensor_of(st.v_alpha.data() + q.alpha_offset, sh));
     }
     latent.metadata["qat"] = spec.dump();
     OptimizerState opt;
-    opt.m = mw;
-    opt.v = vw;
+    opt.m = st.m_w;
+    opt.v = st.v_w;
     opt.step = step;
     Json trainer = Json::object();
     trainer["step"] = step;
@@ -168,19 +172,25 @@ QatResult run_qat(const QatConfig& qc, bool quiet) {
     if (const Json* wq = saved.find("winq_settings"); wq && wq->dump() != spec.at("winq_settings").dump())
       fail(dir, ": the QAT run's WinQ settings were ", wq->dump(), "; this resume asks for ", spec.at("winq_settings").dump());
     const SafeTensors lat = read_safetensors((fs::path(dir) / "qat.safetensors").string());
+    QatHostState st = state->get();
     for (const ParamInfo& p : model.params()) {
       const Tensor t = lat.get("latent." + p.name).to_f32();
-      std::copy(t.data<float>(), t.data<float>() + p.numel, w.begin() + p.offset);
+      if (t.numel() != p.numel) fail(dir, ": 'latent.", p.name, "' has ", t.numel(), " values, the model ", p.numel);
+      std::copy(t.data<float>(), t.data<float>() + p.numel, st.w.begin() + p.offset);
     }
-    for (const QuantParam& q : qps)
-      for (const auto& [prefix, dst] : {std::pair<std::string, std::vector<float>*>{"scale.", &alpha},
-                                        {"adam_m.scale.", &ma}, {"adam_v.scale.", &va}}) {
-        const Tensor t = lat.get(prefix + q.p->name).to_f32();
-        if (t.numel() != q.alpha_count) fail(dir, ": '", prefix, q.p->name, "' has ", t.numel(), " values");
+    for (size_t i = 0; i < layout.projections.size(); ++i) {
+      const auto& q = layout.projections[i];
+      const std::string& pname = projection_params[i]->name;
+      for (const auto& [prefix, dst] : {std::pair<std::string, std::vector<float>*>{"scale.", &st.alpha},
+                                        {"adam_m.scale.", &st.m_alpha}, {"adam_v.scale.", &st.v_alpha}}) {
+        const Tensor t = lat.get(prefix + pname).to_f32();
+        if (t.numel() != q.alpha_count) fail(dir, ": '", prefix, pname, "' has ", t.numel(), " values");
         std::copy(t.data<float>(), t.data<float>() + t.numel(), dst->begin() + q.alpha_offset);
       }
-    mw = ckp.opt.m;
-    vw = ckp.opt.v;
+    }
+    st.m_w = ckp.opt.m;
+    st.v_w = ckp.opt.v;
+    state->set(st);
     start = ckp.trainer.at("step").as_int64();
     train_loader.restore(LoaderState::from_json(ckp.trainer.at("loader")));
     if (!quiet) std::printf("nibble qat: resuming from %s at step %lld\n", dir.c_str(), static_cast<long long>(start));
@@ -201,26 +211,20 @@ QatResult run_qat(const QatConfig& qc, bool quiet) {
     row["tokens"] = 0.0;
     metrics.write(row);
   }
-  std::vector<float> wn = w, an = alpha;
   double window = 0;
   int64_t window_n = 0;
+  auto t_window = std::chrono::steady_clock::now();
   const int64_t end = qc.stop_after >= 0 ? std::min(cfg.steps, start + qc.stop_after) : cfg.steps;
   int64_t step = start;
   for (; step < end; ++step) {
     // the (noisy) point the gradient is taken at
-    wn = w;
-    an = alpha;
-    if (qc.winq) {
-      const uint32_t s = static_cast<uint32_t>(0x51000000u | (step & 0xFFFFFF));
-      for (const QuantParam& q : qps)
-        for (int64_t i = 0; i < q.rows * q.cols; ++i)
-          wn[static_cast<size_t>(q.p->offset + i)] += static_cast<float>(qc.noise_w * philox_normal(cfg.seed, s, static_cast<uint64_t>(q.p->offset + i)));
-      for (size_t i = 0; i < an.size(); ++i) {
-        an[i] += static_cast<float>(qc.noise_s * philox_normal(cfg.seed ^ 0x5CA1Eu, s, i));
-        an[i] = std::max(an[i], 1e-8f);  // a scale stays positive
-      }
-    }
-    load_quantized(wn, an);
+    QatNoise noise;
+    noise.on = qc.winq;
+    noise.sigma_w = qc.noise_w;
+    noise.sigma_s = qc.noise_s;
+    noise.seed = cfg.seed;
+    noise.stream = static_cast<uint32_t>(0x51000000u | (step & 0xFFFFFF));
+    load_quantized(noise);
     const Batch b = train_loader.next();
     StepContext ctx;
     ctx.seed = cfg.seed;
@@ -229,33 +233,24 @@ QatResult run_qat(const QatConfig& qc, bool quiet) {
     const double loss = model.forward(b.inputs.data(), b.targets.data(), b.batch_size, b.seq_len, ctx);
     if (!std::isfinite(loss)) fail("qat: step ", step, ": the loss is ", loss);
     model.backward(ctx);
-    model.get_gradients(grads.data());
-    std::copy(grads.begin(), grads.end(), gw.begin());
-    std::fill(ga.begin(), ga.end(), 0.0f);
-    for (const QuantParam& q : qps)
-      qat_backward(qc.spec, wn.data() + q.p->offset, an.data() + q.alpha_offset, q.rows, q.cols, grads.data() + q.p->offset,
-                   gw.data() + q.p->offset, ga.data() + q.alpha_offset);
-    const float* bufs[2] = {gw.data(), ga.data()};
-    const int64_t sizes[2] = {np, static_cast<int64_t>(ga.size())};
-    const double gnorm = ops::global_norm(bufs, sizes, 2);
-    if (!std::isfinite(gnorm)) fail("qat: step ", step, ": the gradient norm is ", gnorm);
-    const float clip = cfg.grad_clip > 0 && gnorm > cfg.grad_clip ? static_cast<float>(cfg.grad_clip / gnorm) : 1.0f;
-    if (clip != 1.0f) {
-      ops::scale_inplace(gw.data(), np, clip);
-      ops::scale_inplace(ga.data(), static_cast<int64_t>(ga.size()), clip);
+    const float* d_what = model.device_gradients();
+    if (!on_gpu) {
+      model.get_gradients(grads.data());
+      d_what = grads.data();
     }
+    const double gnorm = state->backward(d_what);
+    if (!std::isfinite(gnorm)) fail("qat: step ", step, ": the gradient norm is ", gnorm);
     const float lr = static_cast<float>(cfg.lr_at(step));
-    for (const ParamInfo& p : model.params())
-      ops::adamw_update(w.data() + p.offset, gw.data() + p.offset, mw.data() + p.offset, vw.data() + p.offset, p.numel, lr,
-                        static_cast<float>(cfg.beta1), static_cast<float>(cfg.beta2), static_cast<float>(cfg.eps),
-                        p.decay ? static_cast<float>(cfg.weight_decay) : 0.0f, step + 1);
-    if (!alpha.empty())
-      ops::adamw_update(alpha.data(), ga.data(), ma.data(), va.data(), static_cast<int64_t>(alpha.size()), lr,
-                        static_cast<float>(cfg.beta1), static_cast<float>(cfg.beta2), static_cast<float>(cfg.eps), 0.0f, step + 1);
-    for (float& a : alpha) a = std::max(a, 1e-8f);
-    if (qc.winq && (step + 1) % qc.reset_every == 0)
-      for (const QuantParam& q : qps)
-        winq_reset(qc.spec, w.data() + q.p->offset, alpha.data() + q.alpha_offset, q.rows, q.cols, qc.reset_a);
+    QatAdam adam;
+    adam.lr = lr;
+    adam.beta1 = static_cast<float>(cfg.beta1);
+    adam.beta2 = static_cast<float>(cfg.beta2);
+    adam.eps = static_cast<float>(cfg.eps);
+    adam.weight_decay = static_cast<float>(cfg.weight_decay);
+    adam.grad_scale = cfg.grad_clip > 0 && gnorm > cfg.grad_clip ? static_cast<float>(cfg.grad_clip / gnorm) : 1.0f;
+    adam.t = step + 1;
+    state->update(adam);
+    if (qc.winq && (step + 1) % qc.reset_every == 0) state->winq_reset(qc.reset_a);
     window += loss;
     ++window_n;
     const bool last = step + 1 == cfg.steps;
@@ -267,6 +262,8 @@ QatResult run_qat(const QatConfig& qc, bool quiet) {
       row["lr"] = lr;
       row["grad_norm"] = gnorm;
       row["tokens"] = static_cast<double>((step + 1) * cfg.tokens_per_step());
+      const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_window).count();
+      row["tokens_per_s"] = secs > 0 ? static_cast<double>(window_n * cfg.tokens_per_step()) / secs : 0.0;
       if (last || (cfg.eval_every > 0 && (step + 1) % cfg.eval_every == 0)) row["val_loss"] = res.final_val_loss = evaluate();
       metrics.write(row);
       if (!quiet) {
@@ -276,6 +273,7 @@ QatResult run_qat(const QatConfig& qc, bool quiet) {
       }
       window = 0;
       window_n = 0;
+      t_window = std::chrono::steady_clock::now();
     }
     if (!last && ((cfg.save_every > 0 && (step + 1) % cfg.save_every == 0) || step + 1 == end)) save(checkpoint_step_name(step + 1), step + 1);
   }

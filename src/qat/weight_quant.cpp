@@ -6,48 +6,13 @@
 #include <vector>
 
 #include "nibble/error.hpp"
+#include "nibble/qat/qat_scalar.hpp"
 
 namespace nibble {
 namespace {
 
-struct Levels {
-  // LSQ
-  double qn = 0, qp = 0;
-  // SEQ
-  double c = 0.99, n = 2, shift = 0.5;
-};
-
-Levels levels(const QatSpec& s) {
-  Levels l;
-  if (s.kind == QatQuantizer::LSQ) {
-    const int b = static_cast<int>(s.bits);
-    l.qn = -std::ldexp(1.0, b - 1);
-    l.qp = std::ldexp(1.0, b - 1) - 1.0;
-  } else if (s.bits == 2) {
-    l.n = 2.0;
-    l.shift = 0.5;
-  } else {
-    l.n = 1.5;
-    l.shift = 0.0;
-  }
-  return l;
-}
-
-// q(x) and whether x is inside the STE's pass-through region; ∂Ŵ/∂α in `dalpha`.
-double quantize_one(const QatSpec& s, const Levels& l, double x, bool& inside, double& dalpha) {
-  if (s.kind == QatQuantizer::LSQ) {
-    const double r = std::nearbyint(x);  // ties to even (default rounding mode)
-    inside = x >= l.qn && x <= l.qp;
-    const double q = std::clamp(r, l.qn, l.qp);
-    dalpha = inside ? r - x : q;
-    return q == 0.0 ? 0.0 : q;  // round(−0.3) is −0: store +0, as the integer code decodes
-  }
-  const double xc = std::clamp(x, -l.c, l.c);
-  const double q = (std::nearbyint(xc * l.n - l.shift) + l.shift) / l.n;
-  inside = std::fabs(x) <= l.c;
-  dalpha = inside ? q - x : (x > 0 ? 1.0 : -1.0) * (l.n - l.shift) / l.n;
-  return q == 0.0 ? 0.0 : q;
-}
+using Levels = QatLevels;
+Levels levels(const QatSpec& s) { return qat_levels_of(s, 1, 1); }
 
 // The integer behind q: LSQ the clamped level, SEQ round(clamp(x)·n − shift).
 int64_t level_of(const QatSpec& s, const Levels& l, double x) {
@@ -64,6 +29,24 @@ int64_t code_offset(const QatSpec& s, const Levels& l) {
 }
 
 }  // namespace
+
+QatLevels qat_levels_of(const QatSpec& s, int64_t rows, int64_t cols) {
+  QatLevels l;
+  l.lsq = s.kind == QatQuantizer::LSQ;
+  if (l.lsq) {
+    const int b = static_cast<int>(s.bits);
+    l.qn = -std::ldexp(1.0, b - 1);
+    l.qp = std::ldexp(1.0, b - 1) - 1.0;
+    l.grad_scale = 1.0 / std::sqrt(static_cast<double>(rows * cols) * l.qp);
+  } else if (s.bits == 2) {
+    l.n = 2.0;
+    l.shift = 0.5;
+  } else {
+    l.n = 1.5;
+    l.shift = 0.0;
+  }
+  return l;
+}
 
 int qat_levels(const QatSpec& s) {
   if (s.kind == QatQuantizer::LSQ) return 1 << static_cast<int>(s.bits);
@@ -132,20 +115,14 @@ void qat_forward(const QatSpec& s, const float* w, const float* alpha, int64_t r
   const int64_t gpr = s.groups_per_row(cols), g = cols / gpr;
   const Levels l = levels(s);
   for (int64_t r = 0; r < rows; ++r)
-    for (int64_t j = 0; j < cols; ++j) {
-      const double a = alpha[r * gpr + j / g];
-      bool inside;
-      double da;
-      const double q = quantize_one(s, l, w[r * cols + j] / a, inside, da);
-      w_hat[r * cols + j] = static_cast<float>(a * q);
-    }
+    for (int64_t j = 0; j < cols; ++j) w_hat[r * cols + j] = qat_fake_quant(l, w[r * cols + j], alpha[r * gpr + j / g]);
 }
 
 void qat_backward(const QatSpec& s, const float* w, const float* alpha, int64_t rows, int64_t cols,
                   const float* d_what, float* d_w, float* d_alpha) {
   const int64_t gpr = s.groups_per_row(cols), g = cols / gpr;
-  const Levels l = levels(s);
-  const double scale = s.kind == QatQuantizer::LSQ ? 1.0 / std::sqrt(static_cast<double>(rows * cols) * l.qp) : 1.0;
+  const Levels l = qat_levels_of(s, rows, cols);
+  const double scale = l.grad_scale;
   for (int64_t r = 0; r < rows; ++r)
     for (int64_t k = 0; k < gpr; ++k) {
       const double a = alpha[r * gpr + k];
@@ -153,7 +130,7 @@ void qat_backward(const QatSpec& s, const float* w, const float* alpha, int64_t 
       for (int64_t j = k * g; j < (k + 1) * g; ++j) {
         bool inside;
         double da;
-        quantize_one(s, l, w[r * cols + j] / a, inside, da);
+        qat_quantize(l, w[r * cols + j] / a, inside, da);
         const double gy = d_what[r * cols + j];
         d_w[r * cols + j] = inside ? static_cast<float>(gy) : 0.0f;
         acc += gy * da;
@@ -164,10 +141,10 @@ void qat_backward(const QatSpec& s, const float* w, const float* alpha, int64_t 
 
 void winq_reset(const QatSpec& s, float* w, const float* alpha, int64_t rows, int64_t cols, double a) {
   if (!(a >= 0 && a <= 1)) fail("WinQ reset weight a = ", a, " must be in [0, 1]");
-  std::vector<float> q(static_cast<size_t>(rows * cols));
-  qat_forward(s, w, alpha, rows, cols, q.data());
-  for (int64_t i = 0; i < rows * cols; ++i)
-    w[i] = static_cast<float>(a * w[i] + (1.0 - a) * q[static_cast<size_t>(i)]);
+  const int64_t gpr = s.groups_per_row(cols), g = cols / gpr;
+  const Levels l = levels(s);
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t j = 0; j < cols; ++j) w[r * cols + j] = qat_winq_reset(l, w[r * cols + j], alpha[r * gpr + j / g], a);
 }
 
 }  // namespace nibble

@@ -20,16 +20,7 @@
 
 namespace nibble {
 
-double philox_normal(uint64_t seed, uint32_t stream, uint64_t i) {
-  // Elements 2i and 2i+1 of the stream share one Philox group (2i is even).
-  const uint64_t e = 2 * i;
-  const Philox4 g = philox_group(seed, stream, e >> 2);
-  const double u1 = philox_uniform_from_word(g.v[e & 3]);        // [0, 1)
-  const double u2 = philox_uniform_from_word(g.v[(e + 1) & 3]);  // [0, 1)
-  // Guard u1 = 0: 1 - u1 lies in [2^-24, 1], so the logarithm is finite.
-  const double r = std::sqrt(-2.0 * std::log(1.0 - u1));
-  return r * std::cos(2.0 * 3.14159265358979323846 * u2);
-}
+double philox_normal(uint64_t seed, uint32_t stream, uint64_t i) { return philox_normal_hd(seed, stream, i); }
 
 namespace {
 

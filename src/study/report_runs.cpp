@@ -2,6 +2,7 @@
 #include <algorithm>
 #include <cmath>
 #include <filesystem>
+#include <limits>
 
 #include "nibble/error.hpp"
 #include "nibble/fileio.hpp"
@@ -38,26 +39,73 @@ std::vector<fs::path> expand(const std::vector<std::string>& dirs) {
   return runs;
 }
 
+struct LoadedRun {
+  TrainConfig config;
+  SweepRun run;
+};
+
+LoadedRun load_run(const fs::path& d) {
+  const std::string cfg_path = (d / "config.json").string();
+  LoadedRun l;
+  l.config = TrainConfig::from_json(Json::parse(read_file(cfg_path), cfg_path), cfg_path);
+  l.run = read_run(l.config.recipe.name, l.config.seed, d.string());
+  return l;
+}
+
 }  // namespace
 
-std::string write_runs_report(const std::vector<std::string>& dirs, const std::string& out) {
+double first_reach(const std::vector<double>& x, const std::vector<double>& y, double target) {
+  for (size_t i = 0; i < y.size() && i < x.size(); ++i) {
+    if (!(y[i] <= target)) continue;
+    if (i == 0 || !(y[i - 1] > y[i])) return x[i];
+    return x[i - 1] + (x[i] - x[i - 1]) * (y[i - 1] - target) / (y[i - 1] - y[i]);
+  }
+  return std::numeric_limits<double>::quiet_NaN();
+}
+
+std::string write_runs_report(const std::vector<std::string>& dirs, const std::string& out, const std::string& baseline) {
   if (dirs.empty()) fail("report: no run directories given");
   const std::vector<fs::path> runs = expand(dirs);
-  report::MarkdownTable t({"run", "model", "recipe", "seed", "device", "steps", "tokens", "train loss", "val loss",
-                           "tokens/s"},
-                          {report::Align::Left, report::Align::Left, report::Align::Left, report::Align::Right,
-                           report::Align::Left, report::Align::Right, report::Align::Right, report::Align::Right,
-                           report::Align::Right, report::Align::Right});
+  std::vector<std::string> head = {"run", "model", "recipe", "seed", "device", "steps", "tokens", "train loss", "val loss",
+                                   "tokens/s"};
+  std::vector<report::Align> align = {report::Align::Left,  report::Align::Left,  report::Align::Left,
+                                      report::Align::Right, report::Align::Left,  report::Align::Right,
+                                      report::Align::Right, report::Align::Right, report::Align::Right,
+                                      report::Align::Right};
+  double target = std::numeric_limits<double>::quiet_NaN(), base_steps = 0;
+  if (!baseline.empty()) {
+    if (!is_run(baseline)) fail(baseline, ": the baseline is not a training run (config.json + metrics.jsonl)");
+    const LoadedRun b = load_run(baseline);
+    target = b.run.final_val_loss;
+    if (!std::isfinite(target)) fail(baseline, ": the baseline has no validation loss");
+    base_steps = static_cast<double>(b.run.steps);
+    head.push_back("steps to baseline val");
+    head.push_back("speed-up");
+    align.push_back(report::Align::Right);
+    align.push_back(report::Align::Right);
+  }
+  report::MarkdownTable t(head, align);
   std::vector<report::Series> train_s, val_s;
   for (const fs::path& d : runs) {
-    const std::string cfg_path = (d / "config.json").string();
-    const TrainConfig c = TrainConfig::from_json(Json::parse(read_file(cfg_path), cfg_path), cfg_path);
-    const SweepRun r = read_run(c.recipe.name, c.seed, d.string());
+    const LoadedRun l = load_run(d);
+    const TrainConfig& c = l.config;
+    const SweepRun& r = l.run;
     const std::string label = d.filename().string();
-    t.add_row({label, c.model.name, c.recipe.name, std::to_string(c.seed), c.device, std::to_string(r.steps),
-               report::fmt_si(r.tokens), report::fmt_fixed(r.final_train_loss, 4),
-               std::isfinite(r.final_val_loss) ? report::fmt_fixed(r.final_val_loss, 4) : "—",
-               report::fmt_si(r.tokens_per_s)});
+    std::vector<std::string> row = {label, c.model.name, c.recipe.name, std::to_string(c.seed), c.device,
+                                    std::to_string(r.steps), report::fmt_si(r.tokens),
+                                    report::fmt_fixed(r.final_train_loss, 4),
+                                    std::isfinite(r.final_val_loss) ? report::fmt_fixed(r.final_val_loss, 4) : "—",
+                                    report::fmt_si(r.tokens_per_s)};
+    if (!baseline.empty()) {
+      // evaluations in steps (tokens ÷ tokens per step)
+      std::vector<double> steps;
+      const double per_step = static_cast<double>(c.tokens_per_step());
+      for (double tok : r.eval_tokens) steps.push_back(tok / per_step);
+      const double reach = first_reach(steps, r.eval_val, target);
+      row.push_back(std::isfinite(reach) ? report::fmt_fixed(reach, 0) : "—");
+      row.push_back(std::isfinite(reach) && reach > 0 ? report::fmt_fixed(base_steps / reach, 2) + "×" : "—");
+    }
+    t.add_row(row);
     train_s.push_back({label, r.curve_tokens, r.curve_train});
     val_s.push_back({label, r.eval_tokens, r.eval_val});
   }
@@ -73,7 +121,12 @@ std::string write_runs_report(const std::vector<std::string>& dirs, const std::s
   report::write_line_plot((fs::path(out) / "val_loss.svg").string(), val_s, o);
   std::string md = "# Training runs\n\n";
   md += std::to_string(runs.size()) + " runs. Loss: cross-entropy in nats/token; train = mean over the last log window; "
-        "val = the last evaluation; tokens/s = median over the logged windows after the first.\n\n";
+        "val = the last evaluation; tokens/s = median over the logged windows after the first.";
+  if (!baseline.empty())
+    md += " Steps to baseline val: the first step at which a run's validation loss reaches the final one of `" +
+          baseline + "` (" + report::fmt_fixed(target, 4) + "), linear between evaluations; speed-up = the baseline's " +
+          report::fmt_fixed(base_steps, 0) + " steps ÷ that.";
+  md += "\n\n";
   md += t.str() + "\n![training loss](loss.svg)\n\n![validation loss](val_loss.svg)\n";
   write_file_atomic((fs::path(out) / "report.md").string(), md, Durability::Fsync);
   return md;

@@ -11,17 +11,17 @@ std::string resolve_device(const std::string& device) {
   fail("device '", device, "' (use cpu, cuda or auto)");
 }
 
-std::unique_ptr<TrainEngine> make_engine(const std::string& device, const ModelConfig& cfg) {
+std::unique_ptr<TrainEngine> make_engine(const std::string& device, const ModelConfig& cfg, const EngineOptions& opts) {
   const std::string d = resolve_device(device);
   if (d == "cpu") return make_cpu_engine(cfg);
   if (!cuda::built_with_cuda())
     fail("--device cuda: this nibble was built without CUDA (nvcc was not found at configure time); use --device cpu");
   if (cuda::device_count() == 0) fail("--device cuda: no CUDA device is visible (use --device cpu or auto)");
-  return make_cuda_engine(cfg);
+  return make_cuda_engine(cfg, opts);
 }
 
 #ifndef NIBBLE_WITH_CUDA
-std::unique_ptr<TrainEngine> make_cuda_engine(const ModelConfig&) {
+std::unique_ptr<TrainEngine> make_cuda_engine(const ModelConfig&, const EngineOptions&) {
   fail("--device cuda: this nibble was built without CUDA; use --device cpu");
 }
 #endif

@@ -153,6 +153,20 @@ TEST(Hessian, SoftmaxRegressionHvpMatchesTheClosedForm) {
   EXPECT_LT(std::sqrt(num / den), 1e-7);  // central differences: O(ε²) with ε = 1e-4
 }
 
+TEST(Hessian, SpectrumSharesSeparateNegativeNearZeroAndPositiveMass) {
+  SpectralDensity d;
+  // two probes; the largest |θ| is 10, so τ = 0.1
+  d.nodes = {{-2.0, -0.05, 0.0, 10.0}, {-0.2, 0.08, 5.0}};
+  d.weights = {{0.1, 0.2, 0.3, 0.4}, {0.5, 0.25, 0.25}};
+  const SpectrumShares s = spectrum_shares(d, 0.01);
+  EXPECT_DOUBLE_EQ(s.tolerance, 0.1);
+  EXPECT_DOUBLE_EQ(s.negative, (0.1 + 0.5) / 2);            // −2 and −0.2
+  EXPECT_DOUBLE_EQ(s.near_zero, (0.2 + 0.3 + 0.25) / 2);    // −0.05, 0, 0.08
+  EXPECT_DOUBLE_EQ(s.positive, (0.4 + 0.25) / 2);           // 10, 5
+  EXPECT_DOUBLE_EQ(s.negative_any, (0.1 + 0.2 + 0.5) / 2);  // everything below 0
+  EXPECT_EQ(spectrum_shares(SpectralDensity{}).negative, 0.0);
+}
+
 TEST(Hessian, BadArgumentsAreErrors) {
   std::vector<double> q;
   const HessianProblem p = quadratic(make_a(q));

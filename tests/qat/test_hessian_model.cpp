@@ -103,7 +103,8 @@ TEST(HessianModel, SymmetricHvpTopEigenpairDensityAndReport) {
   EXPECT_TRUE(std::isfinite(r.at("trace").as_double()));
   const double neg = r.at("negative_mass").as_double();
   EXPECT_GE(neg, 0.0);
-  EXPECT_LE(neg, 1.0);
+  EXPECT_NEAR(neg + r.at("near_zero_mass").as_double() + r.at("positive_mass").as_double(), 1.0, 1e-9);
+  EXPECT_GE(r.at("negative_mass_any").as_double(), neg);
   double integral = 0;
   const auto& g = r.at("density").at("grid").as_array();
   const auto& dv = r.at("density").at("values").as_array();

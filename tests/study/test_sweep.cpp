@@ -183,4 +183,18 @@ TEST(Report, RendersRunsAndSweepsIntoOnePage) {
   const auto e = nibble::testing::run_nibble("report " + d.file("nothing-here") + " --out " + d.file("rep4"));
   EXPECT_NE(e.code, 0);
   EXPECT_NE(e.out.find("neither a training run"), std::string::npos) << e.out;
+  // against a baseline: the baseline reaches its own final loss at its last evaluation (1.00×)
+  const std::string base = sweep_run_dir(s.out, "bf16", 1);
+  const std::string mb = write_runs_report({base}, d.file("rep5"), base);
+  EXPECT_NE(mb.find("1.00×"), std::string::npos) << mb;
+  EXPECT_NE(mb.find("steps to baseline val"), std::string::npos) << mb;
+  EXPECT_THROW(write_runs_report({base}, d.file("rep6"), d.file("nothing-here")), Error);
+}
+
+TEST(Report, FirstReachInterpolatesBetweenEvaluations) {
+  const std::vector<double> x = {0, 100, 200, 300}, y = {4.0, 3.0, 2.0, 2.5};
+  EXPECT_DOUBLE_EQ(first_reach(x, y, 2.5), 150.0);   // halfway from 3.0 (at 100) to 2.0 (at 200)
+  EXPECT_DOUBLE_EQ(first_reach(x, y, 3.0), 100.0);   // exactly at a sample
+  EXPECT_DOUBLE_EQ(first_reach(x, y, 5.0), 0.0);     // from the start
+  EXPECT_TRUE(std::isnan(first_reach(x, y, 1.9)));  // never
 }

@@ -17,8 +17,8 @@ int run_qat(const std::vector<std::string>& argv) {
          "by LSQ (3, 4 bits) or SEQ (2 bits, ternary); embeddings, norms and head stay full precision.\n"
          "--winq adds WinQ: noise on W and α at every step and the interpolation reset every K steps.\n"
          "OUT/final/model.safetensors holds the fake-quantized weights (nibble eval measures the\n"
-         "quantized model); OUT/final/qat.safetensors the latent weights and scales. The forward and\n"
-         "backward run on --device (CPU or GPU); the quantizers, WinQ and AdamW on the host.");
+         "quantized model); OUT/final/qat.safetensors the latent weights and scales. Everything runs\n"
+         "on --device: on a GPU the latent weights, scales and their optimizer stay in device memory.");
   a.option("checkpoint", "DIR", "the trained model (run or checkpoint directory)");
   a.option("bits", "B", "1.58 (ternary) | 2 | 3 | 4");
   a.option("quantizer", "Q", "auto | lsq | seq", "auto");
@@ -42,8 +42,8 @@ int run_qat(const std::vector<std::string>& argv) {
   a.option("save-every", "N", "checkpoint every N steps (0 = only the final one)", "500");
   a.option("resume", "DIR", "continue a stopped QAT run from its latest (or this) checkpoint, bit for bit");
   a.option("stop-after", "N", "stop after N steps with a checkpoint (resumable)");
-  a.option("device", "D", "cpu | cuda: the engine of the forward and backward passes (the QAT math stays on the host; cuda "
-           "is not yet verified on a GPU)", "cpu");
+  a.option("device", "D", "cpu | cuda | auto (default $NIBBLE_DEVICE or auto; --act-bits runs on the CPU)",
+           default_device());
   a.option("out", "DIR", "output directory");
   a.flag("quiet", "no progress output");
   if (!a.parse(argv)) return 0;
@@ -73,7 +73,9 @@ int run_qat(const std::vector<std::string>& argv) {
   c.eval_batches = a.integer("eval-batches");
   c.seed = a.unsigned_integer("seed");
   c.save_every = a.integer("save-every");
-  c.device = resolve_device(a.choice("device", {"cpu", "cuda", "auto"}));
+  const std::string device = a.choice("device", {"cpu", "cuda", "auto"});
+  // activation fake quantization exists on the CPU engine only: auto picks it then
+  c.device = a.has("act-bits") && device == "auto" ? "cpu" : resolve_device(device);
   c.out = a.required("out");
   if (a.has("resume")) q.resume = a.str("resume");
   if (a.has("stop-after")) q.stop_after = a.integer("stop-after");

@@ -14,9 +14,10 @@ int run_report(const std::vector<std::string>& argv) {
          "order) into DIR/report.md: a table of model, recipe, seed, steps, tokens, final train and\n"
          "validation loss and tokens/s, with DIR/loss.svg and DIR/val_loss.svg.");
   a.option("out", "DIR", "where report.md and the plots go");
+  a.option("baseline", "RUN", "add each run's steps to reach this run's final validation loss, and the speed-up");
   a.allow_positionals("RUN_DIR", "training run or sweep directories");
   if (!a.parse(argv)) return 0;
-  write_runs_report(a.positionals(), a.required("out"));
+  write_runs_report(a.positionals(), a.required("out"), a.has("baseline") ? a.str("baseline") : "");
   std::printf("%s/report.md\n", a.str("out").c_str());
   return 0;
 }

@@ -41,6 +41,16 @@ struct SpectralDensity {
 SpectralDensity slq_density(const HessianProblem& p, int probes, int steps, int grid_points = 200,
                             double sigma_rel = 0.01, uint64_t seed = 1);
 
+// Shares of the SLQ spectral mass (averaged over probes): below −τ, within [−τ, τ], above τ, with
+// τ = rel_tol · max |θ| over every Ritz value. Near saddle points the negative share matters, but
+// the many eigenvalues at ~0 (directions the batch does not excite) fall on either side of 0 by
+// difference noise, so they get their own bin instead of inflating the negative share.
+struct SpectrumShares {
+  double negative = 0, near_zero = 0, positive = 0, tolerance = 0;
+  double negative_any = 0;  // all mass below 0, τ ignored
+};
+SpectrumShares spectrum_shares(const SpectralDensity& d, double rel_tol = 0.01);
+
 // Symmetric eigen-decomposition of a small dense matrix (cyclic Jacobi), for the Lanczos
 // tridiagonal and for tests: values ascending, vectors as columns (row-major n×n).
 void symmetric_eigen(std::vector<double> a, int n, std::vector<double>& values, std::vector<double>& vectors);

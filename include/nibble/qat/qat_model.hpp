@@ -7,12 +7,16 @@
 
 #include "nibble/json.hpp"
 #include "nibble/nn/model.hpp"
+#include "nibble/qat/qat_state.hpp"
 #include "nibble/qat/weight_quant.hpp"
 
 namespace nibble {
 
 // The attention and MLP projections (SPEC §7); embeddings, norms and the head stay full precision.
 bool is_qat_projection(const ParamInfo& p);
+// The QAT layout of a model: its projections (and their scales, rows × groups each, in parameter
+// order) and every tensor for the optimizer.
+QatLayout make_qat_layout(const QatSpec& spec, const std::vector<ParamInfo>& params);
 // The spec as qat.safetensors / trainer.json record it ({"bits", "quantizer", "group_size"}).
 QatSpec qat_spec_from_json(const Json& j);
 

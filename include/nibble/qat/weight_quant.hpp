@@ -14,6 +14,8 @@
 #include <cstdint>
 #include <string>
 
+#include "nibble/qat/qat_scalar.hpp"
+
 namespace nibble {
 
 enum class QatQuantizer : uint8_t { LSQ, SEQ };
@@ -28,6 +30,10 @@ struct QatSpec {
   static QatSpec make(double bits, const std::string& quantizer, int64_t group_size = 0);
   int64_t groups_per_row(int64_t cols) const;  // checks that G divides cols
 };
+
+// The scalar quantizer's constants for a [rows, cols] matrix (LSQ's gradient scale depends on
+// its size).
+QatLevels qat_levels_of(const QatSpec& s, int64_t rows, int64_t cols);
 
 // α for W [rows, cols]: rows × groups_per_row values.
 void qat_init_scales(const QatSpec& s, const float* w, int64_t rows, int64_t cols, float* alpha);

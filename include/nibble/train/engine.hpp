@@ -59,6 +59,12 @@ class TrainEngine {
   virtual std::vector<float> logits_row(int64_t row) = 0;
   // SPEC §6 statistics of the last step run with ctx.collect_stats.
   virtual std::vector<OperandStats> operand_stats() = 0;
+  // The fp32 weights and gradients in device memory and the stream the engine's work is queued on
+  // (the CUDA engine; nullptr on the CPU): QAT on the GPU writes Ŵ and reads dL/dŴ in place,
+  // ordered with the engine's kernels by sharing its stream.
+  virtual float* device_weights() { return nullptr; }
+  virtual const float* device_gradients() { return nullptr; }
+  virtual void* device_stream() { return nullptr; }
   // The CPU reference model (tests' hooks); nullptr on other engines.
   virtual Transformer<float>* cpu_model() { return nullptr; }
   // Analysis hook (nibble analyze): every block projection's operands as they reach the layer,
@@ -73,13 +79,22 @@ class TrainEngine {
   virtual Json profile() { return Json::object(); }
 };
 
+// How the CUDA engine stores activations ("bf16" | "fp32") and runs attention ("tc" | "fp32");
+// "" = the environment (NIBBLE_ACTIVATIONS, NIBBLE_ATTENTION) or the defaults (bf16, tc). The CPU
+// engine is fp32 throughout and ignores them. The Hessian's finite differences, for example,
+// need fp32 activations whatever a training run uses.
+struct EngineOptions {
+  std::string activations, attention;
+};
+
 // device: "cpu", "cuda" or "auto" (the GPU when one is present). Errors name the device.
-std::unique_ptr<TrainEngine> make_engine(const std::string& device, const ModelConfig& cfg);
+std::unique_ptr<TrainEngine> make_engine(const std::string& device, const ModelConfig& cfg,
+                                         const EngineOptions& opts = {});
 // "cpu" or "cuda": what "auto" resolves to on this machine.
 std::string resolve_device(const std::string& device);
 
 // The CPU engine (always available) and the CUDA one (throws in a CPU-only build).
 std::unique_ptr<TrainEngine> make_cpu_engine(const ModelConfig& cfg);
-std::unique_ptr<TrainEngine> make_cuda_engine(const ModelConfig& cfg);
+std::unique_ptr<TrainEngine> make_cuda_engine(const ModelConfig& cfg, const EngineOptions& opts = {});
 
 }  // namespace nibble

@@ -100,7 +100,7 @@ std::string layer_prefix(int l) { return "model.layers." + std::to_string(l) + "
 
 class CudaEngine final : public TrainEngine {
  public:
-  explicit CudaEngine(const ModelConfig& cfg) : cfg_(cfg), params_(transformer_param_layout(cfg)) {
+  CudaEngine(const ModelConfig& cfg, const EngineOptions& opts) : cfg_(cfg), params_(transformer_param_layout(cfg)) {
     np_ = params_.back().offset + params_.back().numel;
     // A blocking stream: plain cudaMemcpy calls (uploads, downloads) stay ordered with its work.
     NIBBLE_CUDA_CHECK(cudaStreamCreate(&st_));
@@ -119,11 +119,11 @@ class CudaEngine final : public TrainEngine {
     // attention kernels run it), or NIBBLE_ATTENTION=fp32 for the fp32 kernel that reproduces
     // the CPU bit for bit (the engine-vs-CPU tests use it).
     const char* att = std::getenv("NIBBLE_ATTENTION");
-    const std::string choice = att && *att ? att : "tc";
+    const std::string choice = !opts.attention.empty() ? opts.attention : att && *att ? att : "tc";
     if (choice != "tc" && choice != "fp32") fail("NIBBLE_ATTENTION=", choice, " (use tc or fp32)");
     attention_tc_ = choice == "tc" && gops::attention_tc_supported(cfg_.head_dim());
     const char* act = std::getenv("NIBBLE_ACTIVATIONS");
-    const std::string acts = act && *act ? act : "bf16";
+    const std::string acts = !opts.activations.empty() ? opts.activations : act && *act ? act : "bf16";
     if (acts != "bf16" && acts != "fp32") fail("NIBBLE_ACTIVATIONS=", acts, " (use bf16 or fp32)");
     act_bf16_ = acts == "bf16";
     if (act_bf16_ && !attention_tc_)
@@ -165,6 +165,9 @@ class CudaEngine final : public TrainEngine {
     head_.set_recipe(hp);
   }
   void set_weights(const float* w) override { upload(w_, w, np_); }
+  float* device_weights() override { return w_.get<float>(); }
+  const float* device_gradients() override { return g_.get<float>(); }
+  void* device_stream() override { return st_; }
   void get_gradients(float* g) override { download(g_, g, np_); }
   void get_weights(float* w) const override { download(w_, w, np_); }
   void set_optimizer(const OptimizerState& s) override {
@@ -675,6 +678,8 @@ void CudaEngine::backward_t(const StepContext& ctx) {
 
 }  // namespace
 
-std::unique_ptr<TrainEngine> make_cuda_engine(const ModelConfig& cfg) { return std::make_unique<CudaEngine>(cfg); }
+std::unique_ptr<TrainEngine> make_cuda_engine(const ModelConfig& cfg, const EngineOptions& opts) {
+  return std::make_unique<CudaEngine>(cfg, opts);
+}
 
 }  // namespace nibble

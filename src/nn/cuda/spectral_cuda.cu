@@ -53,11 +53,7 @@ __global__ void to_float_kernel(const double* x, float* y, int64_t n) {
 __global__ void omega_kernel(double* o, int64_t n, uint64_t seed, uint32_t stream) {
   const int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   if (i >= n) return;
-  const uint64_t e = 2 * static_cast<uint64_t>(i);
-  const Philox4 g = philox_group(seed, stream, e >> 2);
-  const double u1 = philox_uniform_from_word(g.v[e & 3]);
-  const double u2 = philox_uniform_from_word(g.v[(e + 1) & 3]);
-  o[i] = sqrt(-2.0 * log(1.0 - u1)) * cos(2.0 * 3.14159265358979323846 * u2);
+  o[i] = philox_normal_hd(seed, stream, static_cast<uint64_t>(i));
 }
 __global__ void scale_columns_kernel(const float* x, const float* s, float* out, int64_t rows, int64_t cols, float sign) {
   const int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;

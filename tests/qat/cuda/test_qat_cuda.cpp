@@ -1,5 +1,5 @@
-// SM90_Qat* : QAT with the CUDA engine running the forward and backward (the QAT math on the
-// host) against the CPU engine, from the same pretrained checkpoint. Skipped without a GPU.
+// SM90_Qat* : QAT on the GPU (the CUDA engine and the GPU QatState) against QAT on the CPU, from
+// the same pretrained checkpoint. Skipped without a GPU.
 #include <gtest/gtest.h>
 
 #include "support/gpu.hpp"
@@ -8,6 +8,7 @@
 #include <cstdio>
 #include <cstdlib>
 
+#include "nibble/qat/hessian_model.hpp"
 #include "nibble/qat/qat_trainer.hpp"
 #include "nibble/train/trainer.hpp"
 #include "support/cli_runner.hpp"
@@ -44,4 +45,37 @@ TEST(SM90_Qat, CudaEngineMatchesTheCpuEngine) {
   EXPECT_EQ(cli.code, 0) << cli.out;
   setenv("NIBBLE_ACTIVATIONS", "bf16", 1);
   setenv("NIBBLE_ATTENTION", "tc", 1);
+}
+
+// The Hessian from the GPU engine (fp32 gradients, a larger difference step) against the float64
+// CPU reference on the same checkpoint and batch, plain and at the 2-bit quantized point: the
+// top eigenvalues (signed) and the Hutchinson trace (the same Rademacher probes) within 2%.
+TEST(SM90_Qat, GpuHessianMatchesTheFloat64Cpu) {
+  REQUIRE_GPU();
+  ScratchDir d;
+  nibble::testing::pretrain(d);
+  for (double bits : {0.0, 2.0}) {
+    Json r[2];
+    for (int i = 0; i < 2; ++i) {
+      HessianConfig h;
+      h.checkpoint = d.file("base");
+      h.text_file = d.file("text.txt");
+      h.top = 2;
+      h.probes = 3;
+      h.bits = bits;
+      h.device = i == 0 ? "cpu" : "cuda";
+      r[i] = hessian_spectrum(h);
+    }
+    const auto& ec = r[0].at("top_eigenvalues").as_array();
+    const auto& eg = r[1].at("top_eigenvalues").as_array();
+    ASSERT_EQ(ec.size(), eg.size());
+    for (size_t k = 0; k < ec.size(); ++k) {
+      std::printf("  bits %g: eigenvalue %zu: cpu %.6g, gpu %.6g\n", bits, k + 1, ec[k].as_double(), eg[k].as_double());
+      EXPECT_NEAR(eg[k].as_double(), ec[k].as_double(), 0.02 * std::fabs(ec[0].as_double())) << "eigenvalue " << k + 1;
+    }
+    const double tc = r[0].at("trace").as_double(), tg = r[1].at("trace").as_double();
+    std::printf("  bits %g: trace: cpu %.6g, gpu %.6g\n", bits, tc, tg);
+    EXPECT_NEAR(tg, tc, 0.02 * std::fabs(tc));
+    EXPECT_EQ(r[1].at("device").as_string(), "cuda");
+  }
 }

@@ -1,0 +1,143 @@
+#!/usr/bin/env bash
+# The QAT experiment of issue 6 in device calls: pretrain a bf16 model on the study corpus, then
+# QAT it at BITS with and without WinQ for the same step budget and SEEDS, spread over the GPUs;
+# the Hessian spectrum (top eigenvalues, trace, SLQ density) of the 2-bit runs of the first seed
+# at the start, along and at the end of QAT; one `nibble report --baseline` per (bits, seed)
+# (steps for WinQ to reach the baseline's final validation loss). Brings back $OUT/qat.tgz: every
+# run's config.json and metrics.jsonl, the reports and the Hessian results; checkpoints stay.
+# Re-running the call while the machine is warm skips what is done (finished runs, spectra).
+#
+#   device run, carry [".deps", ".corpus/english.txt.xz", ".corpus/code-c.txt.xz"]:
+#     bash scripts/qat-experiment.sh
+#   env: MODEL (60m), PRE_TOKENS (pretraining, 50M), STEPS (QAT steps, 1000), BITS ("2 3 4"),
+#        SEEDS ("1 2"), LR (QAT peak lr, 1e-4), HESSIAN_AT (QAT steps of the spectra, "250 500"
+#        plus the start and the end; HESSIAN_SAVE, 250, the checkpoint interval of those runs), CALL_SECONDS (590), GTEST_FILTER (GPU tests first), BATCH,
+#        SEQ (16 × 1024), DEVICE (cuda; cpu runs the same pipeline on a tiny model for a dry run).
+# Data: as the recipe study (scripts/study-sweep.sh): both shared corpora, GPT-2 BPE, the last 1%
+# of each file held out.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+T0=$(date +%s)
+MODEL=${MODEL:-60m}; PRE_TOKENS=${PRE_TOKENS:-50000000}; STEPS=${STEPS:-1000}
+BITS=${BITS:-2 3 4}; SEEDS=${SEEDS:-1 2}; LR=${LR:-1e-4}; HESSIAN_AT=${HESSIAN_AT:-250 500}
+CALL_SECONDS=${CALL_SECONDS:-590}
+BATCH=${BATCH:-16}; SEQ=${SEQ:-1024}; DEVICE=${DEVICE:-cuda}
+OUT=${OUT:-$PWD/qat-out}
+BUILD=${BUILD_DIR:-build-gpu}
+WORK=${WORK_DIR:-/tmp/qat-$MODEL}
+DATA=/tmp/study-data
+export PATH=/usr/local/cuda/bin:$PATH
+mkdir -p "$OUT" "$WORK/runs" "$WORK/hessian" "$WORK/reports"
+left() { echo $(( CALL_SECONDS - 40 - ($(date +%s) - T0) )); }
+
+gen=""
+command -v ninja >/dev/null && gen="-G Ninja"
+targets="nibble_cli"
+[ -n "${GTEST_FILTER:-}" ] && targets="nibble_cli nibble_gpu_tests"
+if [ ! -f "$BUILD/build.ninja" ] && [ ! -f "$BUILD/Makefile" ]; then
+  cmake -S . -B "$BUILD" $gen -DCMAKE_BUILD_TYPE=Release -DNIBBLE_BENCH=OFF >"$OUT/configure.log" 2>&1 ||
+    { tail -20 "$OUT/configure.log"; exit 1; }
+fi
+cmake --build "$BUILD" --target $targets -j"$(nproc)" >"$OUT/build.log" 2>&1 || { grep -E "error" "$OUT/build.log" | head -20; exit 1; }
+NIBBLE="$PWD/$BUILD/nibble"
+echo "build: $(( $(date +%s) - T0 )) s"
+if [ -n "${GTEST_FILTER:-}" ]; then
+  "$BUILD/tests/nibble_gpu_tests" --gtest_filter="$GTEST_FILTER" >"$OUT/gpu-tests.log" 2>&1
+  grep -E "^  |^\[       OK|^\[  PASSED|^\[  FAILED|^\[  SKIPPED|Failure|Expected|actual" "$OUT/gpu-tests.log" | head -40
+fi
+if [ ! -f "$DATA/meta.json" ]; then
+  for f in english code-c; do [ -f ".corpus/$f.txt" ] || xz -dk ".corpus/$f.txt.xz" || exit 1; done
+  "$NIBBLE" data --input .corpus/english.txt .corpus/code-c.txt --tokenizer gpt2 --val-fraction 0.01 --out "$DATA" | tail -1
+fi
+
+# 1. the bf16 model QAT starts from (resumable: a time limit stops it with a checkpoint)
+PRE="$WORK/pretrain"
+if [ ! -f "$PRE/final/trainer.json" ]; then
+  resume=()
+  [ -f "$PRE/latest" ] && resume=(--resume "$PRE")
+  "$NIBBLE" train "${resume[@]}" --model "$MODEL" --recipe bf16 --data "$DATA" --steps $(( PRE_TOKENS / (BATCH * SEQ) )) \
+    --batch "$BATCH" --seq "$SEQ" --lr 6e-4 --log-every 50 --eval-every 500 --eval-batches 20 --save-every 0 --device "$DEVICE" \
+    --out "$PRE" --quiet --time-limit "$(awk -v s="$(left)" 'BEGIN { printf "%.3f", s / 60 }')" >"$OUT/pretrain.log" 2>&1 ||
+    { tail -5 "$OUT/pretrain.log"; exit 1; }
+  tail -1 "$PRE/metrics.jsonl"
+fi
+
+# 2. QAT runs: bits × {baseline, winq} × seeds, round-robin over the GPUs
+GPUS=${GPUS:-$(nvidia-smi -L 2>/dev/null | wc -l)}
+[ "$GPUS" -ge 1 ] || GPUS=1
+jobs=()
+for s in $SEEDS; do for b in $BITS; do for w in base winq; do jobs+=("$b:$w:$s"); done; done; done
+qat_run() {
+  local g=$1 b=$2 w=$3 s=$4
+  local run="$WORK/runs/qat-${b}bit-$w-seed$s"
+  [ -f "$run/final/trainer.json" ] && return 0
+  local save=0 winq=()
+  [ "$w" = winq ] && winq=(--winq)
+  # the spectra's runs keep checkpoints along the way
+  [ "$b" = 2 ] && [ "$s" = "${SEEDS%% *}" ] && save=${HESSIAN_SAVE:-250}
+  rm -rf "$run"
+  CUDA_VISIBLE_DEVICES=$g "$NIBBLE" qat --checkpoint "$PRE" --bits "$b" "${winq[@]}" --data "$DATA" --steps "$STEPS" \
+    --batch "$BATCH" --seq "$SEQ" --lr "$LR" --log-every 25 --eval-every 50 --eval-batches 8 --seed "$s" \
+    --save-every "$save" --device "$DEVICE" --out "$run" --quiet >>"$OUT/qat-gpu$g.log" 2>&1 || echo "gpu $g: qat $b bit $w seed $s failed"
+}
+worker() {
+  local g=$1 i=0
+  for job in "${jobs[@]}"; do
+    if [ $(( i % GPUS )) -eq "$g" ] && [ "$(left)" -gt 60 ]; then
+      IFS=: read -r b w s <<<"$job"
+      qat_run "$g" "$b" "$w" "$s"
+    fi
+    i=$(( i + 1 ))
+  done
+}
+if [ -f "$PRE/final/trainer.json" ]; then
+  for ((g = 0; g < GPUS; ++g)); do worker "$g" & done
+  wait
+fi
+
+# 3. Hessian spectra of the 2-bit runs of the first seed: at the start (the pretrained model at
+#    the quantized point), along QAT and at the end; two at a time
+s1=${SEEDS%% *}
+spectra=("start:$PRE/final:--bits 2")
+for w in base winq; do
+  for st in $HESSIAN_AT; do spectra+=("$w-step$st:$WORK/runs/qat-2bit-$w-seed$s1/$(printf 'step_%06d' "$st"):"); done
+  spectra+=("$w-final:$WORK/runs/qat-2bit-$w-seed$s1/final:")
+done
+n=0
+for sp in "${spectra[@]}"; do
+  IFS=: read -r name ck extra <<<"$sp"
+  dest="$WORK/hessian/$name"
+  [ -f "$dest/results.json" ] && continue
+  [ -d "$ck" ] || continue
+  [ "$(left)" -gt 90 ] || break
+  CUDA_VISIBLE_DEVICES=$(( n % GPUS )) "$NIBBLE" hessian --checkpoint "$ck" $extra --data "$DATA" --top 2 --probes 3 \
+    --lanczos-steps 20 --density --device "$DEVICE" --out "$dest" >"$OUT/hessian-$name.log" 2>&1 &
+  n=$(( n + 1 ))
+  [ $(( n % 2 )) -eq 0 ] && wait
+done
+wait
+
+# 4. reports: each seed and bit width, WinQ against its baseline
+for s in $SEEDS; do for b in $BITS; do
+  base="$WORK/runs/qat-${b}bit-base-seed$s" winq="$WORK/runs/qat-${b}bit-winq-seed$s"
+  [ -f "$base/final/trainer.json" ] && [ -f "$winq/final/trainer.json" ] || continue
+  "$NIBBLE" report "$base" "$winq" --baseline "$base" --out "$WORK/reports/${b}bit-seed$s" >/dev/null
+done; done
+
+# back to this machine
+files=(pretrain/config.json pretrain/metrics.jsonl)
+for r in "$WORK"/runs/*; do
+  [ -d "$r" ] || continue
+  n=$(basename "$r")
+  for f in config.json metrics.jsonl loss.svg; do [ -f "$r/$f" ] && files+=("runs/$n/$f"); done
+  echo "$n: $([ -f "$r/final/trainer.json" ] && echo finished || echo "not finished")"
+done
+for d in hessian reports; do [ -d "$WORK/$d" ] && files+=("$d"); done
+tar czf "$OUT/qat.tgz" -C "$WORK" "${files[@]}" 2>/dev/null
+(cd "$OUT" && tar czf logs.tgz *.log && rm -f *.log)
+for r in "$WORK"/reports/*/report.md; do [ -f "$r" ] && { echo "$r"; sed -n '/^| run/,/^$/p' "$r"; }; done
+for h in "$WORK"/hessian/*/results.json; do
+  [ -f "$h" ] && echo "$(basename "$(dirname "$h")"): $(tr -d '\n ' <"$h" | grep -o '"top_eigenvalues":\[[^]]*\]\|"negative_mass":[^,}]*' | tr '\n' ' ')"
+done
+echo "call: $(( $(date +%s) - T0 )) s"
+exit 0
