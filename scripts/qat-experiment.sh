@@ -26,25 +26,12 @@ OUT=${OUT:-$PWD/qat-out}
 BUILD=${BUILD_DIR:-build-gpu}
 WORK=${WORK_DIR:-/tmp/qat-$MODEL}
 DATA=/tmp/study-data
-export PATH=/usr/local/cuda/bin:$PATH
 mkdir -p "$OUT" "$WORK/runs" "$WORK/hessian" "$WORK/reports"
 left() { echo $(( CALL_SECONDS - 40 - ($(date +%s) - T0) )); }
 
-gen=""
-command -v ninja >/dev/null && gen="-G Ninja"
-targets="nibble_cli"
-[ -n "${GTEST_FILTER:-}" ] && targets="nibble_cli nibble_gpu_tests"
-if [ ! -f "$BUILD/build.ninja" ] && [ ! -f "$BUILD/Makefile" ]; then
-  cmake -S . -B "$BUILD" $gen -DCMAKE_BUILD_TYPE=Release -DNIBBLE_BENCH=OFF >"$OUT/configure.log" 2>&1 ||
-    { tail -20 "$OUT/configure.log"; exit 1; }
-fi
-cmake --build "$BUILD" --target $targets -j"$(nproc)" >"$OUT/build.log" 2>&1 || { grep -E "error" "$OUT/build.log" | head -20; exit 1; }
+source scripts/device-build.sh
+device_build
 NIBBLE="$PWD/$BUILD/nibble"
-echo "build: $(( $(date +%s) - T0 )) s"
-if [ -n "${GTEST_FILTER:-}" ]; then
-  "$BUILD/tests/nibble_gpu_tests" --gtest_filter="$GTEST_FILTER" >"$OUT/gpu-tests.log" 2>&1
-  grep -E "^  |^\[       OK|^\[  PASSED|^\[  FAILED|^\[  SKIPPED|Failure|Expected|actual" "$OUT/gpu-tests.log" | head -40
-fi
 if [ ! -f "$DATA/meta.json" ]; then
   for f in english code-c; do [ -f ".corpus/$f.txt" ] || xz -dk ".corpus/$f.txt.xz" || exit 1; done
   "$NIBBLE" data --input .corpus/english.txt .corpus/code-c.txt --tokenizer gpt2 --val-fraction 0.01 --out "$DATA" | tail -1

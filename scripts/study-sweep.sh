@@ -31,23 +31,10 @@ OUT=${OUT:-$PWD/study-out}
 BUILD=${BUILD_DIR:-build-gpu}
 SWEEP=${SWEEP_DIR:-/tmp/sweep-$MODEL-$TOKENS}
 CALL_SECONDS=${CALL_SECONDS:-590}
-export PATH=/usr/local/cuda/bin:$PATH
 mkdir -p "$OUT"
 
-gen=""
-command -v ninja >/dev/null && gen="-G Ninja"
-targets="nibble_cli"
-[ -n "${GTEST_FILTER:-}" ] && targets="nibble_cli nibble_gpu_tests"
-if [ ! -f "$BUILD/build.ninja" ] && [ ! -f "$BUILD/Makefile" ]; then
-  cmake -S . -B "$BUILD" $gen -DCMAKE_BUILD_TYPE=Release -DNIBBLE_BENCH=OFF >"$OUT/configure.log" 2>&1 ||
-    { tail -20 "$OUT/configure.log"; exit 1; }
-fi
-cmake --build "$BUILD" --target $targets -j"$(nproc)" >"$OUT/build.log" 2>&1 || { grep -E "error" "$OUT/build.log" | head -20; exit 1; }
-echo "build: $(( $(date +%s) - T0 )) s"
-if [ -n "${GTEST_FILTER:-}" ]; then
-  "$BUILD/tests/nibble_gpu_tests" --gtest_filter="$GTEST_FILTER" >"$OUT/gpu-tests.log" 2>&1
-  grep -E "^\[       OK|^\[  PASSED|^\[  FAILED|^\[  SKIPPED|Failure|Expected|actual" "$OUT/gpu-tests.log" | head -40
-fi
+source scripts/device-build.sh
+device_build
 
 DATA=/tmp/study-data
 if [ ! -f "$DATA/meta.json" ]; then

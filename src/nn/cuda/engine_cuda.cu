@@ -26,6 +26,7 @@
 #include "nibble/error.hpp"
 #include "nibble/train/engine.hpp"
 #include "nn/cuda/linear_cuda.hpp"
+#include "ops/cuda/adam_chunks.cuh"
 #include "ops/cuda/ops_cuda.hpp"
 
 namespace nibble {
@@ -224,11 +225,7 @@ class CudaEngine final : public TrainEngine {
   void optimizer_step(const AdamHyper& h, float lr, float grad_scale, int64_t t) override {
     if (h.decay_all != chunks_decay_all_) build_adam_chunks(h.decay_all);
     NIBBLE_TIMED("adamw");
-    gops::AdamChunks c;
-    c.start = chunk_start_.get<int64_t>();
-    c.len = chunk_len_.get<int32_t>();
-    c.decay = chunk_decay_.get<uint8_t>();
-    c.count = n_chunks_;
+    const gops::AdamChunks c = adam_chunks_.view();
     gops::adamw_update(w_.get<float>(), g_.get<float>(), m_.get<float>(), v_.get<float>(), c, lr, h.beta1, h.beta2,
                        h.eps, h.weight_decay, t, grad_scale, st_);
   }
@@ -339,24 +336,11 @@ class CudaEngine final : public TrainEngine {
     head_.bind(ptr(hw), gptr(hw));
   }
 
-  // AdamW runs over all parameters in one launch: chunks of at most 64K elements, each inside
-  // one tensor so that it has one weight-decay flag.
+  // AdamW runs over all parameters in one launch (adam_chunks.cuh).
   void build_adam_chunks(bool decay_all = false) {
-    constexpr int64_t kChunk = 1 << 16;
-    std::vector<int64_t> start;
-    std::vector<int32_t> len;
-    std::vector<uint8_t> decay;
-    for (const ParamInfo& p : params_)
-      for (int64_t o = 0; o < p.numel; o += kChunk) {
-        start.push_back(p.offset + o);
-        len.push_back(static_cast<int32_t>(std::min(kChunk, p.numel - o)));
-        decay.push_back(p.decay || decay_all ? 1 : 0);
-      }
-    n_chunks_ = static_cast<int64_t>(start.size());
-    NIBBLE_CUDA_CHECK(cudaStreamSynchronize(st_));
-    NIBBLE_CUDA_CHECK(cudaMemcpy(chunk_start_.as<int64_t>(start.size()), start.data(), start.size() * 8, cudaMemcpyHostToDevice));
-    NIBBLE_CUDA_CHECK(cudaMemcpy(chunk_len_.as<int32_t>(len.size()), len.data(), len.size() * 4, cudaMemcpyHostToDevice));
-    NIBBLE_CUDA_CHECK(cudaMemcpy(chunk_decay_.as<uint8_t>(decay.size()), decay.data(), decay.size(), cudaMemcpyHostToDevice));
+    std::vector<cuda::AdamTensor> tensors;
+    for (const ParamInfo& p : params_) tensors.push_back({p.offset, p.numel, p.decay || decay_all});
+    adam_chunks_.build(tensors, st_);
     chunks_decay_all_ = decay_all;
   }
 
@@ -454,8 +438,7 @@ class CudaEngine final : public TrainEngine {
   int64_t np_ = 0;
   cudaStream_t st_ = nullptr;
   DeviceScratch w_, g_, m_, v_;
-  DeviceScratch chunk_start_, chunk_len_, chunk_decay_;
-  int64_t n_chunks_ = 0;
+  cuda::DeviceAdamChunks adam_chunks_;
   bool chunks_decay_all_ = false;
   std::vector<Block> blocks_;
   CudaLinear head_;

@@ -22,6 +22,7 @@
 #include "nibble/philox.hpp"
 #include "nibble/qat/qat_scalar.hpp"
 #include "nibble/qat/qat_state.hpp"
+#include "ops/cuda/adam_chunks.cuh"
 #include "ops/cuda/ops_cuda.hpp"
 
 namespace nibble {
@@ -101,37 +102,6 @@ __global__ void clamp_scales_kernel(float* alpha, int64_t n) {
   if (i < n) alpha[i] = fmaxf(alpha[i], 1e-8f);
 }
 
-// The optimizer's chunks (as the engine builds them): ≤ 2^16 elements, one decay flag each.
-struct DeviceChunks {
-  DeviceScratch start, len, decay;
-  int64_t count = 0;
-  void build(const std::vector<QatLayout::Tensor>& tensors) {
-    constexpr int64_t kChunk = 1 << 16;
-    std::vector<int64_t> st;
-    std::vector<int32_t> ln;
-    std::vector<uint8_t> dc;
-    for (const auto& t : tensors)
-      for (int64_t o = 0; o < t.numel; o += kChunk) {
-        st.push_back(t.offset + o);
-        ln.push_back(static_cast<int32_t>(std::min(kChunk, t.numel - o)));
-        dc.push_back(t.decay ? 1 : 0);
-      }
-    count = static_cast<int64_t>(st.size());
-    if (count == 0) return;
-    NIBBLE_CUDA_CHECK(cudaMemcpy(start.as<int64_t>(st.size()), st.data(), st.size() * 8, cudaMemcpyHostToDevice));
-    NIBBLE_CUDA_CHECK(cudaMemcpy(len.as<int32_t>(ln.size()), ln.data(), ln.size() * 4, cudaMemcpyHostToDevice));
-    NIBBLE_CUDA_CHECK(cudaMemcpy(decay.as<uint8_t>(dc.size()), dc.data(), dc.size(), cudaMemcpyHostToDevice));
-  }
-  gops::AdamChunks view() const {
-    gops::AdamChunks c;
-    c.start = start.get<int64_t>();
-    c.len = len.get<int32_t>();
-    c.decay = decay.get<uint8_t>();
-    c.count = count;
-    return c;
-  }
-};
-
 class CudaQatState final : public QatState {
  public:
   CudaQatState(const QatLayout& l, cudaStream_t st) : QatState(l), st_(st) {
@@ -141,8 +111,10 @@ class CudaQatState final : public QatState {
     for (DeviceScratch* d : {&alpha_, &ma_, &va_, &an_, &ga_}) d->as<float>(na);
     for (DeviceScratch* d : {&mw_, &vw_, &ma_, &va_})
       NIBBLE_CUDA_CHECK(cudaMemsetAsync(d->get<void>(), 0, d->bytes(), st_));
-    w_chunks_.build(l.tensors);
-    a_chunks_.build({QatLayout::Tensor{0, l.num_scales, false}});
+    std::vector<cuda::AdamTensor> tensors;
+    for (const auto& t : l.tensors) tensors.push_back({t.offset, t.numel, t.decay});
+    w_chunks_.build(tensors, st_);
+    a_chunks_.build({cuda::AdamTensor{0, l.num_scales, false}}, st_);
     for (const auto& q : l.projections) {
       const int64_t gpr = l.spec.groups_per_row(q.cols);
       views_.push_back(ProjView{q.rows, q.cols, gpr, q.cols / gpr, qat_levels_of(l.spec, q.rows, q.cols)});
@@ -261,7 +233,7 @@ class CudaQatState final : public QatState {
   DeviceScratch gw_, ga_, norm_;                 // dW, dα, the norm's partial sums
   const float* point_w_ = nullptr;               // where the last Ŵ came from (W or the noisy point)
   const float* point_a_ = nullptr;
-  DeviceChunks w_chunks_, a_chunks_;
+  cuda::DeviceAdamChunks w_chunks_, a_chunks_;  // AdamW of W (per-tensor decay) and of α
   std::vector<ProjView> views_;
 };
 
