@@ -6,6 +6,7 @@
 #include <chrono>
 #include <cmath>
 #include <filesystem>
+#include <future>
 #include <string>
 #include <vector>
 
@@ -69,6 +70,36 @@ TEST(Launch, TwoRanksMatchOneProcessWithTheSameGlobalBatch) {
   const auto c = column(d.file("resumed"), "loss");
   ASSERT_FALSE(c.empty());
   EXPECT_NEAR(c.back(), b.back(), 1e-2);
+}
+
+// Two "nodes" on this machine, one rank each, joined only through --master-addr/--master-port as
+// on a cluster (no MPI): the same run as one node with two ranks, bit for bit — the TCP backend
+// sums in rank order whatever the layout, and ranks 0 and 1 hold the same rows either way.
+TEST(Launch, TwoNodesOfOneRankEachTrainExactlyLikeOneNodeOfTwo) {
+  ScratchDir d;
+  const std::string port = std::to_string(port_for_test(6));
+  const auto one_node = run_nibble("launch --nproc 2 --master-port " + std::to_string(port_for_test(7)) + " -- nibble " +
+                                   train_args(d, "one-node"));
+  ASSERT_EQ(one_node.code, 0) << one_node.out;
+  auto node = [&](int rank) {
+    return run_nibble("launch --nproc 1 --nnodes 2 --node-rank " + std::to_string(rank) +
+                      " --master-addr 127.0.0.1 --master-port " + port + " -- nibble " + train_args(d, "two-nodes"));
+  };
+  auto second = std::async(std::launch::async, node, 1);
+  const auto first = node(0);
+  const auto other = second.get();
+  ASSERT_EQ(first.code, 0) << first.out;
+  ASSERT_EQ(other.code, 0) << other.out;
+  for (const char* key : {"loss", "grad_norm", "val_loss"}) {
+    const auto a = column(d.file("one-node"), key), b = column(d.file("two-nodes"), key);
+    ASSERT_EQ(a.size(), b.size()) << key;
+    for (size_t i = 0; i < a.size(); ++i)
+      if (std::isfinite(a[i]) || std::isfinite(b[i])) {
+        EXPECT_EQ(a[i], b[i]) << key << " row " << i;
+      }
+  }
+  EXPECT_EQ(nibble::read_file(d.file("one-node") + "/final/model.safetensors"),
+            nibble::read_file(d.file("two-nodes") + "/final/model.safetensors"));
 }
 
 TEST(Launch, AFailingRankStopsTheOthersAndTheBatchMustSplit) {
