@@ -96,7 +96,7 @@ for sp in "${spectra[@]}"; do
   dest="$WORK/hessian/$name"
   [ -f "$dest/results.json" ] && continue
   [ -d "$ck" ] || continue
-  [ "$(left)" -gt 90 ] || break
+  [ "$(left)" -gt 200 ] || break  # a spectrum of a 60m model takes one to two minutes
   CUDA_VISIBLE_DEVICES=$(( n % GPUS )) "$NIBBLE" hessian --checkpoint "$ck" $extra --data "$DATA" --top 2 --probes 3 \
     --lanczos-steps 20 --density --device "$DEVICE" --out "$dest" >"$OUT/hessian-$name.log" 2>&1 &
   n=$(( n + 1 ))

@@ -97,6 +97,8 @@ worker() {
     CUDA_VISIBLE_DEVICES=$g "$BUILD/nibble" sweep "${common[@]}" --recipes "$r" --seeds "$s" \
       --time-limit "$(awk -v s="$left" 'BEGIN { printf "%.3f", s / 60 }')" >>"$OUT/gpu$g.log" 2>&1 ||
       echo "gpu $g: ${job} failed (see gpu$g.log)"
+    # an analysis takes a minute or two on 124m and cannot stop half-way: only with time to spare
+    [ $(( CALL_SECONDS - MARGIN - ($(date +%s) - T0) )) -gt 150 ] || continue
     case ",${ANALYZE:-}," in
       *",$r,"*) analyze_run "$g" "$SWEEP/runs/$r-seed$s" >>"$OUT/analyze$g.log" 2>&1 || echo "gpu $g: analysis of $job failed" ;;
     esac
