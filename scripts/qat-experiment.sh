@@ -70,7 +70,7 @@ qat_run() {
 worker() {
   local g=$1 i=0
   for job in "${jobs[@]}"; do
-    if [ $(( i % GPUS )) -eq "$g" ] && [ "$(left)" -gt 60 ]; then
+    if [ $(( i % GPUS )) -eq "$g" ] && [ "$(left)" -gt 120 ]; then  # a run is about a minute
       IFS=: read -r b w s <<<"$job"
       qat_run "$g" "$b" "$w" "$s"
     fi
