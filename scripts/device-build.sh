@@ -7,9 +7,12 @@ device_build() {
   local gen="" targets="nibble_cli"
   command -v ninja >/dev/null && gen="-G Ninja"
   [ -n "${GTEST_FILTER:-}" ] && targets="nibble_cli nibble_gpu_tests"
-  if [ ! -f "$BUILD/build.ninja" ] && [ ! -f "$BUILD/Makefile" ]; then
-    cmake -S . -B "$BUILD" $gen -DCMAKE_BUILD_TYPE=Release -DNIBBLE_BENCH=OFF >"$OUT/configure.log" 2>&1 ||
-      { tail -20 "$OUT/configure.log"; exit 1; }
+  # configured once; again when the tests are wanted (a folder configured without them keeps
+  # NIBBLE_TESTS=OFF in its cache)
+  if [ -n "${GTEST_FILTER:-}" ] || { [ ! -f "$BUILD/build.ninja" ] && [ ! -f "$BUILD/Makefile" ]; }; then
+    [ -f "$BUILD/CMakeCache.txt" ] && gen=""  # the generator is fixed at the first configure
+    cmake -S . -B "$BUILD" $gen -DCMAKE_BUILD_TYPE=Release -DNIBBLE_BENCH=OFF -DNIBBLE_TESTS="$([ -n "${GTEST_FILTER:-}" ] && echo ON || echo OFF)" \
+      >"$OUT/configure.log" 2>&1 || { tail -20 "$OUT/configure.log"; exit 1; }
   fi
   cmake --build "$BUILD" --target $targets -j"$(nproc)" >"$OUT/build.log" 2>&1 ||
     { grep -E "error" "$OUT/build.log" | head -20; exit 1; }

@@ -12,7 +12,8 @@
 #   env: MODEL (60m), PRE_TOKENS (pretraining, 50M), STEPS (QAT steps, 1000), BITS ("2 3 4"),
 #        SEEDS ("1 2"), LR (QAT peak lr, 1e-4), HESSIAN_AT (QAT steps of the spectra, "250 500"
 #        plus the start and the end; HESSIAN_SAVE, 250, the checkpoint interval of those runs), CALL_SECONDS (590), GTEST_FILTER (GPU tests first), BATCH,
-#        SEQ (16 × 1024), DEVICE (cuda; cpu runs the same pipeline on a tiny model for a dry run).
+#        SEQ (16 × 1024), DEVICE (cuda; cpu with a tiny MODEL, e.g. a model .json, is a dry run
+#        of the pipeline).
 # Data: as the recipe study (scripts/study-sweep.sh): both shared corpora, GPT-2 BPE, the last 1%
 # of each file held out.
 set -uo pipefail
@@ -39,7 +40,7 @@ fi
 
 # 1. the bf16 model QAT starts from (resumable: a time limit stops it with a checkpoint)
 PRE="$WORK/pretrain"
-if [ ! -f "$PRE/final/trainer.json" ]; then
+if [ ! -f "$PRE/final/trainer.json" ] && [ "$(left)" -gt 30 ]; then
   resume=()
   [ -f "$PRE/latest" ] && resume=(--resume "$PRE")
   "$NIBBLE" train "${resume[@]}" --model "$MODEL" --recipe bf16 --data "$DATA" --steps $(( PRE_TOKENS / (BATCH * SEQ) )) \

@@ -16,7 +16,9 @@ shift 5
 NIBBLE=${NIBBLE:-build-main/nibble}
 [ -x "$NIBBLE" ] || { echo "no $NIBBLE: build nibble first (or set NIBBLE)" >&2; exit 2; }
 mkdir -p "$DEST"
-for t in "$@"; do tar xzf "$t" -C "$DEST" --exclude 'results.*' --exclude '*.svg'; done
+for t in "$@"; do tar xzf "$t" -C "$DEST"; done
+# the sweep's own summary is rewritten below from all the runs (the runs' analyses stay)
+rm -f "$DEST"/results.* "$DEST"/*.svg
 "$NIBBLE" sweep --model "$MODEL" --data /tmp/study-data --tokens "$TOKENS" --batch "${BATCH:-16}" --seq "${SEQ:-1024}" \
   --lr "${LR:-6e-4}" --recipes "$RECIPES" --seeds "$SEEDS" --stop-after 0 --device cpu --out "$DEST" --quiet
 if [ -f "$DEST/results.md" ]; then

@@ -5,13 +5,12 @@
 #include "nibble/error.hpp"
 #include "nibble/ops/ops.hpp"
 #include "nibble/philox.hpp"
+#include "nibble/qat/qat_scalar.hpp"
 #include "nibble/qat/qat_state.hpp"
 
 namespace nibble {
 namespace {
 
-// The noise streams of W and α: one seed, α's offset by a constant.
-constexpr uint64_t kScaleNoiseSeedXor = 0x5CA1Eu;
 
 class CpuQatState final : public QatState {
  public:
@@ -36,7 +35,7 @@ class CpuQatState final : public QatState {
           wn_[static_cast<size_t>(i)] +=
               static_cast<float>(noise.sigma_w * philox_normal_hd(noise.seed, noise.stream, static_cast<uint64_t>(i)));
       for (size_t i = 0; i < an_.size(); ++i) {
-        an_[i] += static_cast<float>(noise.sigma_s * philox_normal_hd(noise.seed ^ kScaleNoiseSeedXor, noise.stream, i));
+        an_[i] += static_cast<float>(noise.sigma_s * philox_normal_hd(noise.seed ^ kQatScaleNoiseSeedXor, noise.stream, i));
         an_[i] = std::max(an_[i], 1e-8f);  // a scale stays positive
       }
     }

@@ -12,6 +12,9 @@
 
 namespace nibble {
 
+// WinQ's noise: W's normals from (seed, stream), α's from (seed ^ this, stream).
+constexpr uint64_t kQatScaleNoiseSeedXor = 0x5CA1Eu;
+
 struct QatLevels {
   bool lsq = true;
   double qn = 0, qp = 0;                 // LSQ: integer levels [qn, qp]

@@ -31,7 +31,6 @@ namespace {
 namespace gops = cuda::ops;
 using cuda::DeviceScratch;
 
-constexpr uint64_t kScaleNoiseSeedXor = 0x5CA1Eu;  // as on the CPU
 constexpr int kThreads = 256;
 
 unsigned blocks_for(int64_t n) { return static_cast<unsigned>(std::max<int64_t>((n + kThreads - 1) / kThreads, 1)); }
@@ -157,7 +156,7 @@ class CudaQatState final : public QatState {
       }
       if (layout_.num_scales > 0) {
         add_scale_noise_kernel<<<blocks_for(layout_.num_scales), kThreads, 0, st_>>>(
-            pa, an_.get<float>(), layout_.num_scales, noise.sigma_s, noise.seed ^ kScaleNoiseSeedXor, noise.stream);
+            pa, an_.get<float>(), layout_.num_scales, noise.sigma_s, noise.seed ^ kQatScaleNoiseSeedXor, noise.stream);
         NIBBLE_CUDA_CHECK_LAUNCH();
       }
       pw = wn_.get<float>();
