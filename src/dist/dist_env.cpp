@@ -57,4 +57,12 @@ DistEnv DistEnv::from_environment() {
   return e;
 }
 
+void Communicator::all_gather(float* x, const std::vector<int64_t>& offsets) {
+  if (static_cast<int>(offsets.size()) != world() + 1)
+    fail("all_gather: ", offsets.size(), " slice bounds for ", world(), " ranks (want ", world() + 1, ")");
+  for (int r = 0; r < world(); ++r)
+    broadcast(x + offsets[static_cast<size_t>(r)],
+              static_cast<size_t>(offsets[static_cast<size_t>(r) + 1] - offsets[static_cast<size_t>(r)]) * sizeof(float), r);
+}
+
 }  // namespace nibble

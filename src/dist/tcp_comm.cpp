@@ -158,6 +158,26 @@ class TcpCommunicator final : public Communicator {
 #endif
   }
 
+  void all_gather_device(float* d_x, const std::vector<int64_t>& offsets, void* stream) override {
+#if defined(NIBBLE_WITH_CUDA)
+    const int64_t n = offsets.back();
+    staging_.resize(static_cast<size_t>(n));
+    const auto st = static_cast<cudaStream_t>(stream);
+    if (cudaMemcpyAsync(staging_.data(), d_x, static_cast<size_t>(n) * 4, cudaMemcpyDeviceToHost, st) != cudaSuccess ||
+        cudaStreamSynchronize(st) != cudaSuccess)
+      fail("all_gather_device: copying the weights to the host failed");
+    all_gather(staging_.data(), offsets);
+    if (cudaMemcpyAsync(d_x, staging_.data(), static_cast<size_t>(n) * 4, cudaMemcpyHostToDevice, st) != cudaSuccess ||
+        cudaStreamSynchronize(st) != cudaSuccess)
+      fail("all_gather_device: copying the weights back failed");
+#else
+    (void)d_x;
+    (void)offsets;
+    (void)stream;
+    fail("all_gather_device: this build has no CUDA");
+#endif
+  }
+
   void broadcast(void* data, size_t bytes, int root) override {
     if (root < 0 || root >= env_.world) fail("broadcast: root ", root, " is not a rank of ", env_.world);
     if (env_.world == 1) return;

@@ -1,5 +1,6 @@
 #include "train/data_parallel.hpp"
 
+#include <algorithm>
 #include <cstdlib>
 #include <string>
 
@@ -25,7 +26,8 @@ DataParallel::DataParallel(const std::string& device, int64_t global_batch) : en
 
 std::string DataParallel::describe() const {
   if (!comm_) return "1 process";
-  return std::to_string(env_.world) + " ranks (" + comm_->backend() + ", this is rank " + std::to_string(env_.rank) + ")";
+  return std::to_string(env_.world) + " ranks (" + comm_->backend() + (sharded() ? ", ZeRO-1" : "") + ", this is rank " +
+         std::to_string(env_.rank) + ")";
 }
 
 Batch DataParallel::shard(const Batch& global) const {
@@ -53,6 +55,44 @@ void DataParallel::attach(TrainEngine& engine) {
   const char* o = std::getenv("NIBBLE_DP_OVERLAP");
   const bool overlap = !(o && std::string(o) == "0");
   if (comm_ && overlap && comm_->backend() == "nccl") engine.set_gradient_sync(comm_.get());
+}
+
+void DataParallel::shard_optimizer(TrainEngine& engine) {
+  if (!comm_) return;
+  const int64_t n = engine.num_params(), w = env_.world;
+  const int64_t slice = ((n + w - 1) / w + 63) / 64 * 64;  // 256-byte aligned slices
+  offsets_.clear();
+  for (int64_t r = 0; r <= w; ++r) offsets_.push_back(std::min(n, r * slice));
+  engine.set_optimizer_range(offsets_[static_cast<size_t>(env_.rank)], offsets_[static_cast<size_t>(env_.rank) + 1]);
+}
+
+void DataParallel::gather_weights(TrainEngine& engine) {
+  if (sharded()) engine.all_gather_weights(*comm_, offsets_);
+}
+
+OptimizerState DataParallel::whole_optimizer(TrainEngine& engine) {
+  OptimizerState part = engine.get_optimizer();
+  if (!sharded()) return part;
+  OptimizerState whole;
+  whole.step = part.step;
+  const int64_t n = offsets_.back(), at = offsets_[static_cast<size_t>(env_.rank)];
+  for (auto [dst, src] : {std::pair{&whole.m, &part.m}, std::pair{&whole.v, &part.v}}) {
+    dst->assign(static_cast<size_t>(n), 0.0f);
+    std::copy(src->begin(), src->end(), dst->begin() + at);
+    comm_->all_gather(dst->data(), offsets_);
+  }
+  return whole;
+}
+
+OptimizerState DataParallel::slice_optimizer(const OptimizerState& whole) const {
+  if (!sharded()) return whole;
+  const auto b = static_cast<size_t>(offsets_[static_cast<size_t>(env_.rank)]);
+  const auto e = static_cast<size_t>(offsets_[static_cast<size_t>(env_.rank) + 1]);
+  OptimizerState s;
+  s.step = whole.step;
+  s.m.assign(whole.m.begin() + b, whole.m.begin() + e);
+  s.v.assign(whole.v.begin() + b, whole.v.begin() + e);
+  return s;
 }
 
 void DataParallel::barrier() {

@@ -10,6 +10,7 @@
 // gives the global batch's mean gradient (every row has T valid targets in training).
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "nibble/data/loader.hpp"
 #include "nibble/dist/comm.hpp"
@@ -36,9 +37,22 @@ class DataParallel {
   void attach(TrainEngine& engine);
   void barrier();
 
+  // ZeRO-1: rank r's AdamW keeps the moments of the flat parameters [offsets[r], offsets[r+1])
+  // (equal slices, multiples of 64 elements) and updates only those weights; the gradients are
+  // still all-reduced whole (the bucketed overlap and the gradient norm need no change), then
+  // the updated slices are all-gathered. Checkpoints gather the moments to rank 0 and hold the
+  // whole state, so a run resumes with or without ZeRO-1 and on any number of ranks.
+  // A single process: nothing to shard.
+  void shard_optimizer(TrainEngine& engine);
+  bool sharded() const { return !offsets_.empty(); }
+  void gather_weights(TrainEngine& engine);                 // after each optimizer step
+  OptimizerState whole_optimizer(TrainEngine& engine);      // every rank takes part
+  OptimizerState slice_optimizer(const OptimizerState& whole) const;  // this rank's part
+
  private:
   DistEnv env_;
   std::unique_ptr<Communicator> comm_;
+  std::vector<int64_t> offsets_;  // ZeRO-1's slice bounds (world + 1), empty when off
 };
 
 }  // namespace nibble

@@ -10,7 +10,7 @@ namespace {
 
 class CpuEngine final : public TrainEngine {
  public:
-  explicit CpuEngine(const ModelConfig& cfg) : model_(cfg) {
+  explicit CpuEngine(const ModelConfig& cfg) : model_(cfg), end_(model_.num_params()) {
     opt_.m.assign(static_cast<size_t>(model_.num_params()), 0.0f);
     opt_.v.assign(opt_.m.size(), 0.0f);
   }
@@ -23,8 +23,18 @@ class CpuEngine final : public TrainEngine {
   void set_weights(const float* w) override { std::copy(w, w + num_params(), model_.weights()); }
   void get_weights(float* w) const override { std::copy(model_.weights(), model_.weights() + num_params(), w); }
   void set_optimizer(const OptimizerState& s) override {
-    NIBBLE_CHECK(static_cast<int64_t>(s.m.size()) == num_params() && s.v.size() == s.m.size(), "optimizer state size");
+    NIBBLE_CHECK(static_cast<int64_t>(s.m.size()) == end_ - begin_ && s.v.size() == s.m.size(), "optimizer state size");
     opt_ = s;
+  }
+  void set_optimizer_range(int64_t begin, int64_t end) override {
+    NIBBLE_CHECK(0 <= begin && begin <= end && end <= num_params(), "optimizer range [", begin, ", ", end, ")");
+    begin_ = begin;
+    end_ = end;
+    opt_.m.assign(static_cast<size_t>(end - begin), 0.0f);
+    opt_.v.assign(opt_.m.size(), 0.0f);
+  }
+  void all_gather_weights(Communicator& comm, const std::vector<int64_t>& offsets) override {
+    comm.all_gather(model_.weights(), offsets);
   }
   OptimizerState get_optimizer() const override { return opt_; }
   double forward(const int32_t* tokens, const int32_t* targets, int64_t b, int64_t t, const StepContext& ctx,
@@ -43,10 +53,15 @@ class CpuEngine final : public TrainEngine {
   void optimizer_step(const AdamHyper& h, float lr, float grad_scale, int64_t t) override {
     if (grad_scale != 1.0f) ops::scale_inplace(model_.grads(), num_params(), grad_scale);
     opt_.step = t;
-    for (const ParamInfo& p : model_.params())
-      ops::adamw_update(model_.weights() + p.offset, model_.grads() + p.offset, opt_.m.data() + p.offset,
-                        opt_.v.data() + p.offset, p.numel, lr, h.beta1, h.beta2, h.eps,
+    // each tensor's part inside [begin_, end_) (all of it without ZeRO-1); AdamW is elementwise,
+    // so a split tensor gets the same bits
+    for (const ParamInfo& p : model_.params()) {
+      const int64_t lo = std::max(p.offset, begin_), hi = std::min(p.offset + p.numel, end_);
+      if (lo >= hi) continue;
+      ops::adamw_update(model_.weights() + lo, model_.grads() + lo, opt_.m.data() + (lo - begin_),
+                        opt_.v.data() + (lo - begin_), hi - lo, lr, h.beta1, h.beta2, h.eps,
                         (p.decay || h.decay_all) ? h.weight_decay : 0.0f, t);
+    }
   }
   std::vector<float> logits_row(int64_t row) override {
     const int64_t v = config().vocab_size;
@@ -59,6 +74,7 @@ class CpuEngine final : public TrainEngine {
 
  private:
   Transformer<float> model_;
+  int64_t begin_ = 0, end_ = 0;  // the weights this engine's AdamW updates (ZeRO-1: a slice)
   OptimizerState opt_;
 };
 

@@ -109,6 +109,7 @@ TrainResult train(const TrainConfig& cfg_in, const TrainOptions& opts) {
   TrainEngine& model = *engine;
   model.set_recipe(cfg.recipe);
   dp.attach(model);
+  if (opts.zero1) dp.shard_optimizer(model);
   const AdamHyper hyper{static_cast<float>(cfg.beta1), static_cast<float>(cfg.beta2), static_cast<float>(cfg.eps),
                         static_cast<float>(cfg.weight_decay), cfg.decay_all};
   int64_t adam_step = 0;
@@ -116,10 +117,11 @@ TrainResult train(const TrainConfig& cfg_in, const TrainOptions& opts) {
   // Host copies of the state for checkpoints (fetched from the engine when one is written).
   std::vector<float> host_weights;
   auto save = [&](const std::string& name, const Json& trainer_json) {
+    // with ZeRO-1 every rank sends its slice of the moments; the checkpoint holds them whole
+    OptimizerState opt = lead || dp.sharded() ? dp.whole_optimizer(model) : OptimizerState{};
     if (!lead) return;
     host_weights.resize(static_cast<size_t>(model.num_params()));
     model.get_weights(host_weights.data());
-    OptimizerState opt = model.get_optimizer();
     opt.step = adam_step;
     save_checkpoint(cfg.out, name, ModelWeights{model.config(), model.params(), host_weights.data()}, opt,
                     config_json, trainer_json);
@@ -135,7 +137,7 @@ TrainResult train(const TrainConfig& cfg_in, const TrainOptions& opts) {
     const std::string dir = resolve_checkpoint_dir(opts.resume);
     const Checkpoint ck = load_checkpoint(dir, model.params(), true);
     model.set_weights(ck.weights.data());
-    model.set_optimizer(ck.opt);
+    model.set_optimizer(dp.slice_optimizer(ck.opt));  // ZeRO-1: this rank's slice
     adam_step = ck.opt.step;
     start = ck.trainer.at("step").as_int64();
     tokens_seen = ck.trainer.at("tokens").as_double();
@@ -215,6 +217,7 @@ TrainResult train(const TrainConfig& cfg_in, const TrainOptions& opts) {
     const double lr = cfg.lr_at(step);
     ++adam_step;
     model.optimizer_step(hyper, static_cast<float>(lr), clip * inv_world, adam_step);  // 1/1 is exact
+    dp.gather_weights(model);  // ZeRO-1: every rank's updated slice to every rank
     tokens_seen += static_cast<double>(cfg.tokens_per_step());
     tokens_window += cfg.tokens_per_step();
     window_loss += loss;

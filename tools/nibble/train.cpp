@@ -50,6 +50,7 @@ Args train_args() {
   a.option("save-every", "N", "checkpoint every N steps (0 = final only)", "500");
   a.option("stats-every", "N", "log SPEC §6 statistics of every layer's X, W, dY every N steps", "0");
   a.option("stop-after", "N", "stop after N more steps, leaving a resumable checkpoint");
+  a.flag("zero1", "data parallelism: shard the AdamW state over the ranks (ZeRO-1; same numbers, less memory)");
   a.option("time-limit", "MIN", "stop after MIN minutes of wall clock, at a step boundary, leaving a resumable checkpoint");
   a.flag("quiet", "no progress output");
   return a;
@@ -100,6 +101,7 @@ int run_train(const std::vector<std::string>& argv) {
   if (a.has("stop-after")) opts.stop_after = a.integer("stop-after");
   if (a.has("time-limit")) opts.stop_after_seconds = a.minutes_as_seconds("time-limit");
   opts.quiet = a.flag_set("quiet");
+  opts.zero1 = a.flag_set("zero1");
   opts.progress_tty = ::isatty(STDOUT_FILENO);
   cfg.validate();
 

@@ -12,6 +12,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <vector>
 
 namespace nibble {
 
@@ -47,6 +48,12 @@ class Communicator {
   virtual void finish_device(void* /*stream*/) {}
   // root's bytes to every rank.
   virtual void broadcast(void* data, size_t bytes, int root) = 0;
+  // ZeRO-1's all-gather: rank r's slice [offsets[r], offsets[r+1]) of x to every rank, in place
+  // (offsets: world() + 1 bounds). Host arrays: one broadcast per rank.
+  virtual void all_gather(float* x, const std::vector<int64_t>& offsets);
+  // The same for a device array of the CUDA engine (NCCL: grouped broadcasts on `stream`; the
+  // TCP backend goes through the host).
+  virtual void all_gather_device(float* d_x, const std::vector<int64_t>& offsets, void* stream) = 0;
   virtual void barrier() = 0;
   // Whether a peer's connection has closed (its process exited), without blocking: lets a wait
   // on the GPU notice a dead rank before its timeout.

@@ -52,6 +52,12 @@ class TrainEngine {
   // as soon as they are final, on a stream of their own, and all_reduce_gradients(comm) then only
   // waits for them. nullptr: off (the default; the CPU engine ignores it).
   virtual void set_gradient_sync(Communicator* /*comm*/) {}
+  // ZeRO-1 (the optimizer state sharded over data-parallel ranks): from now on keep AdamW moments
+  // for the flat parameters [begin, end) only (zeros), optimizer_step updates just those
+  // weights, and get/set_optimizer carry that slice. The default is the whole range.
+  virtual void set_optimizer_range(int64_t begin, int64_t end) = 0;
+  // ZeRO-1's exchange after the step: each rank's updated slice of the weights to every rank.
+  virtual void all_gather_weights(Communicator& comm, const std::vector<int64_t>& offsets) = 0;
   // Scales the gradients by grad_scale (clipping), then one AdamW step t ≥ 1 on every tensor
   // (decay on the tensors marked `decay`, or all with decay_all).
   virtual void optimizer_step(const AdamHyper& h, float lr, float grad_scale, int64_t t) = 0;

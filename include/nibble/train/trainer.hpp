@@ -18,6 +18,9 @@ struct TrainOptions {
   // Under data parallelism rank 0's clock decides, so every rank stops at the same step.
   double stop_after_seconds = -1;
   bool quiet = false;         // no progress output
+  // Data parallelism: shard the AdamW state over the ranks (ZeRO-1, DataParallel::shard_optimizer).
+  // The numbers are those of plain data parallelism, bit for bit.
+  bool zero1 = false;
   bool progress_tty = false;  // rewrite one progress line (\r) instead of printing lines
   // Test hook, called before each step's forward with the model and the step index.
   std::function<void(Transformer<float>&, int64_t)> before_step;

@@ -103,6 +103,7 @@ class CudaEngine final : public TrainEngine {
  public:
   CudaEngine(const ModelConfig& cfg, const EngineOptions& opts) : cfg_(cfg), params_(transformer_param_layout(cfg)) {
     np_ = params_.back().offset + params_.back().numel;
+    opt_end_ = np_;
     // A blocking stream: plain cudaMemcpy calls (uploads, downloads) stay ordered with its work.
     NIBBLE_CUDA_CHECK(cudaStreamCreate(&st_));
     const size_t bytes = static_cast<size_t>(np_) * sizeof(float);
@@ -173,16 +174,37 @@ class CudaEngine final : public TrainEngine {
   void get_weights(float* w) const override { download(w_, w, np_); }
   void set_optimizer(const OptimizerState& s) override {
     NIBBLE_CHECK(static_cast<int64_t>(s.m.size()) == np_ && s.v.size() == s.m.size(), "optimizer state size");
-    upload(m_, s.m.data(), np_);
-    upload(v_, s.v.data(), np_);
+    NIBBLE_CHECK(static_cast<int64_t>(s.m.size()) == opt_end_ - opt_begin_, "optimizer state size");
+    upload(m_, s.m.data(), opt_end_ - opt_begin_);
+    upload(v_, s.v.data(), opt_end_ - opt_begin_);
   }
   OptimizerState get_optimizer() const override {
     OptimizerState s;
     s.m.resize(static_cast<size_t>(np_));
     s.v.resize(static_cast<size_t>(np_));
-    download(m_, s.m.data(), np_);
-    download(v_, s.v.data(), np_);
+    download(m_, s.m.data(), opt_end_ - opt_begin_);
+    download(v_, s.v.data(), opt_end_ - opt_begin_);
     return s;
+  }
+
+  void set_optimizer_range(int64_t begin, int64_t end) override {
+    NIBBLE_CHECK(0 <= begin && begin <= end && end <= np_, "optimizer range [", begin, ", ", end, ")");
+    NIBBLE_CUDA_CHECK(cudaStreamSynchronize(st_));
+    opt_begin_ = begin;
+    opt_end_ = end;
+    // the moments of the slice only: ZeRO-1's memory saving
+    const size_t bytes = static_cast<size_t>(std::max<int64_t>(end - begin, 1)) * sizeof(float);
+    m_ = DeviceScratch();
+    v_ = DeviceScratch();
+    m_.ensure(bytes);
+    v_.ensure(bytes);
+    NIBBLE_CUDA_CHECK(cudaMemsetAsync(m_.get<void>(), 0, bytes, st_));
+    NIBBLE_CUDA_CHECK(cudaMemsetAsync(v_.get<void>(), 0, bytes, st_));
+    build_adam_chunks(chunks_decay_all_);
+  }
+  void all_gather_weights(Communicator& comm, const std::vector<int64_t>& offsets) override {
+    NIBBLE_TIMED("all-gather (ZeRO-1)");
+    comm.all_gather_device(w_.get<float>(), offsets, st_);
   }
 
   double forward(const int32_t* tokens, const int32_t* targets, int64_t b, int64_t t, const StepContext& ctx,
@@ -226,8 +248,9 @@ class CudaEngine final : public TrainEngine {
     if (h.decay_all != chunks_decay_all_) build_adam_chunks(h.decay_all);
     NIBBLE_TIMED("adamw");
     const gops::AdamChunks c = adam_chunks_.view();
-    gops::adamw_update(w_.get<float>(), g_.get<float>(), m_.get<float>(), v_.get<float>(), c, lr, h.beta1, h.beta2,
-                       h.eps, h.weight_decay, t, grad_scale, st_);
+    // the chunks are relative to opt_begin_ (ZeRO-1: this rank's slice; otherwise 0)
+    gops::adamw_update(w_.get<float>() + opt_begin_, g_.get<float>() + opt_begin_, m_.get<float>(), v_.get<float>(), c,
+                       lr, h.beta1, h.beta2, h.eps, h.weight_decay, t, grad_scale, st_);
   }
   std::vector<float> logits_row(int64_t row) override {
     NIBBLE_CHECK(row >= 0 && row < n_, "logits row ", row, " out of range");
@@ -336,10 +359,14 @@ class CudaEngine final : public TrainEngine {
     head_.bind(ptr(hw), gptr(hw));
   }
 
-  // AdamW runs over all parameters in one launch (adam_chunks.cuh).
+  // AdamW runs over all its parameters in one launch (adam_chunks.cuh): each tensor's part
+  // inside [opt_begin_, opt_end_), offsets relative to opt_begin_.
   void build_adam_chunks(bool decay_all = false) {
     std::vector<cuda::AdamTensor> tensors;
-    for (const ParamInfo& p : params_) tensors.push_back({p.offset, p.numel, p.decay || decay_all});
+    for (const ParamInfo& p : params_) {
+      const int64_t lo = std::max(p.offset, opt_begin_), hi = std::min(p.offset + p.numel, opt_end_);
+      if (lo < hi) tensors.push_back({lo - opt_begin_, hi - lo, p.decay || decay_all});
+    }
     adam_chunks_.build(tensors, st_);
     chunks_decay_all_ = decay_all;
   }
@@ -437,7 +464,8 @@ class CudaEngine final : public TrainEngine {
   std::vector<ParamInfo> params_;
   int64_t np_ = 0;
   cudaStream_t st_ = nullptr;
-  DeviceScratch w_, g_, m_, v_;
+  DeviceScratch w_, g_, m_, v_;  // m_, v_: the slice [opt_begin_, opt_end_) of the parameters
+  int64_t opt_begin_ = 0, opt_end_ = 0;
   cuda::DeviceAdamChunks adam_chunks_;
   bool chunks_decay_all_ = false;
   std::vector<Block> blocks_;

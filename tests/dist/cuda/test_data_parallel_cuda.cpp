@@ -72,6 +72,17 @@ TEST(SM90_DataParallel, TwoGpusMatchOneGpuWithTheSameGlobalBatch) {
       ASSERT_EQ(flat.code, 0) << flat.out;
       EXPECT_EQ(col(d.file(recipe + "-2-flat"), "loss"), b);
       EXPECT_EQ(col(d.file(recipe + "-2-flat"), "grad_norm"), gb);
+      // ZeRO-1 (NCCL grouped broadcasts of each rank's updated half): the same bits again, and
+      // the same checkpoint (the moments gathered whole)
+      const auto zero = run_nibble("launch --nproc 2 --master-port 29735 -- nibble " + args(d, recipe, recipe + "-2-zero") +
+                                   " --zero1");
+      ASSERT_EQ(zero.code, 0) << zero.out;
+      EXPECT_NE(zero.out.find("ZeRO-1"), std::string::npos) << zero.out;
+      EXPECT_EQ(col(d.file(recipe + "-2-zero"), "loss"), b);
+      EXPECT_EQ(col(d.file(recipe + "-2-zero"), "grad_norm"), gb);
+      for (const char* f : {"final/model.safetensors", "final/optimizer.safetensors"})
+        EXPECT_EQ(nibble::read_file(d.file(recipe + "-2") + "/" + f), nibble::read_file(d.file(recipe + "-2-zero") + "/" + f))
+            << f;
       EXPECT_NEAR(b[0], a[0], 1e-4 * a[0]);
       EXPECT_NEAR(gb[0], ga[0], 1e-2 * ga[0]);
       EXPECT_LT(worst, 0.05);
