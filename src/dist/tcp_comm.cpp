@@ -139,43 +139,10 @@ class TcpCommunicator final : public Communicator {
   void all_reduce_sum(float* x, int64_t n) override { reduce(x, n, Op::SumF32); }
 
   void all_reduce_sum_device(float* d_x, int64_t n, void* stream) override {
-#if defined(NIBBLE_WITH_CUDA)
-    // Host staging: correct everywhere, fast nowhere (the NCCL backend is the fast path).
-    staging_.resize(static_cast<size_t>(n));
-    const auto st = static_cast<cudaStream_t>(stream);
-    if (cudaMemcpyAsync(staging_.data(), d_x, static_cast<size_t>(n) * 4, cudaMemcpyDeviceToHost, st) != cudaSuccess ||
-        cudaStreamSynchronize(st) != cudaSuccess)
-      fail("all_reduce_sum_device: copying the gradients to the host failed");
-    all_reduce_sum(staging_.data(), n);
-    if (cudaMemcpyAsync(d_x, staging_.data(), static_cast<size_t>(n) * 4, cudaMemcpyHostToDevice, st) != cudaSuccess ||
-        cudaStreamSynchronize(st) != cudaSuccess)
-      fail("all_reduce_sum_device: copying the gradients back failed");
-#else
-    (void)d_x;
-    (void)n;
-    (void)stream;
-    fail("all_reduce_sum_device: this build has no CUDA");
-#endif
+    via_host(d_x, n, stream, "all_reduce_sum_device", [&](float* h) { all_reduce_sum(h, n); });
   }
-
   void all_gather_device(float* d_x, const std::vector<int64_t>& offsets, void* stream) override {
-#if defined(NIBBLE_WITH_CUDA)
-    const int64_t n = offsets.back();
-    staging_.resize(static_cast<size_t>(n));
-    const auto st = static_cast<cudaStream_t>(stream);
-    if (cudaMemcpyAsync(staging_.data(), d_x, static_cast<size_t>(n) * 4, cudaMemcpyDeviceToHost, st) != cudaSuccess ||
-        cudaStreamSynchronize(st) != cudaSuccess)
-      fail("all_gather_device: copying the weights to the host failed");
-    all_gather(staging_.data(), offsets);
-    if (cudaMemcpyAsync(d_x, staging_.data(), static_cast<size_t>(n) * 4, cudaMemcpyHostToDevice, st) != cudaSuccess ||
-        cudaStreamSynchronize(st) != cudaSuccess)
-      fail("all_gather_device: copying the weights back failed");
-#else
-    (void)d_x;
-    (void)offsets;
-    (void)stream;
-    fail("all_gather_device: this build has no CUDA");
-#endif
+    via_host(d_x, offsets.back(), stream, "all_gather_device", [&](float* h) { all_gather(h, offsets); });
   }
 
   void broadcast(void* data, size_t bytes, int root) override {
@@ -207,6 +174,29 @@ class TcpCommunicator final : public Communicator {
   }
 
  private:
+  // A device array's collective through host staging: correct everywhere, fast nowhere (the NCCL
+  // backend is the fast path).
+  template <class Op>
+  void via_host(float* d_x, int64_t n, void* stream, const char* what, Op op) {
+#if defined(NIBBLE_WITH_CUDA)
+    staging_.resize(static_cast<size_t>(n));
+    const auto st = static_cast<cudaStream_t>(stream);
+    if (cudaMemcpyAsync(staging_.data(), d_x, static_cast<size_t>(n) * 4, cudaMemcpyDeviceToHost, st) != cudaSuccess ||
+        cudaStreamSynchronize(st) != cudaSuccess)
+      fail(what, ": copying to the host failed");
+    op(staging_.data());
+    if (cudaMemcpyAsync(d_x, staging_.data(), static_cast<size_t>(n) * 4, cudaMemcpyHostToDevice, st) != cudaSuccess ||
+        cudaStreamSynchronize(st) != cudaSuccess)
+      fail(what, ": copying back to the device failed");
+#else
+    (void)d_x;
+    (void)n;
+    (void)stream;
+    (void)op;
+    fail(what, ": this build has no CUDA");
+#endif
+  }
+
   std::string who(int peer) const {
     return "rank " + std::to_string(env_.rank) + " (tcp, " + env_.master_addr + ":" + std::to_string(env_.master_port) +
            "), peer rank " + std::to_string(peer);

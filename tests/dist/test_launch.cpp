@@ -34,6 +34,18 @@ std::vector<double> column(const std::string& run, const char* key) {
   return nibble::report::read_metrics_jsonl(run + "/metrics.jsonl").column(key);
 }
 
+// Two runs logged the same losses, gradient norms and validation losses, bit for bit.
+void expect_same_logs(const std::string& a_run, const std::string& b_run) {
+  for (const char* key : {"loss", "grad_norm", "val_loss"}) {
+    const auto a = column(a_run, key), b = column(b_run, key);
+    ASSERT_EQ(a.size(), b.size()) << key;
+    for (size_t i = 0; i < a.size(); ++i)
+      if (std::isfinite(a[i]) || std::isfinite(b[i])) {
+        EXPECT_EQ(a[i], b[i]) << key << " row " << i;
+      }
+  }
+}
+
 }  // namespace
 
 // bf16 on two ranks: each rank's mean over its 2 sequences, averaged, is the 4-sequence mean, and
@@ -90,14 +102,7 @@ TEST(Launch, TwoNodesOfOneRankEachTrainExactlyLikeOneNodeOfTwo) {
   const auto other = second.get();
   ASSERT_EQ(first.code, 0) << first.out;
   ASSERT_EQ(other.code, 0) << other.out;
-  for (const char* key : {"loss", "grad_norm", "val_loss"}) {
-    const auto a = column(d.file("one-node"), key), b = column(d.file("two-nodes"), key);
-    ASSERT_EQ(a.size(), b.size()) << key;
-    for (size_t i = 0; i < a.size(); ++i)
-      if (std::isfinite(a[i]) || std::isfinite(b[i])) {
-        EXPECT_EQ(a[i], b[i]) << key << " row " << i;
-      }
-  }
+  expect_same_logs(d.file("one-node"), d.file("two-nodes"));
   EXPECT_EQ(nibble::read_file(d.file("one-node") + "/final/model.safetensors"),
             nibble::read_file(d.file("two-nodes") + "/final/model.safetensors"));
 }
@@ -115,14 +120,7 @@ TEST(Launch, Zero1TrainsExactlyLikePlainDataParallelism) {
                                train_args(d, "zero", "--zero1"));
   ASSERT_EQ(zero.code, 0) << zero.out;
   EXPECT_NE(zero.out.find("ZeRO-1"), std::string::npos) << zero.out;
-  for (const char* key : {"loss", "grad_norm", "val_loss"}) {
-    const auto a = column(d.file("plain"), key), b = column(d.file("zero"), key);
-    ASSERT_EQ(a.size(), b.size()) << key;
-    for (size_t i = 0; i < a.size(); ++i)
-      if (std::isfinite(a[i]) || std::isfinite(b[i])) {
-        EXPECT_EQ(a[i], b[i]) << key << " row " << i;
-      }
-  }
+  expect_same_logs(d.file("plain"), d.file("zero"));
   for (const char* f : {"step_000004/model.safetensors", "step_000004/optimizer.safetensors", "final/model.safetensors",
                         "final/optimizer.safetensors"})
     EXPECT_EQ(nibble::read_file(d.file("plain") + "/" + f), nibble::read_file(d.file("zero") + "/" + f)) << f;
