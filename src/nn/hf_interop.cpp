@@ -1,9 +1,11 @@
 // Hugging Face LLaMA interop (see hf_interop.hpp).
 #include "nibble/nn/hf_interop.hpp"
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <filesystem>
+#include <map>
 
 #include "nibble/dtype.hpp"
 #include "nibble/error.hpp"
@@ -82,17 +84,57 @@ Json model_config_to_hf(const ModelConfig& m, const std::string& torch_dtype) {
   return j;
 }
 
+namespace {
+
+// The checkpoint's tensors: model.safetensors, or the shards a model.safetensors.index.json
+// maps each tensor to (how HF saves models above a few GB). `where` names the source in errors.
+SafeTensors read_hf_tensors(const std::string& hf_dir, std::string& where) {
+  const fs::path single = fs::path(hf_dir) / "model.safetensors";
+  const fs::path index = fs::path(hf_dir) / "model.safetensors.index.json";
+  if (fs::exists(single)) {
+    where = single.string();
+    return read_safetensors(where);
+  }
+  if (!fs::exists(index)) fail(hf_dir, ": neither model.safetensors nor model.safetensors.index.json");
+  where = index.string();
+  const Json j = Json::parse(read_file(where), where);
+  const Json* map = j.find("weight_map");
+  if (!map || !map->is_object()) fail(where, ": no \"weight_map\" object");
+  std::map<std::string, std::vector<std::string>> by_file;  // shard → the tensors the index puts there
+  for (const auto& [name, file] : map->as_object()) {
+    if (!file.is_string()) fail(where, ": weight_map[\"", name, "\"] is not a file name");
+    const std::string f = file.as_string();
+    if (f.empty() || f.find('/') != std::string::npos || f.find("..") != std::string::npos)
+      fail(where, ": weight_map[\"", name, "\"] = \"", f, "\" is not a file of this directory");
+    by_file[f].push_back(name);
+  }
+  SafeTensors all;
+  all.source = where;
+  for (const auto& [file, names] : by_file) {
+    const std::string path = (fs::path(hf_dir) / file).string();
+    if (!fs::exists(path)) fail(where, ": shard ", file, " (of ", names.size(), " tensors) is missing");
+    SafeTensors shard = read_safetensors(path);
+    for (const std::string& name : names) {
+      auto it = std::find_if(shard.tensors.begin(), shard.tensors.end(), [&](const auto& e) { return e.first == name; });
+      if (it == shard.tensors.end()) fail(path, ": tensor '", name, "' is not there, though ", where, " says it is");
+      all.add(name, std::move(it->second));
+    }
+  }
+  return all;
+}
+
+}  // namespace
+
 void import_hf(const std::string& hf_dir, const std::string& out_dir, const std::string& tokenizer) {
   const std::string cfg_path = (fs::path(hf_dir) / "config.json").string();
-  const std::string st_path = (fs::path(hf_dir) / "model.safetensors").string();
   if (!fs::exists(cfg_path)) fail(hf_dir, ": no config.json");
-  if (!fs::exists(st_path)) fail(hf_dir, ": no model.safetensors (sharded checkpoints are not supported yet)");
   TrainConfig tc;
   tc.model = model_config_from_hf(Json::parse(read_file(cfg_path), cfg_path), cfg_path, tokenizer);
   tc.recipe = Recipe::preset("bf16");
   tc.seq = std::min<int64_t>(tc.seq, tc.model.max_seq);
   tc.out = out_dir;
-  const SafeTensors in = read_safetensors(st_path);
+  std::string st_path;
+  const SafeTensors in = read_hf_tensors(hf_dir, st_path);
   const std::vector<ParamInfo> params = transformer_param_layout(tc.model);
   SafeTensors out;
   for (const ParamInfo& p : params) {

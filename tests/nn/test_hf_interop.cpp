@@ -236,6 +236,57 @@ TEST(HfInterop, ExportRoundTripsBitExactlyAndBf16Widens) {
   }
 }
 
+// HF's sharded layout (model.safetensors.index.json + model-0000k-of-0000n.safetensors): the
+// same checkpoint as from one file, bit for bit; a missing shard or a tensor that is not in the
+// shard the index names are errors naming them.
+TEST(HfInterop, ShardedCheckpointsImportLikeOneFile) {
+  ScratchDir d;
+  const Hf h = make_hf(false);
+  write_hf(h, d.file("one"), false);
+  import_hf(d.file("one"), d.file("ck-one"), "byte");
+  // the same tensors split over two shards, with an index
+  const SafeTensors all = read_safetensors(d.file("one/model.safetensors"));
+  SafeTensors a, b;
+  Json map = Json::object();
+  size_t i = 0;
+  for (const auto& [name, t] : all.tensors) {
+    const bool first = i++ % 2 == 0;
+    (first ? a : b).add(name, t);
+    map[name] = first ? "model-00001-of-00002.safetensors" : "model-00002-of-00002.safetensors";
+  }
+  fs::create_directories(d.file("sharded"));
+  fs::copy_file(d.file("one/config.json"), d.file("sharded/config.json"));
+  write_safetensors(d.file("sharded/model-00001-of-00002.safetensors"), a);
+  write_safetensors(d.file("sharded/model-00002-of-00002.safetensors"), b);
+  Json index = Json::object();
+  index["metadata"] = Json::object();
+  index["weight_map"] = map;
+  write_file_atomic(d.file("sharded/model.safetensors.index.json"), index.dump(2));
+  import_hf(d.file("sharded"), d.file("ck-sharded"), "byte");
+  EXPECT_EQ(read_file(d.file("ck-one/model.safetensors")), read_file(d.file("ck-sharded/model.safetensors")));
+  // errors: a tensor the index puts in the wrong shard, then a missing shard
+  const std::string moved = all.tensors.front().first;  // in shard 1
+  Json wrong = index;
+  wrong["weight_map"][moved] = "model-00002-of-00002.safetensors";
+  write_file_atomic(d.file("sharded/model.safetensors.index.json"), wrong.dump(2));
+  try {
+    import_hf(d.file("sharded"), d.file("ck-x"), "byte");
+    FAIL() << "expected an error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find(moved), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("model-00002-of-00002"), std::string::npos) << e.what();
+  }
+  write_file_atomic(d.file("sharded/model.safetensors.index.json"), index.dump(2));
+  fs::remove(d.file("sharded/model-00002-of-00002.safetensors"));
+  try {
+    import_hf(d.file("sharded"), d.file("ck-x"), "byte");
+    FAIL() << "expected an error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("model-00002-of-00002.safetensors"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("missing"), std::string::npos) << e.what();
+  }
+}
+
 TEST(HfInterop, UnsupportedConfigsAndMismatchesAreErrors) {
   ScratchDir d;
   Hf h = make_hf(true);
