@@ -120,7 +120,7 @@ std::string write_runs_report(const std::vector<std::string>& dirs, const std::s
   o.smooth = 0;
   report::write_line_plot((fs::path(out) / "val_loss.svg").string(), val_s, o);
   std::string md = "# Training runs\n\n";
-  md += std::to_string(runs.size()) + " runs. Loss: cross-entropy in nats/token; train = mean over the last log window; "
+  md += std::to_string(runs.size()) + " runs. Loss: cross-entropy in nats/token; train = mean over the last 5% of the steps; "
         "val = the last evaluation; tokens/s = median over the logged windows after the first.";
   if (!baseline.empty())
     md += " Steps to baseline val: the first step at which a run's validation loss reaches the final one of `" +

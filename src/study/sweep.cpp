@@ -56,6 +56,21 @@ double median(std::vector<double> v) {
 
 }  // namespace
 
+double tail_mean(const std::vector<double>& step, const std::vector<double>& loss_avg, double fraction) {
+  if (step.empty() || step.size() != loss_avg.size()) return kNaN;
+  const double last = step.back(), from = last - fraction * last;
+  double sum = 0, weight = 0, prev = 0;
+  for (size_t i = 0; i < step.size(); ++i) {
+    const double begin = prev;
+    prev = step[i];
+    if (!std::isfinite(loss_avg[i]) || step[i] <= begin) continue;  // an evaluation-only row (QAT's step 0)
+    if (step[i] <= from && i + 1 < step.size()) continue;
+    sum += loss_avg[i] * (step[i] - begin);
+    weight += step[i] - begin;
+  }
+  return weight > 0 ? sum / weight : kNaN;
+}
+
 SweepRun read_run(const std::string& recipe, uint64_t seed, const std::string& dir) {
   SweepRun r;
   r.recipe = recipe;
@@ -72,7 +87,7 @@ SweepRun read_run(const std::string& recipe, uint64_t seed, const std::string& d
   if (step.empty()) fail(dir, "/metrics.jsonl: no rows");
   r.steps = static_cast<int64_t>(step.back());
   r.tokens = tokens.back();
-  r.final_train_loss = train.back();
+  r.final_train_loss = tail_mean(step, train, 0.05);
   r.final_val_loss = last_finite(val);
   // the first window holds the warm-up (allocation, plan selection): leave it out
   r.tokens_per_s = median(std::vector<double>(tps.begin() + (tps.size() > 1 ? 1 : 0), tps.end()));
@@ -213,8 +228,8 @@ void write_sweep_report(const SweepConfig& cfg, const SweepResult& r) {
         std::to_string(b.seq) + " tokens = " + fmt_si(static_cast<double>(b.steps * b.tokens_per_step())) +
         " tokens per run, data `" + (b.data_dir.empty() ? (b.text_file.empty() ? "embedded corpus" : b.text_file) : b.data_dir) +
         "`, seeds " + seeds + ", device " + device + ". Every recipe starts from the same initialization and reads " +
-        "the same batches (both follow the seed). Loss: cross-entropy in nats/token; train = mean over the last log " +
-        "window; val = the final evaluation. ± = max − min over seeds. Gap = (recipe − bf16) / bf16.\n\n";
+        "the same batches (both follow the seed). Loss: cross-entropy in nats/token; train = mean over the last 5% of " +
+        "the steps; val = the final evaluation. ± = max − min over seeds. Gap = (recipe − bf16) / bf16.\n\n";
   if (!r.complete) md += "**Incomplete:** some runs have not finished; the table shows the finished ones.\n\n";
   report::MarkdownTable t({"recipe", "seeds", "train loss", "±", "val loss", "±", "val gap to bf16", "train gap",
                            "tokens/s", "step time vs bf16"},

@@ -191,6 +191,20 @@ TEST(Report, RendersRunsAndSweepsIntoOnePage) {
   EXPECT_THROW(write_runs_report({base}, d.file("rep6"), d.file("nothing-here")), Error);
 }
 
+TEST(Sweep, TailMeanWeighsTheLastWindowsByTheirSteps) {
+  // windows of 20 steps, then a short last one of 4 (a run of 104 steps logged every 20)
+  const std::vector<double> step = {20, 40, 60, 80, 100, 104}, loss = {5, 4, 3, 2, 1.5, 1.0};
+  // the last 5% (5.2 steps): the windows ending after step 98.8 — (80, 100] and (100, 104]
+  EXPECT_DOUBLE_EQ(tail_mean(step, loss, 0.05), (1.5 * 20 + 1.0 * 4) / 24);
+  // the last 30% (31.2 steps, from 72.8): also (60, 80]
+  EXPECT_DOUBLE_EQ(tail_mean(step, loss, 0.30), (2.0 * 20 + 1.5 * 20 + 1.0 * 4) / 44);
+  // at least the last window, even for a tiny fraction
+  EXPECT_DOUBLE_EQ(tail_mean(step, loss, 0.0), 1.0);
+  // an evaluation-only row (QAT's step 0: no training loss) counts for nothing
+  EXPECT_DOUBLE_EQ(tail_mean({0, 10, 20}, {NAN, 3.0, 2.0}, 1.0), 2.5);
+  EXPECT_TRUE(std::isnan(tail_mean({}, {}, 0.05)));
+}
+
 TEST(Report, FirstReachInterpolatesBetweenEvaluations) {
   const std::vector<double> x = {0, 100, 200, 300}, y = {4.0, 3.0, 2.0, 2.5};
   EXPECT_DOUBLE_EQ(first_reach(x, y, 2.5), 150.0);   // halfway from 3.0 (at 100) to 2.0 (at 200)

@@ -31,6 +31,12 @@ struct SweepOptions {
   double stop_after_seconds = -1;
 };
 
+// The mean training loss over the last `fraction` of a run's steps: the logged windows (row i
+// covers steps (step[i−1], step[i]] with mean loss_avg[i]) that end in that tail, weighted by
+// their length — at least the last window. One log window (20 steps, or the 4 steps of a short
+// last one) is too noisy to compare recipes by.
+double tail_mean(const std::vector<double>& step, const std::vector<double>& loss_avg, double fraction);
+
 // One finished run, read back from its directory.
 struct SweepRun {
   std::string recipe;
@@ -39,7 +45,7 @@ struct SweepRun {
   std::string device;  // as the run's config.json records it ("" when absent)
   int64_t steps = 0;
   double tokens = 0;
-  double final_train_loss = 0;  // loss_avg of the last logged window
+  double final_train_loss = 0;  // training loss over the last 5% of the steps (tail_mean)
   double final_val_loss = 0;    // the last evaluation (NaN if none)
   double tokens_per_s = 0;      // median of the logged windows (warm-up excluded)
   std::vector<double> curve_tokens, curve_train, eval_tokens, eval_val;
