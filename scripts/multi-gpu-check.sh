@@ -60,5 +60,14 @@ if [ "$GPUS" -ge 2 ]; then
     echo "bf16, 2 GPUs, all-reduce after the backward (no overlap): $(tail -1 /tmp/scale-flat/metrics.jsonl |
       sed -E 's/.*"tokens_per_s":([0-9.e+]+).*/\1/') tokens/s" | tee -a "$OUT/scaling.txt"
 fi
+# and with ZeRO-1 (the AdamW state sharded; one more all-gather of the weights per step)
+if [ "$GPUS" -ge 2 ]; then
+  rm -rf /tmp/scale-zero1
+  "$NIBBLE" launch --nproc 2 --master-port 29813 -- "$NIBBLE" train --model 124m --device cuda --zero1 \
+    --recipe bf16 --batch 32 --seq 1024 --steps "$STEPS" --log-every 5 --eval-every 0 --eval-batches 1 \
+    --val-fraction 0.12 --save-every 0 --out /tmp/scale-zero1 >"$OUT/scale-zero1.log" 2>&1 &&
+    echo "bf16, 2 GPUs, ZeRO-1: $(tail -1 /tmp/scale-zero1/metrics.jsonl |
+      sed -E 's/.*"tokens_per_s":([0-9.e+]+).*/\1/') tokens/s" | tee -a "$OUT/scaling.txt"
+fi
 tar czf "$OUT/logs.tgz" -C "$OUT" $(cd "$OUT" && ls *.log *.txt 2>/dev/null) && (cd "$OUT" && rm -f *.log)
 exit $rc
