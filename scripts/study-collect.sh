@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Merges the study.tgz tarballs that scripts/study-sweep.sh brings back from device calls (several
 # calls or sessions of one sweep) into one sweep directory DEST and writes its report there with
-# `nibble sweep --stop-after 0` (which trains nothing: it reads the runs' metrics.jsonl).
+# `nibble sweep --summarize` (which trains nothing: it reads the runs' metrics.jsonl; runs of
+# RECIPES x SEEDS that are missing, e.g. a second seed only some recipes have, leave the report
+# marked incomplete, with the finished runs in the table).
 # Tarballs are applied in the order given, so list them oldest first: a later call's copy of a run
 # has more of it.
 #
@@ -20,10 +22,5 @@ for t in "$@"; do tar xzf "$t" -C "$DEST"; done
 # the sweep's own summary is rewritten below from all the runs (the runs' analyses stay)
 rm -f "$DEST"/results.* "$DEST"/*.svg
 "$NIBBLE" sweep --model "$MODEL" --data /tmp/study-data --tokens "$TOKENS" --batch "${BATCH:-16}" --seq "${SEQ:-1024}" \
-  --lr "${LR:-6e-4}" --recipes "$RECIPES" --seeds "$SEEDS" --stop-after 0 --device cpu --out "$DEST" --quiet
-if [ -f "$DEST/results.md" ]; then
-  sed -n '/^| recipe/,/^$/p' "$DEST/results.md"
-else
-  echo "not every run of $RECIPES × seeds $SEEDS has finished: no report written"
-  ls "$DEST/runs"
-fi
+  --lr "${LR:-6e-4}" --recipes "$RECIPES" --seeds "$SEEDS" --summarize --device cpu --out "$DEST" --quiet
+sed -n '/^| recipe/,/^$/p' "$DEST/results.md"

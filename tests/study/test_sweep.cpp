@@ -149,6 +149,13 @@ TEST(CliSweep, TokensSeedsAndErrors) {
   // 500 tokens at 64 per step: 8 steps
   const Json j = Json::parse(read_file(d.file("s/results.json")), "results.json");
   EXPECT_EQ(j.at("runs").as_array()[0].at("steps").as_int64(), 8);
+  // --summarize trains nothing: a recipe without runs leaves the report marked incomplete
+  const auto sum = nibble::testing::run_nibble(base + " --recipes bf16,ufp4,nvfp4 --tokens 500 --summarize --out " + d.file("s"));
+  ASSERT_EQ(sum.code, 0) << sum.out;
+  EXPECT_FALSE(fs::exists(d.file("s/runs/nvfp4-seed1")));
+  const std::string md = read_file(d.file("s/results.md"));
+  EXPECT_NE(md.find("Incomplete"), std::string::npos) << md;
+  EXPECT_NE(md.find("| ufp4"), std::string::npos) << md;
   auto expect_error = [&](const std::string& args, const std::string& needle) {
     const auto e = nibble::testing::run_nibble(base + args);
     EXPECT_NE(e.code, 0) << args << "\n" << e.out;

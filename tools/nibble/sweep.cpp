@@ -41,6 +41,7 @@ int run_sweep(const std::vector<std::string>& argv) {
   a.option("out", "DIR", "sweep directory");
   a.option("stop-after", "N", "stop after N training steps in total (resumable)");
   a.option("time-limit", "MIN", "stop after MIN minutes of wall clock, at a step boundary with a checkpoint (resumable)");
+  a.flag("summarize", "train nothing: write the report from the runs finished so far (marked incomplete when some are missing)");
   a.flag("quiet", "no progress output");
   if (!a.parse(argv)) return 0;
   SweepConfig s;
@@ -89,6 +90,13 @@ int run_sweep(const std::vector<std::string>& argv) {
   o.quiet = a.flag_set("quiet");
   if (a.has("stop-after")) o.stop_after_steps = a.integer("stop-after");
   if (a.has("time-limit")) o.stop_after_seconds = a.minutes_as_seconds("time-limit");
+  if (a.flag_set("summarize")) {
+    const SweepResult r = nibble::summarize_sweep(s);
+    nibble::write_sweep_report(s, r);
+    std::printf("%s/results.md: %zu of %zu runs%s\n", s.out.c_str(), r.runs.size(), s.recipes.size() * s.seeds.size(),
+                r.complete ? "" : " (incomplete)");
+    return 0;
+  }
   const SweepResult r = nibble::run_sweep(s, o);
   if (!r.complete) {
     std::printf("sweep stopped with %zu of %zu runs finished; run the same command again to resume\n", r.runs.size(),
