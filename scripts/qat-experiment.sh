@@ -63,15 +63,28 @@ qat_run() {
   [ "$w" = winq ] && winq=(--winq)
   # the spectra's runs keep checkpoints along the way
   [ "$b" = 2 ] && [ "$s" = "${SEEDS%% *}" ] && save=${HESSIAN_SAVE:-250}
-  rm -rf "$run"
-  CUDA_VISIBLE_DEVICES=$g "$NIBBLE" qat --checkpoint "$PRE" --bits "$b" "${winq[@]}" --data "$DATA" --steps "$STEPS" \
+  # a run stopped by the last call's time limit continues from its checkpoint
+  local resume=()
+  if [ -f "$run/latest" ]; then resume=(--resume "$run"); else rm -rf "$run"; fi
+  CUDA_VISIBLE_DEVICES=$g "$NIBBLE" qat "${resume[@]}" --checkpoint "$PRE" --bits "$b" "${winq[@]}" --data "$DATA" --steps "$STEPS" \
     --batch "$BATCH" --seq "$SEQ" --lr "$LR" --log-every 25 --eval-every 50 --eval-batches 8 --seed "$s" \
-    --save-every "$save" --device "$DEVICE" --out "$run" --quiet >>"$OUT/qat-gpu$g.log" 2>&1 || echo "gpu $g: qat $b bit $w seed $s failed"
+    --save-every "$save" --device "$DEVICE" --out "$run" --quiet \
+    --time-limit "$(awk -v s="$(left)" 'BEGIN { printf "%.3f", s / 60 }')" >>"$OUT/qat-gpu$g.log" 2>&1 ||
+    echo "gpu $g: qat $b bit $w seed $s failed"
+  # keep the checkpoint a resume needs and those the spectra read
+  local latest keep c
+  latest=$(cat "$run/latest" 2>/dev/null)
+  for c in "$run"/step_*; do
+    [ -d "$c" ] || continue
+    keep=$([ "$(basename "$c")" = "$latest" ] && echo 1)
+    for st in $HESSIAN_AT; do [ "$(basename "$c")" = "$(printf 'step_%06d' "$st")" ] && keep=1; done
+    [ -n "$keep" ] || rm -rf "$c"
+  done
 }
 worker() {
   local g=$1 i=0
   for job in "${jobs[@]}"; do
-    if [ $(( i % GPUS )) -eq "$g" ] && [ "$(left)" -gt 120 ]; then  # a run is about a minute
+    if [ $(( i % GPUS )) -eq "$g" ] && [ "$(left)" -gt 30 ]; then  # runs stop with a checkpoint in time
       IFS=: read -r b w s <<<"$job"
       qat_run "$g" "$b" "$w" "$s"
     fi

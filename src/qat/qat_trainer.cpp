@@ -214,7 +214,8 @@ QatResult run_qat(const QatConfig& qc, bool quiet) {
   double window = 0;
   int64_t window_n = 0;
   auto t_window = std::chrono::steady_clock::now();
-  const int64_t end = qc.stop_after >= 0 ? std::min(cfg.steps, start + qc.stop_after) : cfg.steps;
+  int64_t end = qc.stop_after >= 0 ? std::min(cfg.steps, start + qc.stop_after) : cfg.steps;
+  const auto t_begin = std::chrono::steady_clock::now();
   int64_t step = start;
   for (; step < end; ++step) {
     // the (noisy) point the gradient is taken at
@@ -251,6 +252,10 @@ QatResult run_qat(const QatConfig& qc, bool quiet) {
     adam.t = step + 1;
     state->update(adam);
     if (qc.winq && (step + 1) % qc.reset_every == 0) state->winq_reset(qc.reset_a);
+    // a wall-clock limit ends the run at this step, with a checkpoint (as `nibble train`)
+    if (qc.stop_after_seconds >= 0 && step + 1 < end &&
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - t_begin).count() >= qc.stop_after_seconds)
+      end = step + 1;
     window += loss;
     ++window_n;
     const bool last = step + 1 == cfg.steps;

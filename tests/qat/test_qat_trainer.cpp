@@ -163,6 +163,19 @@ TEST(Qat, AStoppedRunResumesBitIdentically) {
     if (std::isfinite(a[i]) || std::isfinite(b[i])) {
       EXPECT_EQ(a[i], b[i]) << "row " << i;
     }
+  // an expired wall-clock limit: one step, then a checkpoint that resumes
+  QatConfig timed = whole;
+  timed.train.out = d.file("timed");
+  timed.stop_after_seconds = 0;
+  const QatResult t1 = run_qat(timed, true);
+  EXPECT_TRUE(t1.stopped_early);
+  EXPECT_EQ(t1.steps, 1);
+  EXPECT_TRUE(fs::exists(d.file("timed/step_000001/qat.safetensors")));
+  QatConfig timed_rest = timed;
+  timed_rest.stop_after_seconds = -1;
+  timed_rest.resume = d.file("timed");
+  run_qat(timed_rest, true);
+  EXPECT_EQ(read_file(d.file("whole/final/model.safetensors")), read_file(d.file("timed/final/model.safetensors")));
   // a checkpoint of another bit width is refused
   QatConfig other = rest;
   other.spec = QatSpec::make(3, "auto");

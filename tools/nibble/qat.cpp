@@ -42,6 +42,7 @@ int run_qat(const std::vector<std::string>& argv) {
   a.option("save-every", "N", "checkpoint every N steps (0 = only the final one)", "500");
   a.option("resume", "DIR", "continue a stopped QAT run from its latest (or this) checkpoint, bit for bit");
   a.option("stop-after", "N", "stop after N steps with a checkpoint (resumable)");
+  a.option("time-limit", "MIN", "stop after MIN minutes of wall clock, at a step boundary with a checkpoint (resumable)");
   a.option("device", "D", "cpu | cuda | auto (default $NIBBLE_DEVICE or auto; --act-bits runs on the CPU)",
            default_device());
   a.option("out", "DIR", "output directory");
@@ -79,6 +80,7 @@ int run_qat(const std::vector<std::string>& argv) {
   c.out = a.required("out");
   if (a.has("resume")) q.resume = a.str("resume");
   if (a.has("stop-after")) q.stop_after = a.integer("stop-after");
+  if (a.has("time-limit")) q.stop_after_seconds = a.minutes_as_seconds("time-limit");
   if (c.save_every < 0 || q.stop_after < -1) fail("--save-every and --stop-after must not be negative");
   const QatResult r = nibble::run_qat(q, a.flag_set("quiet"));
   if (r.stopped_early) {

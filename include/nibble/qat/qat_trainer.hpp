@@ -28,6 +28,7 @@ struct QatConfig {
   // latest (or a given) checkpoint bit for bit: latent W, α, both AdamW states, data position.
   std::string resume;                     // a QAT run or checkpoint directory ("" = start)
   int64_t stop_after = -1;                // stop (with a checkpoint) after this many steps
+  double stop_after_seconds = -1;         // stop (with a checkpoint) after the step that crosses this
 };
 
 struct QatResult {
