@@ -16,20 +16,24 @@ class CpuQatState final : public QatState {
  public:
   explicit CpuQatState(const QatLayout& l) : QatState(l) {
     const auto np = static_cast<size_t>(l.num_params), na = static_cast<size_t>(l.num_scales);
-    for (auto* v : {&s_.w, &s_.m_w, &s_.v_w, &wn_, &gw_}) v->assign(np, 0.0f);
-    for (auto* v : {&s_.alpha, &s_.m_alpha, &s_.v_alpha, &an_, &ga_}) v->assign(na, 0.0f);
+    for (auto* v : {&s_.w, &s_.m_w, &s_.v_w, &gw_}) v->assign(np, 0.0f);
+    for (auto* v : {&s_.alpha, &s_.m_alpha, &s_.v_alpha, &ga_}) v->assign(na, 0.0f);
   }
 
   void set(const QatHostState& s) override {
     check_sizes(s);
     s_ = s;
+    point_w_ = point_a_ = nullptr;  // a new state: the next point is taken from it
   }
   QatHostState get() const override { return s_; }
 
   void quantized_weights(const QatNoise& noise, float* w_hat) override {
-    wn_ = s_.w;
-    an_ = s_.alpha;
+    // the point: (W, α) itself, or WinQ's noisy copy of it
+    point_w_ = s_.w.data();
+    point_a_ = s_.alpha.data();
     if (noise.on) {
+      wn_ = s_.w;
+      an_ = s_.alpha;
       for (const auto& q : layout_.projections)
         for (int64_t i = q.offset; i < q.offset + q.rows * q.cols; ++i)
           wn_[static_cast<size_t>(i)] +=
@@ -38,17 +42,20 @@ class CpuQatState final : public QatState {
         an_[i] += static_cast<float>(noise.sigma_s * philox_normal_hd(noise.seed ^ kQatScaleNoiseSeedXor, noise.stream, i));
         an_[i] = std::max(an_[i], 1e-8f);  // a scale stays positive
       }
+      point_w_ = wn_.data();
+      point_a_ = an_.data();
     }
-    std::copy(wn_.begin(), wn_.end(), w_hat);
+    std::copy(point_w_, point_w_ + layout_.num_params, w_hat);
     for (const auto& q : layout_.projections)
-      qat_forward(layout_.spec, wn_.data() + q.offset, an_.data() + q.alpha_offset, q.rows, q.cols, w_hat + q.offset);
+      qat_forward(layout_.spec, point_w_ + q.offset, point_a_ + q.alpha_offset, q.rows, q.cols, w_hat + q.offset);
   }
 
   double backward(const float* d_what) override {
+    if (!point_w_) fail("QAT state: backward() before quantized_weights()");
     std::copy(d_what, d_what + layout_.num_params, gw_.begin());
     std::fill(ga_.begin(), ga_.end(), 0.0f);
     for (const auto& q : layout_.projections)
-      qat_backward(layout_.spec, wn_.data() + q.offset, an_.data() + q.alpha_offset, q.rows, q.cols, d_what + q.offset,
+      qat_backward(layout_.spec, point_w_ + q.offset, point_a_ + q.alpha_offset, q.rows, q.cols, d_what + q.offset,
                    gw_.data() + q.offset, ga_.data() + q.alpha_offset);
     const float* bufs[2] = {gw_.data(), ga_.data()};
     const int64_t sizes[2] = {layout_.num_params, layout_.num_scales};
@@ -76,7 +83,9 @@ class CpuQatState final : public QatState {
 
  private:
   QatHostState s_;
-  std::vector<float> wn_, an_;  // the point of the last quantized_weights()
+  std::vector<float> wn_, an_;                // WinQ's noisy point
+  const float* point_w_ = nullptr;            // where the last quantized_weights() was taken
+  const float* point_a_ = nullptr;
   std::vector<float> gw_, ga_;  // dW, dα of the last backward()
 };
 

@@ -47,6 +47,13 @@ double DataParallel::mean(double x) {
   return x / static_cast<double>(env_.world);
 }
 
+std::pair<double, bool> DataParallel::mean_and_any(double x, bool flag) {
+  if (!comm_) return {x, flag};
+  double v[2] = {x, flag ? 1.0 : 0.0};
+  comm_->all_reduce_sum(v, 2);
+  return {v[0] / static_cast<double>(env_.world), v[1] > 0};
+}
+
 void DataParallel::sum_gradients(TrainEngine& engine) {
   if (comm_) engine.all_reduce_gradients(*comm_);
 }

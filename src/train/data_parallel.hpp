@@ -10,6 +10,7 @@
 // gives the global batch's mean gradient (every row has T valid targets in training).
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "nibble/data/loader.hpp"
@@ -31,6 +32,9 @@ class DataParallel {
 
   Batch shard(const Batch& global) const;
   double mean(double x);  // the average over ranks (every rank gets the same bits)
+  // The same, and whether any rank raised `flag`, in one collective (the trainer's time limit
+  // rides on the loss's reduction instead of adding one per step).
+  std::pair<double, bool> mean_and_any(double x, bool flag);
   void sum_gradients(TrainEngine& engine);
   // Lets the engine reduce gradient buckets during its backward (NCCL only; NIBBLE_DP_OVERLAP=0
   // turns it off).

@@ -1,6 +1,7 @@
 #include "nibble/train/trainer.hpp"
 
 #include <chrono>
+#include <tuple>
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
@@ -202,9 +203,15 @@ TrainResult train(const TrainConfig& cfg_in, const TrainOptions& opts) {
                                           last_good.empty() ? "(none)" : (fs::path(cfg.out) / last_good).string()));
     };
     double loss = 0;
+    // --time-limit: rank 0's clock at the start of the step decides for every rank (clocks
+    // differ, the stop step must not); the verdict travels with the loss
+    const bool time_up_here = lead && opts.stop_after_seconds >= 0 &&
+                              std::chrono::duration<double>(Clock::now() - t_begin).count() >= opts.stop_after_seconds;
+    bool out_of_time = false;
     try {
       // every rank sees the mean loss: a non-finite one stops all of them at the same step
-      loss = dp.mean(model.forward(batch.inputs.data(), batch.targets.data(), batch.batch_size, batch.seq_len, ctx));
+      std::tie(loss, out_of_time) = dp.mean_and_any(
+          model.forward(batch.inputs.data(), batch.targets.data(), batch.batch_size, batch.seq_len, ctx), time_up_here);
       if (!std::isfinite(loss)) throw diverged(detail::concat("the loss is ", loss));
       model.backward(ctx);
     } catch (const NonFiniteValue& e) {
@@ -222,12 +229,7 @@ TrainResult train(const TrainConfig& cfg_in, const TrainOptions& opts) {
     tokens_window += cfg.tokens_per_step();
     window_loss += loss;
     ++window_n;
-    if (opts.stop_after_seconds >= 0 && step + 1 < end) {
-      const double elapsed = std::chrono::duration<double>(Clock::now() - t_begin).count();
-      // rank 0's verdict for everyone (the others pass 0): clocks differ, the stop step must not
-      const bool out_of_time = dp.mean(lead && elapsed >= opts.stop_after_seconds ? 1.0 : 0.0) > 0;
-      if (out_of_time) end = step + 1;
-    }
+    if (out_of_time && step + 1 < end) end = step + 1;
 
     if (ctx.collect_stats && stats_out) {
       for (const OperandStats& s : model.operand_stats()) {

@@ -16,6 +16,7 @@
 #include "nibble/qat/qat_trainer.hpp"
 #include "nibble/report/metrics.hpp"
 #include "nibble/safetensors.hpp"
+#include "nibble/train/checkpoint.hpp"
 #include "nibble/train/trainer.hpp"
 #include "support/cli_runner.hpp"
 #include "support/qat_run.hpp"
@@ -132,6 +133,27 @@ TEST(Qat, ActivationBitsQuantizeTheProjectionsInputsAndEvalAppliesThem) {
   EXPECT_GT(std::fabs(with - without), 1e-3) << with << " vs " << without;
 }
 
+// A QAT run stopped early (by --stop-after or --time-limit) resumed to its end in its own
+// directory, as `nibble qat --resume OUT` does.
+// Runs `q` (a stop set) into d.file(name) and checks that it stopped at `steps` with a
+// checkpoint there; returns the configuration to resume.
+QatConfig run_until_stop(const ScratchDir& d, QatConfig q, const std::string& name, int64_t steps) {
+  q.train.out = d.file(name);
+  const QatResult r = run_qat(q, true);
+  EXPECT_TRUE(r.stopped_early) << name;
+  EXPECT_EQ(r.steps, steps) << name;
+  EXPECT_TRUE(fs::exists(q.train.out + "/" + checkpoint_step_name(steps) + "/qat.safetensors")) << name;
+  return q;
+}
+
+QatResult resume_to_end(const QatConfig& stopped) {
+  QatConfig rest = stopped;
+  rest.stop_after = -1;
+  rest.stop_after_seconds = -1;
+  rest.resume = stopped.train.out;
+  return run_qat(rest, true);
+}
+
 // A QAT run stopped at step 12 (a checkpoint there) and resumed continues bit for bit: the same
 // final quantized model, latent weights and scales, and the same logged losses as the run that
 // was never stopped — with WinQ on, whose noise and resets follow the step number.
@@ -143,16 +165,8 @@ TEST(Qat, AStoppedRunResumesBitIdentically) {
   whole.reset_every = 10;
   run_qat(whole, true);
   QatConfig part = whole;
-  part.train.out = d.file("part");
   part.stop_after = 12;
-  const QatResult first = run_qat(part, true);
-  EXPECT_TRUE(first.stopped_early);
-  EXPECT_EQ(first.steps, 12);
-  ASSERT_TRUE(fs::exists(d.file("part/step_000012/qat.safetensors")));
-  QatConfig rest = whole;
-  rest.train.out = d.file("part");
-  rest.resume = d.file("part");
-  const QatResult second = run_qat(rest, true);
+  const QatResult second = resume_to_end(run_until_stop(d, part, "part", 12));
   EXPECT_FALSE(second.stopped_early);
   for (const char* f : {"final/model.safetensors", "final/qat.safetensors"})
     EXPECT_EQ(read_file(d.file(std::string("whole/") + f)), read_file(d.file(std::string("part/") + f))) << f;
@@ -165,19 +179,12 @@ TEST(Qat, AStoppedRunResumesBitIdentically) {
     }
   // an expired wall-clock limit: one step, then a checkpoint that resumes
   QatConfig timed = whole;
-  timed.train.out = d.file("timed");
   timed.stop_after_seconds = 0;
-  const QatResult t1 = run_qat(timed, true);
-  EXPECT_TRUE(t1.stopped_early);
-  EXPECT_EQ(t1.steps, 1);
-  EXPECT_TRUE(fs::exists(d.file("timed/step_000001/qat.safetensors")));
-  QatConfig timed_rest = timed;
-  timed_rest.stop_after_seconds = -1;
-  timed_rest.resume = d.file("timed");
-  run_qat(timed_rest, true);
+  resume_to_end(run_until_stop(d, timed, "timed", 1));
   EXPECT_EQ(read_file(d.file("whole/final/model.safetensors")), read_file(d.file("timed/final/model.safetensors")));
   // a checkpoint of another bit width is refused
-  QatConfig other = rest;
+  QatConfig other = whole;
+  other.resume = d.file("part");
   other.spec = QatSpec::make(3, "auto");
   other.train.out = d.file("other");
   EXPECT_THROW(run_qat(other, true), Error);

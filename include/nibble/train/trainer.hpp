@@ -13,7 +13,7 @@ namespace nibble {
 struct TrainOptions {
   std::string resume;         // run or checkpoint directory to continue from ("" = fresh)
   int64_t stop_after = -1;    // stop (with a checkpoint) after this many steps: tests, time limits
-  // Stop (with a checkpoint) after the first step that ends this many seconds after the start:
+  // Stop (with a checkpoint) after the first step that begins this many seconds after the start:
   // the wall-clock limit of a batch job (Megatron's --exit-duration-in-mins); < 0 = none.
   // Under data parallelism rank 0's clock decides, so every rank stops at the same step.
   double stop_after_seconds = -1;
