@@ -61,22 +61,23 @@ HessianProblem checkpoint_hessian_problem(const HessianConfig& cfg, Json& info) 
   } else {
     std::shared_ptr<TrainEngine> engine = make_engine(device, tc.model, EngineOptions{"fp32", "fp32"});
     engine->set_recipe(Recipe::preset("fp32"));  // quantization bypassed, as on the CPU
-    loss_grad = [engine, b](const std::vector<double>& w) {
+    // one float staging buffer for the weights and then the gradients, reused by every call
+    auto staging = std::make_shared<std::vector<float>>(p.w.size());
+    loss_grad = [engine, b, staging](const std::vector<double>& w) {
+      std::vector<float>& f = *staging;
       const auto n = static_cast<int64_t>(w.size());
-      std::vector<float> wf(w.size());
 #pragma omp parallel for schedule(static)
-      for (int64_t i = 0; i < n; ++i) wf[i] = static_cast<float>(w[i]);
-      engine->set_weights(wf.data());
+      for (int64_t i = 0; i < n; ++i) f[i] = static_cast<float>(w[i]);
+      engine->set_weights(f.data());
       engine->zero_grad();
       StepContext ctx;
       engine->forward(b.inputs.data(), b.targets.data(), b.batch_size, b.seq_len, ctx);
       engine->backward(ctx);
-      std::vector<float> g(wf.size());
-      engine->get_gradients(g.data());
-      std::vector<double> gd(g.size());
+      engine->get_gradients(f.data());
+      std::vector<double> g(w.size());
 #pragma omp parallel for schedule(static)
-      for (int64_t i = 0; i < n; ++i) gd[i] = g[i];
-      return gd;
+      for (int64_t i = 0; i < n; ++i) g[i] = f[i];
+      return g;
     };
     double sq = 0;
     for (double x : p.w) sq += x * x;
