@@ -10,6 +10,7 @@
 #   device run, carry [".deps", ".corpus/english.txt.xz", ".corpus/code-c.txt.xz"]:
 #     bash scripts/qat-experiment.sh
 #   env: MODEL (60m), PRE_TOKENS (pretraining, 50M), STEPS (QAT steps, 1000), BITS ("2 3 4"),
+#        VARIANTS ("base=;winq=--winq": NAME=qat flags per run, ';'-separated), SPECTRA (1; 0 skips them),
 #        SEEDS ("1 2"), LR (QAT peak lr, 1e-4), HESSIAN_AT (QAT steps of the spectra, "250 500"
 #        plus the start and the end; HESSIAN_SAVE, 250, the checkpoint interval of those runs), CALL_SECONDS (590), GTEST_FILTER (GPU tests first), BATCH,
 #        SEQ (16 × 1024), DEVICE (cuda; cpu with a tiny MODEL, e.g. a model .json, is a dry run
@@ -21,6 +22,9 @@ cd "$(dirname "$0")/.."
 T0=$(date +%s)
 MODEL=${MODEL:-60m}; PRE_TOKENS=${PRE_TOKENS:-50000000}; STEPS=${STEPS:-1000}
 BITS=${BITS:-2 3 4}; SEEDS=${SEEDS:-1 2}; LR=${LR:-1e-4}; HESSIAN_AT=${HESSIAN_AT:-250 500}
+# the runs per (bits, seed): NAME=extra qat flags, ';'-separated; "base" is the reference of the
+# reports and the spectra compare "base" with "winq"
+VARIANTS=${VARIANTS:-base=;winq=--winq}
 CALL_SECONDS=${CALL_SECONDS:-590}
 BATCH=${BATCH:-16}; SEQ=${SEQ:-1024}; DEVICE=${DEVICE:-cuda}
 OUT=${OUT:-$PWD/qat-out}
@@ -53,16 +57,21 @@ fi
 # 2. QAT runs: bits × {baseline, winq} × seeds, round-robin over the GPUs
 GPUS=${GPUS:-$(nvidia-smi -L 2>/dev/null | wc -l)}
 [ "$GPUS" -ge 1 ] || GPUS=1
+IFS=';' read -r -a variants <<<"$VARIANTS"
+names=()
+declare -A flags
+for v in "${variants[@]}"; do names+=("${v%%=*}"); flags[${v%%=*}]="${v#*=}"; done
 jobs=()
-for s in $SEEDS; do for b in $BITS; do for w in base winq; do jobs+=("$b:$w:$s"); done; done; done
+for s in $SEEDS; do for b in $BITS; do for w in "${names[@]}"; do jobs+=("$b:$w:$s"); done; done; done
 qat_run() {
   local g=$1 b=$2 w=$3 s=$4
   local run="$WORK/runs/qat-${b}bit-$w-seed$s"
   [ -f "$run/final/trainer.json" ] && return 0
-  local save=0 winq=()
-  [ "$w" = winq ] && winq=(--winq)
+  local save=0 winq
+  read -r -a winq <<<"${flags[$w]}"
+
   # the spectra's runs keep checkpoints along the way
-  [ "$b" = 2 ] && [ "$s" = "${SEEDS%% *}" ] && save=${HESSIAN_SAVE:-250}
+  [ "$b" = 2 ] && [ "$s" = "${SEEDS%% *}" ] && { [ "$w" = base ] || [ "$w" = winq ]; } && save=${HESSIAN_SAVE:-250}
   # a run stopped by the last call's time limit continues from its checkpoint
   local resume=()
   if [ -f "$run/latest" ]; then resume=(--resume "$run"); else rm -rf "$run"; fi
@@ -105,13 +114,15 @@ for w in base winq; do
   spectra+=("$w-final:$WORK/runs/qat-2bit-$w-seed$s1/final:")
 done
 n=0
+[ "${SPECTRA:-1}" = 1 ] || spectra=()
 for sp in "${spectra[@]}"; do
   IFS=: read -r name ck extra <<<"$sp"
   dest="$WORK/hessian/$name"
   [ -f "$dest/results.json" ] && continue
   [ -d "$ck" ] || continue
-  [ "$(left)" -gt 200 ] || break  # a spectrum of a 60m model takes one to two minutes
-  CUDA_VISIBLE_DEVICES=$(( n % GPUS )) "$NIBBLE" hessian --checkpoint "$ck" $extra --data "$DATA" --top 2 --probes 3 \
+  [ "$(left)" -gt 120 ] || break
+  # the call's time limit stops a spectrum that would overrun it (it is redone by the next call)
+  CUDA_VISIBLE_DEVICES=$(( n % GPUS )) timeout "$(( $(left) - 10 ))" "$NIBBLE" hessian --checkpoint "$ck" $extra --data "$DATA" --top 2 --power-iters 20 --probes 3 \
     --lanczos-steps 20 --density --device "$DEVICE" --out "$dest" >"$OUT/hessian-$name.log" 2>&1 &
   n=$(( n + 1 ))
   [ $(( n % 2 )) -eq 0 ] && wait
@@ -120,9 +131,12 @@ wait
 
 # 4. reports: each seed and bit width, WinQ against its baseline
 for s in $SEEDS; do for b in $BITS; do
-  base="$WORK/runs/qat-${b}bit-base-seed$s" winq="$WORK/runs/qat-${b}bit-winq-seed$s"
-  [ -f "$base/final/trainer.json" ] && [ -f "$winq/final/trainer.json" ] || continue
-  "$NIBBLE" report "$base" "$winq" --baseline "$base" --out "$WORK/reports/${b}bit-seed$s" >/dev/null
+  base="$WORK/runs/qat-${b}bit-base-seed$s" runs=()
+  for w in "${names[@]}"; do
+    [ -f "$WORK/runs/qat-${b}bit-$w-seed$s/final/trainer.json" ] && runs+=("$WORK/runs/qat-${b}bit-$w-seed$s")
+  done
+  [ -f "$base/final/trainer.json" ] && [ "${#runs[@]}" -ge 2 ] || continue
+  "$NIBBLE" report "${runs[@]}" --baseline "$base" --out "$WORK/reports/${b}bit-seed$s" >/dev/null
 done; done
 
 # back to this machine

@@ -80,26 +80,28 @@ EigenResult top_eigen(const HessianProblem& p, int k, int max_iters, double tol,
     deflate(v);
     scale(v, norm(v));
     double lambda = 0;
+    bool converged = false;
     int it = 0;
     for (; it < max_iters; ++it) {
       std::vector<double> hv = hvp(p, v);
       deflate(hv);
       const double l = dot(v, hv);  // Rayleigh quotient: the signed eigenvalue
       const double nh = norm(hv);
-      if (nh == 0) { lambda = 0; break; }
+      if (nh == 0) { lambda = 0; converged = true; break; }
       std::vector<double> next = hv;
       scale(next, nh);
       // a negative eigenvalue flips the vector each step: compare up to sign
       const double change = std::min(norm([&] { auto d = next; axpy(-1, v, d); return d; }()),
                                      norm([&] { auto d = next; axpy(1, v, d); return d; }()));
       v = next;
-      const bool converged = it > 0 && std::fabs(l - lambda) <= tol * std::max(1.0, std::fabs(l)) && change < std::sqrt(tol);
+      converged = it > 0 && std::fabs(l - lambda) <= tol * std::max(1.0, std::fabs(l)) && change < std::sqrt(tol);
       lambda = l;
       if (converged) break;
     }
     r.values.push_back(lambda);
     r.vectors.push_back(v);
-    r.iterations.push_back(it + 1);
+    r.iterations.push_back(std::min(it + 1, max_iters));
+    r.converged.push_back(converged);
   }
   return r;
 }

@@ -1,6 +1,7 @@
 // nibble hessian (see hessian_model.hpp).
 #include "nibble/qat/hessian_model.hpp"
 
+#include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
@@ -88,10 +89,13 @@ HessianProblem checkpoint_hessian_problem(const HessianConfig& cfg, Json& info) 
   } else {
     // M H M: frozen (out-of-range) coordinates stay at the point, their gradient is dropped
     p.grad = [loss_grad, w0 = p.w, mask = qp.in_range](const std::vector<double>& w) {
+      const auto n = static_cast<int64_t>(w.size());
       std::vector<double> we(w.size());
-      for (size_t i = 0; i < w.size(); ++i) we[i] = mask[i] ? w[i] : w0[i];
+#pragma omp parallel for schedule(static)
+      for (int64_t i = 0; i < n; ++i) we[i] = mask[i] ? w[i] : w0[i];
       std::vector<double> g = loss_grad(we);
-      for (size_t i = 0; i < g.size(); ++i)
+#pragma omp parallel for schedule(static)
+      for (int64_t i = 0; i < n; ++i)
         if (!mask[i]) g[i] = 0.0;
       return g;
     };
@@ -111,12 +115,21 @@ Json hessian_spectrum(const HessianConfig& cfg) {
   const HessianProblem p = checkpoint_hessian_problem(cfg, out);
   const std::string ck = out.at("checkpoint").as_string();
   const int64_t tokens = out.at("tokens").as_int64();
-  const EigenResult top = top_eigen(p, cfg.top, 100, 1e-5, cfg.seed);
-  Json tv = Json::array();
-  for (double v : top.values) tv.push_back(v);
-  out["top_eigenvalues"] = tv;
-  out["trace"] = hutchinson_trace(p, cfg.probes, cfg.seed);
   const bool gpu = out.at("device").as_string() != "cpu";
+  if (cfg.power_iters < 1) fail("hessian: --power-iters must be >= 1");
+  const double tol = cfg.power_tol > 0 ? cfg.power_tol : gpu ? 1e-3 : 1e-5;
+  const auto t0 = std::chrono::steady_clock::now();
+  const EigenResult top = top_eigen(p, cfg.top, cfg.power_iters, tol, cfg.seed);
+  Json tv = Json::array(), ti = Json::array();
+  for (double v : top.values) tv.push_back(v);
+  for (int it : top.iterations) ti.push_back(static_cast<int64_t>(it));
+  out["top_eigenvalues"] = tv;
+  out["power_iterations"] = ti;
+  Json tc = Json::array();
+  for (bool c : top.converged) tc.push_back(c);
+  out["power_converged"] = tc;  // false: stopped at --power-iters before the tolerance was met
+  out["power_tolerance"] = tol;
+  out["trace"] = hutchinson_trace(p, cfg.probes, cfg.seed);
   std::string md = "# Hessian spectrum of " + ck + "\n\nTraining loss on " + std::to_string(tokens) + " tokens, all " +
                    std::to_string(p.w.size()) + " weights, " +
                    (gpu ? "the GPU engine in fp32 (gradients in float, vectors in float64)" : "float64") +
@@ -132,7 +145,10 @@ Json hessian_spectrum(const HessianConfig& cfg) {
     md += buf;
   }
   report::MarkdownTable t({"quantity", "value"}, {report::Align::Left, report::Align::Right});
-  for (size_t i = 0; i < top.values.size(); ++i) t.add_row({"eigenvalue " + std::to_string(i + 1) + " (by magnitude)", report::fmt_sig(top.values[i], 5)});
+  for (size_t i = 0; i < top.values.size(); ++i)
+    t.add_row({"eigenvalue " + std::to_string(i + 1) + " (by magnitude; " + std::to_string(top.iterations[i]) +
+                   (!top.converged[i] ? " power iterations, not converged)" : " power iterations)"),
+               report::fmt_sig(top.values[i], 5)});
   t.add_row({"trace (Hutchinson, " + std::to_string(cfg.probes) + " probes)", report::fmt_sig(out.at("trace").as_double(), 5)});
   if (cfg.density) {
     const SpectralDensity d = slq_density(p, cfg.probes, cfg.steps, 300, 0.01, cfg.seed);
@@ -163,6 +179,7 @@ Json hessian_spectrum(const HessianConfig& cfg) {
       report::write_line_plot((fs::path(cfg.out) / "density.svg").string(), {report::Series{"density", d.grid, d.density}}, o);
     }
   }
+  out["seconds"] = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   md += t.str() + (cfg.density ? "\n![density](density.svg)\n" : "");
   if (!cfg.out.empty()) {
     fs::create_directories(cfg.out);

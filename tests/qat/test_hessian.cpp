@@ -70,6 +70,12 @@ TEST(Hessian, QuadraticHvpEigenvaluesTraceAndDensity) {
   EXPECT_NEAR(top.values[0], 5.0, 1e-6);
   EXPECT_NEAR(top.values[1], -3.0, 1e-6);
   EXPECT_NEAR(top.values[2], 2.0, 1e-6);
+  for (size_t e = 0; e < 3; ++e) EXPECT_TRUE(top.converged[e]) << top.iterations[e] << " iterations";
+  // a budget of 3 products cannot meet 1e-10: reported as not converged, with the 3 it took
+  const EigenResult capped = top_eigen(p, 1, 3, 1e-10);
+  ASSERT_EQ(capped.iterations.size(), 1u);
+  EXPECT_EQ(capped.iterations[0], 3);
+  EXPECT_FALSE(capped.converged[0]);
   // Hutchinson: E[zᵀAz] = tr A; Var = 2 Σ_{i≠j} A_ij² per probe
   double tr = 0, off2 = 0;
   for (int i = 0; i < kN; ++i) {

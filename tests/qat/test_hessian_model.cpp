@@ -101,6 +101,10 @@ TEST(HessianModel, SymmetricHvpTopEigenpairDensityAndReport) {
   ASSERT_EQ(r.at("top_eigenvalues").as_array().size(), 2u);
   EXPECT_NEAR(r.at("top_eigenvalues").as_array()[0].as_double(), top.values[0], 1e-3 * std::fabs(top.values[0]));
   EXPECT_TRUE(std::isfinite(r.at("trace").as_double()));
+  EXPECT_EQ(r.at("power_tolerance").as_double(), 1e-5);  // float64 gradients: the tight default
+  ASSERT_EQ(r.at("power_iterations").as_array().size(), 2u);
+  ASSERT_EQ(r.at("power_converged").as_array().size(), 2u);
+  EXPECT_LE(r.at("power_iterations").as_array()[0].as_int64(), 100);
   const double neg = r.at("negative_mass").as_double();
   EXPECT_GE(neg, 0.0);
   EXPECT_NEAR(neg + r.at("near_zero_mass").as_double() + r.at("positive_mass").as_double(), 1.0, 1e-9);

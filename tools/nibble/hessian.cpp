@@ -23,6 +23,8 @@ int run_hessian(const std::vector<std::string>& argv) {
   a.option("batch", "B", "sequences in the batch", "2");
   a.option("seq", "T", "tokens per sequence [default: min(run's seq, 64)]");
   a.option("top", "K", "eigenvalues", "3");
+  a.option("power-iters", "N", "power iterations per eigenvalue, at most", "100");
+  a.option("power-tol", "X", "relative change of the eigenvalue that stops them [default: 1e-5 cpu, 1e-3 cuda]");
   a.option("probes", "N", "Hutchinson / SLQ probes", "4");
   a.option("lanczos-steps", "M", "Lanczos steps per SLQ probe", "30");
   a.flag("density", "also the eigenvalue density (SLQ)");
@@ -41,6 +43,10 @@ int run_hessian(const std::vector<std::string>& argv) {
   c.batch = a.integer("batch");
   if (a.has("seq")) c.seq = a.integer("seq");
   c.top = static_cast<int>(a.integer("top"));
+  c.power_iters = static_cast<int>(a.integer("power-iters"));
+  if (a.has("power-tol")) c.power_tol = a.number("power-tol");
+  if (c.power_iters < 1) fail("--power-iters must be >= 1");
+  if (a.has("power-tol") && !(c.power_tol > 0 && c.power_tol < 1)) fail("--power-tol must be in (0, 1)");
   c.probes = static_cast<int>(a.integer("probes"));
   c.steps = static_cast<int>(a.integer("lanczos-steps"));
   c.density = a.flag_set("density");

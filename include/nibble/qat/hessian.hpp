@@ -28,7 +28,8 @@ std::vector<double> hvp(const HessianProblem& p, const std::vector<double>& v);
 struct EigenResult {
   std::vector<double> values;                 // signed, by decreasing magnitude
   std::vector<std::vector<double>> vectors;   // unit norm
-  std::vector<int> iterations;
+  std::vector<int> iterations;   // Hessian-vector products each took
+  std::vector<bool> converged;   // false: stopped at max_iters before the tolerance was met
 };
 EigenResult top_eigen(const HessianProblem& p, int k, int max_iters = 100, double tol = 1e-6, uint64_t seed = 1);
 

@@ -20,6 +20,11 @@ struct HessianConfig {
   std::string data_dir, text_file;  // default: the run's own data
   int64_t batch = 2, seq = 0;       // seq 0: min(the run's seq, 64)
   int top = 3;                      // eigenvalues
+  // power iteration per eigenvalue: at most this many Hessian-vector products, stopping when the
+  // Rayleigh quotient moves less than tol (relative); tol 0 picks 1e-5 for float64 gradients and
+  // 1e-3 for the GPU's float ones (their noise floor: a tighter tol never stops early)
+  int power_iters = 100;
+  double power_tol = 0;
   int probes = 4, steps = 30;       // Hutchinson probes; SLQ probes share them, Lanczos steps
   bool density = false;
   uint64_t seed = 1;
