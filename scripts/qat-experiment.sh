@@ -75,8 +75,10 @@ qat_run() {
   # a run stopped by the last call's time limit continues from its checkpoint
   local resume=()
   if [ -f "$run/latest" ]; then resume=(--resume "$run"); else rm -rf "$run"; fi
+  local lr=(--lr "$LR")  # a variant may give its own
+  [[ " ${winq[*]} " == *" --lr "* ]] && lr=()
   CUDA_VISIBLE_DEVICES=$g "$NIBBLE" qat "${resume[@]}" --checkpoint "$PRE" --bits "$b" "${winq[@]}" --data "$DATA" --steps "$STEPS" \
-    --batch "$BATCH" --seq "$SEQ" --lr "$LR" --log-every 25 --eval-every 50 --eval-batches 8 --seed "$s" \
+    --batch "$BATCH" --seq "$SEQ" "${lr[@]}" --log-every 25 --eval-every 50 --eval-batches 8 --seed "$s" \
     --save-every "$save" --device "$DEVICE" --out "$run" --quiet \
     --time-limit "$(awk -v s="$(left)" 'BEGIN { printf "%.3f", s / 60 }')" >>"$OUT/qat-gpu$g.log" 2>&1 ||
     echo "gpu $g: qat $b bit $w seed $s failed"

@@ -71,7 +71,7 @@ class CpuQatState final : public QatState {
       ops::adamw_update(s_.w.data() + t.offset, gw_.data() + t.offset, s_.m_w.data() + t.offset, s_.v_w.data() + t.offset,
                         t.numel, h.lr, h.beta1, h.beta2, h.eps, t.decay ? h.weight_decay : 0.0f, h.t);
     if (layout_.num_scales > 0)
-      ops::adamw_update(s_.alpha.data(), ga_.data(), s_.m_alpha.data(), s_.v_alpha.data(), layout_.num_scales, h.lr,
+      ops::adamw_update(s_.alpha.data(), ga_.data(), s_.m_alpha.data(), s_.v_alpha.data(), layout_.num_scales, h.lr * h.scale_lr_mult,
                         h.beta1, h.beta2, h.eps, 0.0f, h.t);
     for (float& a : s_.alpha) a = std::max(a, 1e-8f);
   }

@@ -112,6 +112,7 @@ QatResult run_qat(const QatConfig& qc, bool quiet) {
   spec["group_size"] = qc.spec.group_size;
   spec["winq"] = qc.winq;
   spec["act_bits"] = qc.act_bits;  // eval and sample apply the same activation quantization
+  spec["scale_lr_mult"] = qc.scale_lr_mult;
   if (qc.winq) {
     Json ws = Json::object();
     ws["noise_w"] = qc.noise_w;
@@ -169,6 +170,11 @@ QatResult run_qat(const QatConfig& qc, bool quiet) {
         fail(dir, ": the QAT run was started with ", key, " = ", was ? was->dump() : std::string("(unset)"),
              "; this resume asks for ", spec.at(key).dump(), " (give the run's own options)");
     }
+    // runs from before --scale-lr-mult learned their scales at the full rate
+    const Json* sm = saved.find("scale_lr_mult");
+    if ((sm ? sm->as_double() : 1.0) != qc.scale_lr_mult)
+      fail(dir, ": the QAT run was started with scale_lr_mult = ", sm ? sm->dump() : std::string("1"),
+           "; this resume asks for ", qc.scale_lr_mult, " (give the run's own options)");
     if (const Json* wq = saved.find("winq_settings"); wq && wq->dump() != spec.at("winq_settings").dump())
       fail(dir, ": the QAT run's WinQ settings were ", wq->dump(), "; this resume asks for ", spec.at("winq_settings").dump());
     const SafeTensors lat = read_safetensors((fs::path(dir) / "qat.safetensors").string());
@@ -244,6 +250,7 @@ QatResult run_qat(const QatConfig& qc, bool quiet) {
     const float lr = static_cast<float>(cfg.lr_at(step));
     QatAdam adam;
     adam.lr = lr;
+    adam.scale_lr_mult = static_cast<float>(qc.scale_lr_mult);
     adam.beta1 = static_cast<float>(cfg.beta1);
     adam.beta2 = static_cast<float>(cfg.beta2);
     adam.eps = static_cast<float>(cfg.eps);

@@ -82,6 +82,38 @@ TEST(Qat, WinqResetWithAZeroPutsTheLatentWeightsOnTheGridAndRunsRepeat) {
             std::regex_replace(read_file(d.file("w2/metrics.jsonl")), speed, ""));
 }
 
+// --scale-lr-mult 0: the scales stay at their init, α = max|W_row| of the trained weights (2-bit
+// SEQ), while the latent weights still train; the default rate moves them.
+TEST(Qat, AZeroScaleLearningRateKeepsTheScalesAtTheirInit) {
+  ScratchDir d;
+  pretrain(d);
+  QatConfig q = qat_config(d, "frozen", 2);
+  q.scale_lr_mult = 0;
+  run_qat(q, true);
+  const auto moved = [&](const char* run, const char* name) {
+    const SafeTensors base = read_safetensors(resolve_checkpoint_dir(d.file("base")) + "/model.safetensors");
+    const SafeTensors lat = read_safetensors(d.file(std::string(run) + "/final/qat.safetensors"));
+    const Tensor w0 = base.get(name).to_f32(), a = lat.get(std::string("scale.") + name).to_f32();
+    const Tensor w = lat.get(std::string("latent.") + name).to_f32();
+    const int64_t rows = w0.shape()[0], cols = w0.shape()[1];
+    double scale_change = 0, weight_change = 0;
+    for (int64_t r = 0; r < rows; ++r) {
+      float m = 0;
+      for (int64_t j = 0; j < cols; ++j) {
+        m = std::max(m, std::fabs(w0.data<float>()[r * cols + j]));
+        weight_change = std::max<double>(weight_change, std::fabs(w.data<float>()[r * cols + j] - w0.data<float>()[r * cols + j]));
+      }
+      scale_change = std::max<double>(scale_change, std::fabs(a.data<float>()[r] - m));
+    }
+    return std::pair<double, double>{scale_change, weight_change};
+  };
+  const auto [frozen_scale, frozen_w] = moved("frozen", "model.layers.0.mlp.up_proj.weight");
+  EXPECT_EQ(frozen_scale, 0.0);
+  EXPECT_GT(frozen_w, 1e-5);
+  run_qat(qat_config(d, "learned", 2), true);
+  EXPECT_GT(moved("learned", "model.layers.0.mlp.up_proj.weight").first, 1e-5);
+}
+
 TEST(Qat, CliErrors) {
   ScratchDir d;
   pretrain(d);
@@ -96,6 +128,7 @@ TEST(Qat, CliErrors) {
   expect_error(" --bits 4 --act-bits 9 --steps 2", "--act-bits 9");
   if (nibble::cuda::device_count() == 0) expect_error(" --bits 4 --device cuda --steps 2 --seq 32", "--device cuda");
   expect_error(" --bits 4 --winq-alpha 2", "--winq-alpha");
+  expect_error(" --bits 4 --scale-lr-mult -1", "--scale-lr-mult");
 }
 
 // --act-bits: the projections' inputs are fake-quantized per token. At 2 bits (−s, 0, s) they are coarser

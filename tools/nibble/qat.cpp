@@ -24,6 +24,7 @@ int run_qat(const std::vector<std::string>& argv) {
   a.option("quantizer", "Q", "auto | lsq | seq", "auto");
   a.option("group-size", "G", "columns per scale (0 = one scale per output row)", "0");
   a.option("act-bits", "B", "per-token activation fake quantization of the projections' inputs, 2-8 bits (default: off)");
+  a.option("scale-lr-mult", "M", "the scales' learning rate as a multiple of --lr (0 freezes them at their init)", "1");
   a.flag("winq", "WinQ: noise injection and periodic interpolation reset");
   a.option("winq-noise", "S", "σ_w = σ_s, absolute", "1e-3");
   a.option("winq-reset", "K", "reset every K steps", "100");
@@ -58,6 +59,8 @@ int run_qat(const std::vector<std::string>& argv) {
   q.noise_w = q.noise_s = a.number("winq-noise");
   q.reset_every = a.integer("winq-reset");
   q.reset_a = a.number("winq-alpha");
+  q.scale_lr_mult = a.number("scale-lr-mult");
+  if (!(q.scale_lr_mult >= 0)) fail("--scale-lr-mult must be >= 0");
   if (q.noise_w < 0) fail("--winq-noise must be >= 0");
   if (!(q.reset_a >= 0 && q.reset_a <= 1)) fail("--winq-alpha must be in [0, 1]");
   TrainConfig& c = q.train;

@@ -45,6 +45,7 @@ struct QatNoise {
 
 struct QatAdam {
   float lr = 0, beta1 = 0.9f, beta2 = 0.95f, eps = 1e-8f, weight_decay = 0;
+  float scale_lr_mult = 1;  // α's learning rate is lr · this (the scales' AdamW has no decay)
   float grad_scale = 1;  // clipping, applied to dW and dα before the moments
   int64_t t = 1;         // the step, from 1
 };

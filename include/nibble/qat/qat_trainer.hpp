@@ -23,6 +23,7 @@ struct QatConfig {
   double noise_w = 1e-3, noise_s = 1e-3;  // σ_w, σ_s (absolute)
   int64_t reset_every = 100;              // K
   double reset_a = 0.2;                   // a
+  double scale_lr_mult = 1;               // α's learning rate = the schedule's lr · this
   int act_bits = 0;                       // per-token activation fake quantization (0: off)
   // Checkpoints every train.save_every steps (and when stopped); resume continues a run from its
   // latest (or a given) checkpoint bit for bit: latent W, α, both AdamW states, data position.

@@ -200,7 +200,7 @@ class CudaQatState final : public QatState {
     gops::adamw_update(w_.get<float>(), gw_.get<float>(), mw_.get<float>(), vw_.get<float>(), w_chunks_.view(), h.lr,
                        h.beta1, h.beta2, h.eps, h.weight_decay, h.t, h.grad_scale, st_);
     if (layout_.num_scales == 0) return;
-    gops::adamw_update(alpha_.get<float>(), ga_.get<float>(), ma_.get<float>(), va_.get<float>(), a_chunks_.view(), h.lr,
+    gops::adamw_update(alpha_.get<float>(), ga_.get<float>(), ma_.get<float>(), va_.get<float>(), a_chunks_.view(), h.lr * h.scale_lr_mult,
                        h.beta1, h.beta2, h.eps, 0.0f, h.t, h.grad_scale, st_);
     clamp_scales_kernel<<<blocks_for(layout_.num_scales), kThreads, 0, st_>>>(alpha_.get<float>(), layout_.num_scales);
     NIBBLE_CUDA_CHECK_LAUNCH();
