@@ -11,6 +11,7 @@
 #     bash scripts/qat-experiment.sh
 #   env: MODEL (60m), PRE_TOKENS (pretraining, 50M), STEPS (QAT steps, 1000), BITS ("2 3 4"),
 #        VARIANTS ("base=;winq=--winq": NAME=qat flags per run, ';'-separated), SPECTRA (1; 0 skips them),
+#        HESSIAN_FLAGS ("--top 2 --power-iters 20 --probes 3 --lanczos-steps 20"),
 #        SEEDS ("1 2"), LR (QAT peak lr, 1e-4), HESSIAN_AT (QAT steps of the spectra, "250 500"
 #        plus the start and the end; HESSIAN_SAVE, 250, the checkpoint interval of those runs), CALL_SECONDS (590), GTEST_FILTER (GPU tests first), BATCH,
 #        SEQ (16 × 1024), DEVICE (cuda; cpu with a tiny MODEL, e.g. a model .json, is a dry run
@@ -124,8 +125,7 @@ for sp in "${spectra[@]}"; do
   [ -d "$ck" ] || continue
   [ "$(left)" -gt 120 ] || break
   # the call's time limit stops a spectrum that would overrun it (it is redone by the next call)
-  CUDA_VISIBLE_DEVICES=$(( n % GPUS )) timeout "$(( $(left) - 10 ))" "$NIBBLE" hessian --checkpoint "$ck" $extra --data "$DATA" --top 2 --power-iters 20 --probes 3 \
-    --lanczos-steps 20 --density --device "$DEVICE" --out "$dest" >"$OUT/hessian-$name.log" 2>&1 &
+  CUDA_VISIBLE_DEVICES=$(( n % GPUS )) timeout "$(( $(left) - 10 ))" "$NIBBLE" hessian --checkpoint "$ck" $extra --data "$DATA" ${HESSIAN_FLAGS:---top 2 --power-iters 20 --probes 3 --lanczos-steps 20} --density --device "$DEVICE" --out "$dest" >"$OUT/hessian-$name.log" 2>&1 &
   n=$(( n + 1 ))
   [ $(( n % 2 )) -eq 0 ] && wait
 done
