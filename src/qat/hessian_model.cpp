@@ -171,12 +171,7 @@ Json hessian_spectrum(const HessianConfig& cfg) {
     t.add_row({"spectral mass below 0 (any)", report::fmt_percent(sh.negative_any, 2)});
     if (!cfg.out.empty()) {
       fs::create_directories(cfg.out);
-      report::PlotOptions o;
-      o.title = "Hessian eigenvalue density (SLQ)";
-      o.x_label = "eigenvalue";
-      o.y_label = "density";
-      o.log_y = false;
-      report::write_line_plot((fs::path(cfg.out) / "density.svg").string(), {report::Series{"density", d.grid, d.density}}, o);
+      write_density_plot((fs::path(cfg.out) / "density.svg").string(), {{"density", out}}, "Hessian eigenvalue density (SLQ)");
     }
   }
   out["seconds"] = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
@@ -187,6 +182,35 @@ Json hessian_spectrum(const HessianConfig& cfg) {
     write_file_atomic((fs::path(cfg.out) / "results.md").string(), md, Durability::Fsync);
   }
   return out;
+}
+
+void write_density_plot(const std::string& path, const std::vector<std::pair<std::string, Json>>& results,
+                        const std::string& title) {
+  if (results.empty()) fail("hessian plot: no results to draw");
+  std::vector<report::Series> series;
+  double peak = 0;
+  for (const auto& [label, r] : results) {
+    const Json* d = r.find("density");
+    if (!d) fail(label, ": no eigenvalue density in its results (run nibble hessian with --density)");
+    report::Series s{label, {}, {}};
+    for (const Json& x : d->at("grid").as_array()) s.x.push_back(x.as_double());
+    for (const Json& y : d->at("values").as_array()) s.y.push_back(y.as_double());
+    if (s.x.size() != s.y.size() || s.x.empty()) fail(label, ": density grid and values differ in length");
+    for (double y : s.y) peak = std::max(peak, y);
+    series.push_back(std::move(s));
+  }
+  if (!(peak > 0)) fail("hessian plot: the densities are all zero");
+  const double floor = 1e-6 * peak;
+  for (auto& s : series)
+    for (double& y : s.y) y = std::max(y, floor);
+  report::PlotOptions o;
+  o.title = title;
+  o.x_label = "eigenvalue";
+  o.y_label = "density (log)";
+  o.log_y = true;
+  o.y_min = floor;
+  o.y_max = 2 * peak;
+  report::write_line_plot(path, series, o);
 }
 
 }  // namespace nibble

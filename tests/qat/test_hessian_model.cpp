@@ -120,6 +120,20 @@ TEST(HessianModel, SymmetricHvpTopEigenpairDensityAndReport) {
                                                " --batch 1 --seq 16 --top 1 --probes 1 --out " + d.file("h2"));
   EXPECT_EQ(cli.code, 0) << cli.out;
   EXPECT_NE(cli.out.find("top eigenvalues"), std::string::npos) << cli.out;
+  // `hessian plot`: two results on one log-density chart, labelled by directory; a directory
+  // without a density (h2 ran without --density) or without results is an error naming it
+  const auto plot = nibble::testing::run_nibble("hessian plot " + d.file("h") + " " + d.file("h") + "/ --out " + d.file("both.svg"));
+  ASSERT_EQ(plot.code, 0) << plot.out;
+  const std::string svg = read_file(d.file("both.svg"));
+  size_t groups = 0;
+  for (size_t at = svg.find("data-label=\"h\""); at != std::string::npos; at = svg.find("data-label=\"h\"", at + 1)) ++groups;
+  EXPECT_EQ(groups, 2u) << svg.substr(0, 400);
+  const auto no_density = nibble::testing::run_nibble("hessian plot " + d.file("h2") + " --out " + d.file("x.svg"));
+  EXPECT_NE(no_density.code, 0);
+  EXPECT_NE(no_density.out.find("--density"), std::string::npos) << no_density.out;
+  const auto missing = nibble::testing::run_nibble("hessian plot " + d.file("nowhere") + " --out " + d.file("x.svg"));
+  EXPECT_NE(missing.code, 0);
+  EXPECT_NE(missing.out.find("nowhere"), std::string::npos) << missing.out;
 }
 
 // At the quantized point (SPEC §7): --bits 2 on a plain checkpoint evaluates the loss at

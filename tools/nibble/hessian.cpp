@@ -1,14 +1,48 @@
 // nibble hessian: top eigenvalues, trace and eigenvalue density of a checkpoint's loss.
 #include <cstdio>
+#include <filesystem>
 
 #include "args.hpp"
 #include "commands.hpp"
 #include "nibble/error.hpp"
+#include "nibble/fileio.hpp"
+#include "nibble/json.hpp"
 #include "nibble/qat/hessian_model.hpp"
 
 namespace nibble::cli {
+namespace fs = std::filesystem;
+
+namespace {
+
+// nibble hessian plot DIR... --out FILE.svg: several spectra's densities on one chart
+int run_hessian_plot(const std::vector<std::string>& argv) {
+  Args a("hessian plot", "nibble hessian plot RESULT_DIR... --out FILE.svg [--title T]",
+         "The eigenvalue densities of `nibble hessian --density` outputs on one chart (log density axis,\n"
+         "floored at 1e-6 of the highest peak), each labelled with its directory's name: the spectra\n"
+         "along a training run side by side.");
+  a.allow_positionals("RESULT_DIR", "output directories of nibble hessian --density");
+  a.option("title", "T", "chart title", "Hessian eigenvalue density (SLQ)");
+  a.option("out", "FILE", "the SVG to write");
+  if (!a.parse(argv)) return 0;
+  const std::string out = a.required("out");
+  if (a.positionals().empty()) fail("hessian plot: give at least one result directory");
+  std::vector<std::pair<std::string, Json>> results;
+  for (const std::string& dir : a.positionals()) {
+    const std::string path = (fs::path(dir) / "results.json").string();
+    if (!fs::exists(path)) fail(dir, ": no results.json (not a nibble hessian output directory)");
+    fs::path name(dir);
+    if (name.filename().empty()) name = name.parent_path();  // "runs/start/"
+    results.emplace_back(name.filename().string(), Json::parse(read_file(path), path));
+  }
+  write_density_plot(out, results, a.str("title"));
+  std::printf("%s\n", out.c_str());
+  return 0;
+}
+
+}  // namespace
 
 int run_hessian(const std::vector<std::string>& argv) {
+  if (!argv.empty() && argv[0] == "plot") return run_hessian_plot({argv.begin() + 1, argv.end()});
   Args a("hessian", "nibble hessian --checkpoint DIR [--data DIR | --text FILE] [--bits B] [--top K] [--density] --out DIR",
          "The Hessian of a checkpoint's training loss on one batch (float64, every weight): the K\n"
          "largest-magnitude eigenvalues with their signs (power iteration with deflation), the trace\n"
@@ -16,7 +50,8 @@ int run_hessian(const std::vector<std::string>& argv) {
          "(share of negative mass, density.svg). A QAT checkpoint, or --bits B on any checkpoint, is\n"
          "analysed at its quantized point (SPEC §7: the loss at the dequantized weights, perturbations\n"
          "masked to the weights in the quantizer's range). --device cuda takes the gradients from the\n"
-         "GPU engine in fp32 (a larger difference step; the vectors stay float64 on the host).");
+         "GPU engine in fp32 (a larger difference step; the vectors stay float64 on the host).\n"
+         "`nibble hessian plot DIR... --out FILE.svg` draws several results' densities on one chart.");
   a.option("checkpoint", "DIR", "run or checkpoint directory");
   a.option("data", "DIR", "token shards [default: the run's data]");
   a.option("text", "FILE", "a text file");

@@ -10,6 +10,8 @@
 // out-of-range coordinates contribute zero eigenvalues.
 #include <cstdint>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "nibble/json.hpp"
 
@@ -46,5 +48,11 @@ HessianProblem checkpoint_hessian_problem(const HessianConfig& cfg, Json& info);
 // {"top_eigenvalues", "trace", "negative_mass" (SLQ share of eigenvalues < 0), "density": {grid,
 // values}} ; writes out/results.json, results.md, density.svg when out is set.
 Json hessian_spectrum(const HessianConfig& cfg);
+
+// The SLQ densities of hessian_spectrum results (label, results.json with "density") on one
+// chart with a log density axis, floored at 1e-6 of the highest peak: the edges of the spectrum
+// (the large and the negative eigenvalues) are orders of magnitude below the bulk at zero.
+void write_density_plot(const std::string& path, const std::vector<std::pair<std::string, Json>>& results,
+                        const std::string& title);
 
 }  // namespace nibble
