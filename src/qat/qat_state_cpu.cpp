@@ -26,6 +26,7 @@ class CpuQatState final : public QatState {
     point_w_ = point_a_ = nullptr;  // a new state: the next point is taken from it
   }
   QatHostState get() const override { return s_; }
+  std::vector<float> scales() const override { return s_.alpha; }
 
   void quantized_weights(const QatNoise& noise, float* w_hat) override {
     // the point: (W, α) itself, or WinQ's noisy copy of it

@@ -65,6 +65,7 @@ QatResult run_qat(const QatConfig& qc, bool quiet) {
   std::vector<float> what(static_cast<size_t>(np));   // Ŵ on the host (the CPU engine's input; checkpoints)
   std::vector<float> grads;                           // dL/dŴ on the host (the CPU engine)
   if (!on_gpu) grads.resize(static_cast<size_t>(np));
+  std::vector<float> alpha0;  // the scales' init, SPEC §7 (a resumed run recomputes it)
   {
     QatHostState init;
     init.w = base_ck.weights;  // latent fp32 weights
@@ -76,7 +77,22 @@ QatResult run_qat(const QatConfig& qc, bool quiet) {
     init.m_alpha.assign(init.alpha.size(), 0.0f);
     init.v_alpha.assign(init.alpha.size(), 0.0f);
     state->set(init);
+    alpha0 = init.alpha;
   }
+  // How far the scales have moved from their init (logged with every validation loss): the
+  // mean of α/α₀ (a drift of every scale one way shows here) and the mean of |α/α₀ − 1|.
+  auto log_scales = [&](Json& row) {
+    if (alpha0.empty()) return;
+    const std::vector<float> a = state->scales();
+    double ratio = 0, drift = 0;
+    for (size_t i = 0; i < a.size(); ++i) {
+      const double r = static_cast<double>(a[i]) / static_cast<double>(alpha0[i]);
+      ratio += r;
+      drift += std::fabs(r - 1.0);
+    }
+    row["scale_ratio"] = ratio / static_cast<double>(a.size());
+    row["scale_drift"] = drift / static_cast<double>(a.size());
+  };
 
   const std::unique_ptr<Tokenizer> tok = make_tokenizer(cfg.model.tokenizer);
   const TokenDataset ds = open_run_data(cfg.data_dir, cfg.text_file, *tok, cfg.val_fraction);
@@ -276,7 +292,10 @@ QatResult run_qat(const QatConfig& qc, bool quiet) {
       row["tokens"] = static_cast<double>((step + 1) * cfg.tokens_per_step());
       const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_window).count();
       row["tokens_per_s"] = secs > 0 ? static_cast<double>(window_n * cfg.tokens_per_step()) / secs : 0.0;
-      if (last || (cfg.eval_every > 0 && (step + 1) % cfg.eval_every == 0)) row["val_loss"] = res.final_val_loss = evaluate();
+      if (last || (cfg.eval_every > 0 && (step + 1) % cfg.eval_every == 0)) {
+        row["val_loss"] = res.final_val_loss = evaluate();
+        log_scales(row);
+      }
       metrics.write(row);
       if (!quiet) {
         std::printf("step %5lld | loss %.4f%s\n", static_cast<long long>(step + 1), window / static_cast<double>(window_n),

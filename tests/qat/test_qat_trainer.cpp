@@ -112,6 +112,21 @@ TEST(Qat, AZeroScaleLearningRateKeepsTheScalesAtTheirInit) {
   EXPECT_GT(frozen_w, 1e-5);
   run_qat(qat_config(d, "learned", 2), true);
   EXPECT_GT(moved("learned", "model.layers.0.mlp.up_proj.weight").first, 1e-5);
+  // metrics.jsonl logs the scales' movement with each validation loss: none when frozen
+  auto scale_column = [&](const char* run, const char* key) {
+    const report::MetricsLog log = report::read_metrics_jsonl(d.file(std::string(run) + "/metrics.jsonl"));
+    std::vector<double> v;
+    for (double x : log.column(key))
+      if (std::isfinite(x)) v.push_back(x);
+    return v;
+  };
+  const std::vector<double> frozen_ratio = scale_column("frozen", "scale_ratio"), learned = scale_column("learned", "scale_drift");
+  ASSERT_FALSE(frozen_ratio.empty());
+  for (double r : frozen_ratio) EXPECT_EQ(r, 1.0);
+  for (double x : scale_column("frozen", "scale_drift")) EXPECT_EQ(x, 0.0);
+  ASSERT_FALSE(learned.empty());
+  EXPECT_GT(learned.back(), 0.0);
+  EXPECT_LT(learned.back(), 1.0);
 }
 
 TEST(Qat, CliErrors) {

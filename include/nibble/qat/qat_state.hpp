@@ -62,6 +62,8 @@ class QatState {
 
   virtual void set(const QatHostState& s) = 0;
   virtual QatHostState get() const = 0;
+  // Host copy of α alone (num_scales floats): the trainer logs how far the scales have moved.
+  virtual std::vector<float> scales() const = 0;
 
   // Ŵ into `w_hat` (num_params floats): the projections fake-quantized, the rest copied from W;
   // with noise on, at the noisy point W̃, α̃, which backward() then differentiates at.

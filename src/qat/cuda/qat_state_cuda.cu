@@ -144,6 +144,11 @@ class CudaQatState final : public QatState {
     return s;
   }
 
+  std::vector<float> scales() const override {
+    NIBBLE_CUDA_CHECK(cudaStreamSynchronize(st_));
+    return take(alpha_, layout_.num_scales);
+  }
+
   void quantized_weights(const QatNoise& noise, float* w_hat) override {
     const float* pw = w_.get<float>();
     const float* pa = alpha_.get<float>();
