@@ -57,9 +57,20 @@ DistEnv DistEnv::from_environment() {
   return e;
 }
 
+void check_slice_bounds(const char* what, const std::vector<int64_t>& offsets, int world) {
+  if (static_cast<int>(offsets.size()) != world + 1)
+    fail(what, ": ", offsets.size(), " slice bounds for ", world, " ranks (want ", world + 1, ")");
+  for (size_t r = 0; r + 1 < offsets.size(); ++r)
+    if (offsets[r] < 0 || offsets[r + 1] < offsets[r]) fail(what, ": slice bounds must not decrease (rank ", r, ")");
+}
+
+void Communicator::reduce_scatter_sum(float* x, const std::vector<int64_t>& offsets) {
+  check_slice_bounds("reduce_scatter_sum", offsets, world());
+  all_reduce_sum(x, offsets.back());
+}
+
 void Communicator::all_gather(float* x, const std::vector<int64_t>& offsets) {
-  if (static_cast<int>(offsets.size()) != world() + 1)
-    fail("all_gather: ", offsets.size(), " slice bounds for ", world(), " ranks (want ", world() + 1, ")");
+  check_slice_bounds("all_gather", offsets, world());
   for (int r = 0; r < world(); ++r)
     broadcast(x + offsets[static_cast<size_t>(r)],
               static_cast<size_t>(offsets[static_cast<size_t>(r) + 1] - offsets[static_cast<size_t>(r)]) * sizeof(float), r);

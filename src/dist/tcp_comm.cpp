@@ -32,13 +32,14 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
-enum class Op : uint32_t { SumF64 = 1, SumF32 = 2, Broadcast = 3, Barrier = 4 };
+enum class Op : uint32_t { SumF64 = 1, SumF32 = 2, Broadcast = 3, Barrier = 4, ReduceScatter = 5 };
 const char* op_name(uint32_t op) {
   switch (op) {
     case 1: return "all_reduce(double)";
     case 2: return "all_reduce(float)";
     case 3: return "broadcast";
     case 4: return "barrier";
+    case 5: return "reduce_scatter(float)";
     default: return "unknown";
   }
 }
@@ -143,6 +144,32 @@ class TcpCommunicator final : public Communicator {
   }
   void all_gather_device(float* d_x, const std::vector<int64_t>& offsets, void* stream) override {
     via_host(d_x, offsets.back(), stream, "all_gather_device", [&](float* h) { all_gather(h, offsets); });
+  }
+
+  void reduce_scatter_sum_device(float* d_x, const std::vector<int64_t>& offsets, void* stream) override {
+    via_host(d_x, offsets.back(), stream, "reduce_scatter_sum_device", [&](float* h) { reduce_scatter_sum(h, offsets); });
+  }
+  // Every rank sends its whole array to rank 0, which sums in rank order (as reduce(): the same
+  // bits as the all-reduce) and sends each rank only its own slice back.
+  void reduce_scatter_sum(float* x, const std::vector<int64_t>& offsets) override {
+    check_slice_bounds("reduce_scatter_sum", offsets, env_.world);
+    const int64_t n = offsets.back();
+    if (env_.world == 1 || n == 0) return;
+    const size_t bytes = static_cast<size_t>(n) * sizeof(float);
+    auto slice_bytes = [&](int r) {
+      return static_cast<size_t>(offsets[static_cast<size_t>(r) + 1] - offsets[static_cast<size_t>(r)]) * sizeof(float);
+    };
+    if (env_.rank == 0) {
+      std::vector<float> in(static_cast<size_t>(n));
+      for (int r = 1; r < env_.world; ++r) {
+        recv_msg(r, Op::ReduceScatter, in.data(), bytes);
+        for (int64_t i = 0; i < n; ++i) x[i] += in[static_cast<size_t>(i)];
+      }
+      for (int r = 1; r < env_.world; ++r) send_msg(r, Op::ReduceScatter, x + offsets[static_cast<size_t>(r)], slice_bytes(r));
+    } else {
+      send_msg(0, Op::ReduceScatter, x, bytes);
+      recv_msg(0, Op::ReduceScatter, x + offsets[static_cast<size_t>(env_.rank)], slice_bytes(env_.rank));
+    }
   }
 
   void broadcast(void* data, size_t bytes, int root) override {

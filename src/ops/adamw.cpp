@@ -89,8 +89,17 @@ void adamw_update(float* p, const float* g, float* m, float* v, int64_t n, float
 
 // Fixed chunks (independent of the thread count) summed in parallel with eight float64 lanes
 // each, then the partial sums added in chunk order.
+double chunk_sumsq(const float* x, int64_t n) {
+  double s[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8)
+    for (int l = 0; l < 8; ++l) s[l] += static_cast<double>(x[i + l]) * static_cast<double>(x[i + l]);
+  for (; i < n; ++i) s[0] += static_cast<double>(x[i]) * static_cast<double>(x[i]);
+  return ((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7]));
+}
+
 double global_norm(const float* const* bufs, const int64_t* sizes, int count) {
-  constexpr int64_t kChunk = int64_t(1) << 16;
+  constexpr int64_t kChunk = kNormChunk;
   struct Piece {
     const float* p;
     int64_t n;
@@ -102,16 +111,7 @@ double global_norm(const float* const* bufs, const int64_t* sizes, int count) {
   std::vector<double> partial(pieces.size(), 0.0);
   const int64_t np = static_cast<int64_t>(pieces.size());
 #pragma omp parallel for schedule(static) if (np > 1)
-  for (int64_t q = 0; q < np; ++q) {
-    const float* x = pieces[static_cast<size_t>(q)].p;
-    const int64_t n = pieces[static_cast<size_t>(q)].n;
-    double s[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-    int64_t i = 0;
-    for (; i + 8 <= n; i += 8)
-      for (int l = 0; l < 8; ++l) s[l] += static_cast<double>(x[i + l]) * static_cast<double>(x[i + l]);
-    for (; i < n; ++i) s[0] += static_cast<double>(x[i]) * static_cast<double>(x[i]);
-    partial[static_cast<size_t>(q)] = ((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7]));
-  }
+  for (int64_t q = 0; q < np; ++q) partial[static_cast<size_t>(q)] = chunk_sumsq(pieces[static_cast<size_t>(q)].p, pieces[static_cast<size_t>(q)].n);
   double total = 0.0;
   for (double s : partial) total += s;
   return std::sqrt(total);

@@ -6,6 +6,7 @@
 
 #include "nibble/cuda.hpp"
 #include "nibble/error.hpp"
+#include "nibble/ops/ops.hpp"
 
 namespace nibble {
 
@@ -55,19 +56,25 @@ std::pair<double, bool> DataParallel::mean_and_any(double x, bool flag) {
 }
 
 void DataParallel::sum_gradients(TrainEngine& engine) {
-  if (comm_) engine.all_reduce_gradients(*comm_);
+  if (sharded()) engine.reduce_scatter_gradients(*comm_, offsets_);
+  else if (comm_) engine.all_reduce_gradients(*comm_);
+}
+
+double DataParallel::grad_norm(TrainEngine& engine) {
+  return sharded() ? engine.sharded_grad_norm(*comm_, offsets_) : engine.grad_norm();
 }
 
 void DataParallel::attach(TrainEngine& engine) {
   const char* o = std::getenv("NIBBLE_DP_OVERLAP");
   const bool overlap = !(o && std::string(o) == "0");
-  if (comm_ && overlap && comm_->backend() == "nccl") engine.set_gradient_sync(comm_.get());
+  if (comm_ && overlap && comm_->backend() == "nccl" && !sharded()) engine.set_gradient_sync(comm_.get());
 }
 
 void DataParallel::shard_optimizer(TrainEngine& engine) {
   if (!comm_) return;
   const int64_t n = engine.num_params(), w = env_.world;
-  const int64_t slice = ((n + w - 1) / w + 63) / 64 * 64;  // 256-byte aligned slices
+  // slices of whole norm chunks (so the gradient norm sums the same chunks as without ZeRO-1)
+  const int64_t slice = ((n + w - 1) / w + ops::kNormChunk - 1) / ops::kNormChunk * ops::kNormChunk;
   offsets_.clear();
   for (int64_t r = 0; r <= w; ++r) offsets_.push_back(std::min(n, r * slice));
   engine.set_optimizer_range(offsets_[static_cast<size_t>(env_.rank)], offsets_[static_cast<size_t>(env_.rank) + 1]);

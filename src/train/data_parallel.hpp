@@ -35,16 +35,23 @@ class DataParallel {
   // The same, and whether any rank raised `flag`, in one collective (the trainer's time limit
   // rides on the loss's reduction instead of adding one per step).
   std::pair<double, bool> mean_and_any(double x, bool flag);
+  // Σ over ranks of the gradients: all of them, or under ZeRO-1 each rank's own slice
+  // (reduce-scatter).
   void sum_gradients(TrainEngine& engine);
-  // Lets the engine reduce gradient buckets during its backward (NCCL only; NIBBLE_DP_OVERLAP=0
-  // turns it off).
+  // The summed gradients' norm (after sum_gradients), the same on every rank.
+  double grad_norm(TrainEngine& engine);
+  // Lets the engine reduce gradient buckets during its backward (NCCL only, not under ZeRO-1,
+  // whose reduce-scatter follows the backward; NIBBLE_DP_OVERLAP=0 turns it off). After
+  // shard_optimizer.
   void attach(TrainEngine& engine);
   void barrier();
 
   // ZeRO-1: rank r's AdamW keeps the moments of the flat parameters [offsets[r], offsets[r+1])
-  // (equal slices, multiples of 64 elements) and updates only those weights; the gradients are
-  // still all-reduced whole (the bucketed overlap and the gradient norm need no change), then
-  // the updated slices are all-gathered. Checkpoints gather the moments to rank 0 and hold the
+  // (equal slices, multiples of ops::kNormChunk = 65536 elements, the last one shorter) and
+  // updates only those weights. The gradients are reduce-scattered (each rank receives the sum
+  // of its slice only), the gradient norm is summed from the slices, and the updated slices are
+  // all-gathered: 2× the gradient's size in traffic per step against the all-reduce's 2× plus
+  // the all-gather's 1×. Checkpoints gather the moments to rank 0 and hold the
   // whole state, so a run resumes with or without ZeRO-1 and on any number of ranks.
   // A single process: nothing to shard.
   void shard_optimizer(TrainEngine& engine);

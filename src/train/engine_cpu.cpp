@@ -1,5 +1,6 @@
 // The CPU engine: the reference Transformer<float> and its AdamW state in host memory.
 #include <algorithm>
+#include <cmath>
 
 #include "nibble/error.hpp"
 #include "nibble/ops/ops.hpp"
@@ -50,6 +51,26 @@ class CpuEngine final : public TrainEngine {
   }
   void get_gradients(float* g) override { std::copy(model_.grads(), model_.grads() + num_params(), g); }
   void all_reduce_gradients(Communicator& comm) override { comm.all_reduce_sum(model_.grads(), num_params()); }
+  void reduce_scatter_gradients(Communicator& comm, const std::vector<int64_t>& offsets) override {
+    comm.reduce_scatter_sum(model_.grads(), offsets);
+  }
+  double sharded_grad_norm(Communicator& comm, const std::vector<int64_t>& offsets) override {
+    // grad_norm()'s chunk sums: this rank's chunks, zeros elsewhere, summed over the ranks (adding
+    // zeros is exact), then added in order as global_norm does
+    const int64_t n = num_params(), chunks = (n + ops::kNormChunk - 1) / ops::kNormChunk;
+    const int64_t b = offsets[static_cast<size_t>(comm.rank())], e = offsets[static_cast<size_t>(comm.rank()) + 1];
+    NIBBLE_CHECK(b % ops::kNormChunk == 0 && (e % ops::kNormChunk == 0 || e == n), "ZeRO-1 slice [", b, ", ", e,
+                 ") is not aligned to the norm's chunks");
+    std::vector<double> part(static_cast<size_t>(chunks), 0.0);
+    const float* g = model_.grads();
+#pragma omp parallel for schedule(static)
+    for (int64_t c = b / ops::kNormChunk; c < (e + ops::kNormChunk - 1) / ops::kNormChunk; ++c)
+      part[static_cast<size_t>(c)] = ops::chunk_sumsq(g + c * ops::kNormChunk, std::min(ops::kNormChunk, n - c * ops::kNormChunk));
+    comm.all_reduce_sum(part.data(), chunks);
+    double total = 0.0;
+    for (double s : part) total += s;
+    return std::sqrt(total);
+  }
   void optimizer_step(const AdamHyper& h, float lr, float grad_scale, int64_t t) override {
     if (grad_scale != 1.0f) ops::scale_inplace(model_.grads(), num_params(), grad_scale);
     opt_.step = t;

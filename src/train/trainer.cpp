@@ -109,8 +109,8 @@ TrainResult train(const TrainConfig& cfg_in, const TrainOptions& opts) {
   std::unique_ptr<TrainEngine> engine = make_engine(cfg.device, cfg.model);
   TrainEngine& model = *engine;
   model.set_recipe(cfg.recipe);
-  dp.attach(model);
   if (opts.zero1) dp.shard_optimizer(model);
+  dp.attach(model);  // after sharding: ZeRO-1 reduce-scatters after the backward instead
   const AdamHyper hyper{static_cast<float>(cfg.beta1), static_cast<float>(cfg.beta2), static_cast<float>(cfg.eps),
                         static_cast<float>(cfg.weight_decay), cfg.decay_all};
   int64_t adam_step = 0;
@@ -218,7 +218,7 @@ TrainResult train(const TrainConfig& cfg_in, const TrainOptions& opts) {
       throw diverged(detail::concat("the model diverged (", e.what(), ")"));
     }
     dp.sum_gradients(model);  // Σ over ranks; the 1/W goes into the gradient scale below
-    const double gnorm = model.grad_norm() / dp.world();
+    const double gnorm = dp.grad_norm(model) / dp.world();
     if (!std::isfinite(gnorm)) throw diverged(detail::concat("the gradient norm is ", gnorm));
     const float clip = cfg.grad_clip > 0 && gnorm > cfg.grad_clip ? static_cast<float>(cfg.grad_clip / gnorm) : 1.0f;
     const double lr = cfg.lr_at(step);

@@ -97,6 +97,42 @@ TEST(TcpComm, AllReduceBroadcastAndBarrierGiveTheSameBitsEverywhere) {
   }
 }
 
+// ZeRO-1's pair: reduce_scatter_sum leaves each rank the rank-order sum of its own slice (the
+// all-reduce's bits), all_gather then gives every rank every slice; uneven slices, an empty
+// one, and bad bounds are an error naming the collective.
+TEST(TcpComm, ReduceScatterThenAllGatherGiveTheAllReducesBits) {
+  for (const int world : {1, 2, 3}) {
+    SCOPED_TRACE(world);
+    const int64_t n = 1000;
+    std::vector<int64_t> offsets = {0};
+    for (int r = 0; r < world; ++r) offsets.push_back(r + 1 == world ? n : std::min<int64_t>(n, offsets.back() + (r == 0 ? 0 : 600)));
+    std::vector<std::vector<float>> sliced(static_cast<size_t>(world)), gathered(static_cast<size_t>(world));
+    const auto errors = run_ranks(world, 20, [&](int r, Communicator& c) {
+      std::vector<float> x(n);
+      for (int64_t i = 0; i < n; ++i) x[static_cast<size_t>(i)] = 0.1f * static_cast<float>(r + 1) + 1e-3f * static_cast<float>(i);
+      c.reduce_scatter_sum(x.data(), offsets);
+      sliced[static_cast<size_t>(r)] = x;
+      c.all_gather(x.data(), offsets);
+      gathered[static_cast<size_t>(r)] = x;
+    });
+    for (const auto& e : errors) EXPECT_EQ(e, "");
+    for (int r = 0; r < world; ++r)
+      for (int64_t i = 0; i < n; ++i) {
+        float s = 0.0f;
+        for (int q = 0; q < world; ++q) s += 0.1f * static_cast<float>(q + 1) + 1e-3f * static_cast<float>(i);
+        EXPECT_EQ(gathered[static_cast<size_t>(r)][static_cast<size_t>(i)], s) << r << " " << i;
+        if (i >= offsets[static_cast<size_t>(r)] && i < offsets[static_cast<size_t>(r) + 1]) {
+          EXPECT_EQ(sliced[static_cast<size_t>(r)][static_cast<size_t>(i)], s) << r << " " << i;
+        }
+      }
+  }
+  const auto errors = run_ranks(2, 5, [&](int, Communicator& c) {
+    std::vector<float> x(10, 1.0f);
+    c.reduce_scatter_sum(x.data(), {0, 6, 4});
+  });
+  for (const auto& e : errors) EXPECT_NE(e.find("reduce_scatter_sum"), std::string::npos) << e;
+}
+
 TEST(TcpComm, MismatchedCollectivesAndDeadPeersFailWithAMessage) {
   // rank 1 reduces 3 floats while rank 0 reduces 4: both must fail, naming the mismatch or the
   // closed connection, instead of exchanging garbage or hanging

@@ -107,9 +107,11 @@ TEST(Launch, TwoNodesOfOneRankEachTrainExactlyLikeOneNodeOfTwo) {
             nibble::read_file(d.file("two-nodes") + "/final/model.safetensors"));
 }
 
-// ZeRO-1 on two ranks: each keeps half of the AdamW moments and updates half of the weights,
-// then the halves are all-gathered — the same numbers as plain data parallelism, bit for bit
-// (AdamW is elementwise). Its checkpoints hold the whole state: the optimizer file equals plain
+// ZeRO-1 on two ranks: the gradients are reduce-scattered (each rank receives the sum of its
+// half only), the gradient norm is summed from the halves' chunk sums, each rank keeps half of
+// the AdamW moments and updates half of the weights, then the halves are all-gathered — the
+// same numbers as plain data parallelism, bit for bit (the same float sums in rank order, the
+// norm's chunks added in order, AdamW elementwise). Its checkpoints hold the whole state: the optimizer file equals plain
 // DP's, and a ZeRO-1 checkpoint resumes in one process.
 TEST(Launch, Zero1TrainsExactlyLikePlainDataParallelism) {
   ScratchDir d;

@@ -54,11 +54,22 @@ class Communicator {
   // The same for a device array of the CUDA engine (NCCL: grouped broadcasts on `stream`; the
   // TCP backend goes through the host).
   virtual void all_gather_device(float* d_x, const std::vector<int64_t>& offsets, void* stream) = 0;
+  // ZeRO-1's reduce-scatter: afterwards rank r's slice [offsets[r], offsets[r+1]) of x holds the
+  // sum over the ranks of that slice, the same bits all_reduce_sum gives there; the rest of x is
+  // unspecified. Host arrays; the default is a whole all-reduce, the TCP backend sends each rank
+  // only its slice back.
+  virtual void reduce_scatter_sum(float* x, const std::vector<int64_t>& offsets);
+  // The same for a device array (NCCL: one reduce per slice to its owner, grouped; the TCP
+  // backend goes through the host).
+  virtual void reduce_scatter_sum_device(float* d_x, const std::vector<int64_t>& offsets, void* stream) = 0;
   virtual void barrier() = 0;
   // Whether a peer's connection has closed (its process exited), without blocking: lets a wait
   // on the GPU notice a dead rank before its timeout.
   virtual bool peer_lost() { return false; }
 };
+
+// Errors unless `offsets` holds world + 1 non-decreasing slice bounds (what: the collective).
+void check_slice_bounds(const char* what, const std::vector<int64_t>& offsets, int world);
 
 // Connects the ranks of `env` over TCP (rank 0 listens on MASTER_PORT). Throws nibble::Error
 // naming the address, port and rank when the rendezvous does not complete within the timeout.

@@ -154,6 +154,11 @@ void adamw_update(float* p, const float* g, float* m, float* v, int64_t n, float
                   float beta2, float eps, float weight_decay, int64_t t);
 // sqrt(Σ g²) over several buffers (float64 accumulation, fixed order).
 double global_norm(const float* const* bufs, const int64_t* sizes, int count);
+// global_norm's pieces: each buffer in chunks of kNormChunk elements, each chunk's Σx² by
+// chunk_sumsq (float64, a fixed order), the chunk sums added in order. ZeRO-1 slices start at
+// multiples of kNormChunk, so the ranks' chunk sums give the same norm bit for bit.
+constexpr int64_t kNormChunk = int64_t(1) << 16;
+double chunk_sumsq(const float* x, int64_t n);
 void scale_inplace(float* x, int64_t n, float s);
 
 }  // namespace nibble::ops

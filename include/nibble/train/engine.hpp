@@ -58,6 +58,14 @@ class TrainEngine {
   virtual void set_optimizer_range(int64_t begin, int64_t end) = 0;
   // ZeRO-1's exchange after the step: each rank's updated slice of the weights to every rank.
   virtual void all_gather_weights(Communicator& comm, const std::vector<int64_t>& offsets) = 0;
+  // ZeRO-1's gradient exchange instead of all_reduce_gradients: afterwards this rank's slice
+  // [offsets[rank], offsets[rank + 1]) of the gradients holds their sum over the ranks (the only
+  // part its optimizer reads); the rest is stale.
+  virtual void reduce_scatter_gradients(Communicator& comm, const std::vector<int64_t>& offsets) = 0;
+  // The summed gradients' norm after reduce_scatter_gradients, the same on every rank (one
+  // float64 all-reduce of the slices' partial sums). The CPU engine's equals grad_norm() after a
+  // whole all-reduce bit for bit (slices start at multiples of ops::kNormChunk).
+  virtual double sharded_grad_norm(Communicator& comm, const std::vector<int64_t>& offsets) = 0;
   // Scales the gradients by grad_scale (clipping), then one AdamW step t ≥ 1 on every tensor
   // (decay on the tensors marked `decay`, or all with decay_all).
   virtual void optimizer_step(const AdamHyper& h, float lr, float grad_scale, int64_t t) = 0;

@@ -77,6 +77,24 @@ class NcclCommunicator final : public Communicator {
     wait(st);
   }
 
+  // Variable slices: one reduce per rank to that rank, grouped (ncclReduceScatter wants equal
+  // counts). In place: the owner's slice receives the sum.
+  void reduce_scatter_sum_device(float* d_x, const std::vector<int64_t>& offsets, void* stream) override {
+    if (!comm_) fail(who(), ": the communicator was aborted by an earlier error");
+    check_slice_bounds("reduce_scatter_sum_device", offsets, env_.world);
+    const auto st = static_cast<cudaStream_t>(stream);
+    NIBBLE_NCCL_CHECK(ncclGroupStart(), who());
+    for (int r = 0; r < env_.world; ++r) {
+      float* slice = d_x + offsets[static_cast<size_t>(r)];
+      const auto count = static_cast<size_t>(offsets[static_cast<size_t>(r) + 1] - offsets[static_cast<size_t>(r)]);
+      if (count > 0) NIBBLE_NCCL_CHECK(ncclReduce(slice, slice, count, ncclFloat32, ncclSum, r, comm_, st), who());
+    }
+    NIBBLE_NCCL_CHECK(ncclGroupEnd(), who());
+    wait(st);
+  }
+  // Host arrays go through the TCP communicator it keeps (see all_reduce_sum).
+  void reduce_scatter_sum(float* x, const std::vector<int64_t>& offsets) override { tcp_->reduce_scatter_sum(x, offsets); }
+
  private:
   std::string who() const { return "rank " + std::to_string(env_.rank) + " (nccl)"; }
 

@@ -237,6 +237,23 @@ class CudaEngine final : public TrainEngine {
     }
     comm.all_reduce_sum_device(g_.get<float>(), np_, st_);
   }
+  void reduce_scatter_gradients(Communicator& comm, const std::vector<int64_t>& offsets) override {
+    NIBBLE_TIMED("reduce-scatter (ZeRO-1)");
+    comm.reduce_scatter_sum_device(g_.get<float>(), offsets, st_);
+  }
+  double sharded_grad_norm(Communicator& comm, const std::vector<int64_t>& offsets) override {
+    NIBBLE_TIMED("grad norm");
+    const int64_t b = offsets[static_cast<size_t>(comm.rank())], e = offsets[static_cast<size_t>(comm.rank()) + 1];
+    double s = 0;
+    if (e > b) {
+      double* part = norm_partials_.as<double>(static_cast<size_t>(gops::global_norm_partials()) + 1);
+      gops::global_sumsq(g_.get<float>() + b, e - b, part, part + gops::global_norm_partials(), st_);
+      NIBBLE_CUDA_CHECK(cudaMemcpyAsync(&s, part + gops::global_norm_partials(), sizeof s, cudaMemcpyDeviceToHost, st_));
+      NIBBLE_CUDA_CHECK(cudaStreamSynchronize(st_));
+    }
+    comm.all_reduce_sum(&s, 1);  // the slices' sums in rank order: the same value on every rank
+    return std::sqrt(s);
+  }
   void set_gradient_sync(Communicator* comm) override {
     sync_ = comm;
     if (comm && !cst_) {
