@@ -219,6 +219,8 @@ QatResult run_qat(const QatConfig& qc, bool quiet) {
   }
   fs::create_directories(cfg.out);
   write_file_atomic((fs::path(cfg.out) / "config.json").string(), cj.dump(2) + "\n", Durability::Fsync);
+  // the QAT settings beside it (config.json's recipe is the GEMMs', bf16): reports label the run
+  write_file_atomic((fs::path(cfg.out) / "qat.json").string(), spec.dump(2) + "\n", Durability::Fsync);
   // a resumed run keeps the rows up to its checkpoint and appends
   report::MetricsWriter metrics((fs::path(cfg.out) / "metrics.jsonl").string(), start > 0 ? start : -1);
   res.initial_val_loss = start > 0 ? NAN : evaluate();

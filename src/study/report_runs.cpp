@@ -1,6 +1,7 @@
 // nibble report: a table and loss plots for any set of runs.
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <filesystem>
 #include <limits>
 
@@ -42,13 +43,32 @@ std::vector<fs::path> expand(const std::vector<std::string>& dirs) {
 struct LoadedRun {
   TrainConfig config;
   SweepRun run;
+  std::string recipe;  // the recipe's name, or a QAT run's settings
 };
+
+// A QAT run's qat.json as a short label: "QAT 2-bit seq + WinQ".
+std::string qat_label(const Json& q) {
+  auto g_fmt = [](double x) {
+    char b[32];
+    std::snprintf(b, sizeof b, "%g", x);
+    return std::string(b);
+  };
+  std::string s = "QAT " + g_fmt(q.at("bits").as_double()) + "-bit " + q.at("quantizer").as_string();
+  if (const Json* g = q.find("group_size"); g && g->as_int64() > 0) s += " g" + std::to_string(g->as_int64());
+  if (const Json* a = q.find("act_bits"); a && a->as_int64() > 0) s += " A" + std::to_string(a->as_int64());
+  if (q.at("winq").as_bool()) s += " + WinQ";
+  if (const Json* m = q.find("scale_lr_mult"); m && m->as_double() != 1.0) s += ", α lr ×" + g_fmt(m->as_double());
+  return s;
+}
 
 LoadedRun load_run(const fs::path& d) {
   const std::string cfg_path = (d / "config.json").string();
   LoadedRun l;
   l.config = TrainConfig::from_json(Json::parse(read_file(cfg_path), cfg_path), cfg_path);
   l.run = read_run(l.config.recipe.name, l.config.seed, d.string());
+  l.recipe = l.config.recipe.name;
+  const fs::path qat = d / "qat.json";
+  if (fs::exists(qat)) l.recipe = qat_label(Json::parse(read_file(qat.string()), qat.string()));
   return l;
 }
 
@@ -91,7 +111,7 @@ std::string write_runs_report(const std::vector<std::string>& dirs, const std::s
     const TrainConfig& c = l.config;
     const SweepRun& r = l.run;
     const std::string label = d.filename().string();
-    std::vector<std::string> row = {label, c.model.name, c.recipe.name, std::to_string(c.seed), c.device,
+    std::vector<std::string> row = {label, c.model.name, l.recipe, std::to_string(c.seed), c.device,
                                     std::to_string(r.steps), report::fmt_si(r.tokens),
                                     report::fmt_fixed(r.final_train_loss, 4),
                                     std::isfinite(r.final_val_loss) ? report::fmt_fixed(r.final_val_loss, 4) : "—",

@@ -16,6 +16,7 @@
 #include "nibble/qat/qat_trainer.hpp"
 #include "nibble/report/metrics.hpp"
 #include "nibble/safetensors.hpp"
+#include "nibble/study/report.hpp"
 #include "nibble/train/checkpoint.hpp"
 #include "nibble/train/trainer.hpp"
 #include "support/cli_runner.hpp"
@@ -127,6 +128,10 @@ TEST(Qat, AZeroScaleLearningRateKeepsTheScalesAtTheirInit) {
   ASSERT_FALSE(learned.empty());
   EXPECT_GT(learned.back(), 0.0);
   EXPECT_LT(learned.back(), 1.0);
+  // qat.json beside config.json: `nibble report` labels the runs by their QAT settings
+  const std::string md = write_runs_report({d.file("frozen"), d.file("learned")}, d.file("rep"), d.file("learned"));
+  EXPECT_TRUE(std::regex_search(md, std::regex(R"(\| frozen +\| small +\| QAT 2-bit seq, α lr ×0 +\|)"))) << md;
+  EXPECT_TRUE(std::regex_search(md, std::regex(R"(\| learned +\| small +\| QAT 2-bit seq +\|)"))) << md;
 }
 
 TEST(Qat, CliErrors) {
