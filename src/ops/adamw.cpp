@@ -87,8 +87,7 @@ void adamw_update(float* p, const float* g, float* m, float* v, int64_t n, float
   for (int64_t c = 0; c < chunks; ++c) kernel(h, p, g, m, v, c * kChunk, std::min(n, (c + 1) * kChunk));
 }
 
-// Fixed chunks (independent of the thread count) summed in parallel with eight float64 lanes
-// each, then the partial sums added in chunk order.
+// One chunk's Σx² in eight float64 lanes, combined in a fixed order.
 double chunk_sumsq(const float* x, int64_t n) {
   double s[8] = {0, 0, 0, 0, 0, 0, 0, 0};
   int64_t i = 0;
@@ -98,6 +97,8 @@ double chunk_sumsq(const float* x, int64_t n) {
   return ((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7]));
 }
 
+// Fixed chunks (independent of the thread count) summed in parallel, then the partial sums
+// added in chunk order.
 double global_norm(const float* const* bufs, const int64_t* sizes, int count) {
   constexpr int64_t kChunk = kNormChunk;
   struct Piece {

@@ -94,12 +94,11 @@ EigenResult top_eigen(const HessianProblem& p, int k, int max_iters, double tol,
       const double l = dot(v, hv);  // Rayleigh quotient: the signed eigenvalue
       const double nh = norm(hv);
       if (nh == 0) { lambda = 0; converged = true; break; }
-      std::vector<double>& next = hv;
-      scale(next, nh);
+      scale(hv, nh);  // the next iterate
       // a negative eigenvalue flips the vector each step: compare up to sign. Both are unit
-      // vectors, so min ‖next ∓ v‖ = sqrt(2 − 2|next·v|)
-      const double change = std::sqrt(std::max(0.0, 2.0 - 2.0 * std::fabs(dot(next, v))));
-      v = std::move(next);
+      // vectors, so min ‖hv ∓ v‖ = sqrt(2 − 2|hv·v|)
+      const double change = std::sqrt(std::max(0.0, 2.0 - 2.0 * std::fabs(dot(hv, v))));
+      v = std::move(hv);
       converged = it > 0 && std::fabs(l - lambda) <= tol * std::max(1.0, std::fabs(l)) && change < std::sqrt(tol);
       lambda = l;
       if (converged) break;

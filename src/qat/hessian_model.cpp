@@ -111,12 +111,12 @@ HessianProblem checkpoint_hessian_problem(const HessianConfig& cfg, Json& info) 
 }
 
 Json hessian_spectrum(const HessianConfig& cfg) {
+  if (cfg.power_iters < 1) fail("--power-iters must be >= 1");  // before the model is loaded
   Json out;
   const HessianProblem p = checkpoint_hessian_problem(cfg, out);
   const std::string ck = out.at("checkpoint").as_string();
   const int64_t tokens = out.at("tokens").as_int64();
   const bool gpu = out.at("device").as_string() != "cpu";
-  if (cfg.power_iters < 1) fail("hessian: --power-iters must be >= 1");
   const double tol = cfg.power_tol > 0 ? cfg.power_tol : gpu ? 1e-3 : 1e-5;
   const auto t0 = std::chrono::steady_clock::now();
   const EigenResult top = top_eigen(p, cfg.top, cfg.power_iters, tol, cfg.seed);

@@ -80,7 +80,6 @@ int run_hessian(const std::vector<std::string>& argv) {
   c.top = static_cast<int>(a.integer("top"));
   c.power_iters = static_cast<int>(a.integer("power-iters"));
   if (a.has("power-tol")) c.power_tol = a.number("power-tol");
-  if (c.power_iters < 1) fail("--power-iters must be >= 1");
   if (a.has("power-tol") && !(c.power_tol > 0 && c.power_tol < 1)) fail("--power-tol must be in (0, 1)");
   c.probes = static_cast<int>(a.integer("probes"));
   c.steps = static_cast<int>(a.integer("lanczos-steps"));
