@@ -8,6 +8,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <limits>
+#include <utility>
 
 #include "nibble/dist/comm.hpp"
 #include "nibble/error.hpp"
@@ -112,6 +113,26 @@ std::vector<double> mean_curve(const std::vector<const SweepRun*>& runs, bool ev
   return m;
 }
 
+// The training-loss gap curve of `recipe`, paired by seed like SweepRecipe's gaps: per seed
+// (loss − bf16 of that seed) / bf16 · 100 over the log windows both runs have, averaged over the
+// seeds that have a bf16 run.
+std::vector<double> paired_gap_curve(const std::vector<SweepRun>& runs, const std::string& recipe) {
+  std::vector<std::pair<const SweepRun*, const SweepRun*>> pairs;  // (recipe, bf16) of one seed
+  size_t n = std::numeric_limits<size_t>::max();
+  for (const SweepRun& r : runs)
+    for (const SweepRun& b : runs)
+      if (r.recipe == recipe && b.recipe == "bf16" && b.seed == r.seed) {
+        pairs.emplace_back(&r, &b);
+        n = std::min({n, r.curve_train.size(), b.curve_train.size()});
+      }
+  if (pairs.empty()) return {};
+  std::vector<double> gap(n, 0.0);
+  for (const auto& [r, b] : pairs)
+    for (size_t k = 0; k < n; ++k)
+      gap[k] += 100.0 * (r->curve_train[k] - b->curve_train[k]) / b->curve_train[k] / static_cast<double>(pairs.size());
+  return gap;
+}
+
 }  // namespace
 
 std::string sweep_run_dir(const std::string& out, const std::string& recipe, uint64_t seed) {
@@ -148,7 +169,9 @@ Json SweepResult::to_json() const {
     x["val_loss_mean"] = r.val_mean;
     x["val_loss_spread"] = r.val_spread;
     x["val_gap_to_bf16_pct"] = r.val_gap_pct;
+    x["val_gap_spread_pct"] = r.val_gap_spread;
     x["train_gap_to_bf16_pct"] = r.train_gap_pct;
+    x["gap_seeds"] = r.gap_seeds;
     x["tokens_per_s"] = r.tokens_per_s;
     x["step_time_vs_bf16"] = r.step_time_vs_bf16;
     rc.push_back(x);
@@ -156,6 +179,32 @@ Json SweepResult::to_json() const {
   j["recipes"] = rc;
   return j;
 }
+
+namespace {
+
+// The recipe's gaps to the bf16 run of the same seed (see SweepRecipe), over the seeds both have.
+void pair_gaps_with_bf16(const std::vector<SweepRun>& runs, SweepRecipe& s) {
+  double val_sum = 0, train_sum = 0, gmin = INFINITY, gmax = -INFINITY;
+  int n = 0;
+  for (const SweepRun& r : runs) {
+    if (r.recipe != s.recipe) continue;
+    for (const SweepRun& b : runs) {
+      if (b.recipe != "bf16" || b.seed != r.seed) continue;
+      const double g = 100.0 * (r.final_val_loss - b.final_val_loss) / b.final_val_loss;
+      val_sum += g;
+      train_sum += 100.0 * (r.final_train_loss - b.final_train_loss) / b.final_train_loss;
+      gmin = std::min(gmin, g);
+      gmax = std::max(gmax, g);
+      ++n;
+    }
+  }
+  s.gap_seeds = n;
+  s.val_gap_pct = n ? val_sum / n : kNaN;
+  s.train_gap_pct = n ? train_sum / n : kNaN;
+  s.val_gap_spread = n ? gmax - gmin : kNaN;
+}
+
+}  // namespace
 
 SweepResult summarize_sweep(const SweepConfig& cfg) {
   SweepResult res;
@@ -199,8 +248,7 @@ SweepResult summarize_sweep(const SweepConfig& cfg) {
   for (const SweepRecipe& s : res.recipes)
     if (s.recipe == "bf16") bf16 = &s;
   for (SweepRecipe& s : res.recipes) {
-    s.val_gap_pct = bf16 ? 100.0 * (s.val_mean - bf16->val_mean) / bf16->val_mean : kNaN;
-    s.train_gap_pct = bf16 ? 100.0 * (s.train_mean - bf16->train_mean) / bf16->train_mean : kNaN;
+    pair_gaps_with_bf16(res.runs, s);
     s.step_time_vs_bf16 = bf16 && s.tokens_per_s > 0 ? bf16->tokens_per_s / s.tokens_per_s : kNaN;
   }
   return res;
@@ -229,26 +277,30 @@ void write_sweep_report(const SweepConfig& cfg, const SweepResult& r) {
         " tokens per run, data `" + (b.data_dir.empty() ? (b.text_file.empty() ? "embedded corpus" : b.text_file) : b.data_dir) +
         "`, seeds " + seeds + ", device " + device + ". Every recipe starts from the same initialization and reads " +
         "the same batches (both follow the seed). Loss: cross-entropy in nats/token; train = mean over the last 5% of " +
-        "the steps; val = the final evaluation. ± = max − min over seeds. Gap = (recipe − bf16) / bf16.\n\n";
+        "the steps; val = the final evaluation. ± = max − min over seeds. Gap = (recipe − bf16) / bf16, taken per " +
+        "seed against the bf16 run of the same seed and averaged over the seeds both have (gap seeds); its ± is the " +
+        "max − min of those paired gaps.\n\n";
   if (!r.complete) md += "**Incomplete:** some runs have not finished; the table shows the finished ones.\n\n";
-  report::MarkdownTable t({"recipe", "seeds", "train loss", "±", "val loss", "±", "val gap to bf16", "train gap",
-                           "tokens/s", "step time vs bf16"},
+  report::MarkdownTable t({"recipe", "seeds", "train loss", "±", "val loss", "±", "val gap to bf16", "±",
+                           "gap seeds", "train gap", "tokens/s", "step time vs bf16"},
                           {report::Align::Left, report::Align::Right, report::Align::Right, report::Align::Right,
                            report::Align::Right, report::Align::Right, report::Align::Right, report::Align::Right,
-                           report::Align::Right, report::Align::Right});
+                           report::Align::Right, report::Align::Right, report::Align::Right, report::Align::Right});
+  const auto pct = [](double v, int digits) {
+    return std::isfinite(v) ? (v >= 0 ? "+" : "") + report::fmt_fixed(v, digits) + "%" : std::string("—");
+  };
   for (const SweepRecipe& s : r.recipes) {
     const bool multi = s.seeds > 1;
     t.add_row({s.recipe, std::to_string(s.seeds), fmt_fixed(s.train_mean, 4), multi ? fmt_fixed(s.train_spread, 4) : "—",
                fmt_fixed(s.val_mean, 4), multi ? fmt_fixed(s.val_spread, 4) : "—",
-               std::isfinite(s.val_gap_pct) ? (s.val_gap_pct >= 0 ? "+" : "") + fmt_fixed(s.val_gap_pct, 2) + "%" : "—",
-               std::isfinite(s.train_gap_pct) ? (s.train_gap_pct >= 0 ? "+" : "") + fmt_fixed(s.train_gap_pct, 2) + "%" : "—",
+               pct(s.val_gap_pct, 2), s.gap_seeds > 1 ? fmt_fixed(s.val_gap_spread, 2) + " pp" : "—",
+               std::to_string(s.gap_seeds), pct(s.train_gap_pct, 2),
                fmt_si(s.tokens_per_s), std::isfinite(s.step_time_vs_bf16) ? fmt_fixed(s.step_time_vs_bf16, 2) + "×" : "—"});
   }
   md += t.str() + "\n![training loss](loss.svg)\n\n![validation loss](val_loss.svg)\n\n";
 
   // Plots: per recipe the mean over its seeds (same schedule, so rows line up).
   std::vector<report::Series> train_s, val_s, gap_s;
-  std::vector<double> bf16_train;
   for (const SweepRecipe& s : r.recipes) {
     std::vector<const SweepRun*> runs;
     for (const SweepRun& x : r.runs)
@@ -258,18 +310,13 @@ void write_sweep_report(const SweepConfig& cfg, const SweepResult& r) {
     std::vector<double> vx(runs[0]->eval_tokens.begin(), runs[0]->eval_tokens.begin() + static_cast<std::ptrdiff_t>(va.size()));
     train_s.push_back({s.recipe, tx, tr});
     val_s.push_back({s.recipe, vx, va});
-    if (s.recipe == "bf16") bf16_train = tr;
+    if (s.recipe != "bf16" && s.gap_seeds > 0) gap_s.push_back({s.recipe, tx, paired_gap_curve(r.runs, s.recipe)});
   }
-  if (!bf16_train.empty()) {
-    for (size_t i = 0; i < r.recipes.size(); ++i) {
-      if (r.recipes[i].recipe == "bf16") continue;
-      const report::Series& s = train_s[i];
-      std::vector<double> gx, gy;
-      for (size_t k = 0; k < std::min(s.y.size(), bf16_train.size()); ++k) {
-        gx.push_back(s.x[k]);
-        gy.push_back(100.0 * (s.y[k] - bf16_train[k]) / bf16_train[k]);
-      }
-      gap_s.push_back({s.label, gx, gy});
+  if (!gap_s.empty()) {
+    for (report::Series& g : gap_s) {
+      const size_t n = std::min(g.x.size(), g.y.size());
+      g.x.resize(n);
+      g.y.resize(n);
     }
     md += "![gap to bf16](gap.svg)\n";
   }

@@ -9,6 +9,7 @@
 #include "nibble/error.hpp"
 #include "nibble/fileio.hpp"
 #include "nibble/quant/quantizer.hpp"
+#include "nibble/report/metrics.hpp"
 #include "nibble/quant/rht.hpp"
 #include "nibble/quant/synthetic.hpp"
 #include "nibble/study/analyze.hpp"
@@ -105,7 +106,7 @@ TEST(AnalyzeStats, HeatmapsHoldTheLoggedValues) {
   c.stats_every = 2;
   nibble::testing::train_quietly(c);
   const Json j = analyze_stats_log(d.file("run"), d.file("st"));
-  ASSERT_EQ(j.at("panels").as_array().size(), 4u);
+  ASSERT_EQ(j.at("panels").as_array().size(), 7u);
   const Json& p = j.at("panels").as_array()[0];  // fprop x mean_energy_share
   ASSERT_EQ(p.at("layers").as_array().size(), 8u);  // 2 blocks × 4 projections
   ASSERT_EQ(p.at("steps").as_array().size(), 3u);   // steps 0, 2, 4
@@ -127,6 +128,29 @@ TEST(AnalyzeStats, HeatmapsHoldTheLoggedValues) {
     ++checked;
   }
   EXPECT_EQ(checked, 24u);
+  // the per-step summary, recomputed from the log's rows: means over the 8 layers
+  const Json& over = j.at("over_steps");
+  ASSERT_EQ(over.as_array().size(), 3u);
+  for (const Json& o : over.as_array()) {
+    double share = 0, ratio = 0, cos = 0;
+    int n = 0;
+    for (const Json& r : report::read_metrics_jsonl(d.file("run/stats.jsonl")).rows) {
+      if (r.at("step").as_int64() != o.at("step").as_int64() || r.at("gemm").as_string() != "fprop" ||
+          r.at("operand").as_string() != "x")
+        continue;
+      share += r.at("mean_energy_share").as_double();
+      ratio += r.at("mean_energy_share").as_double() / r.at("top1_energy_share").as_double();
+      cos += r.at("cos_mu_v1").as_double();
+      ++n;
+    }
+    ASSERT_EQ(n, 8);
+    EXPECT_NEAR(o.at("x").at("mean_energy_share").as_double(), share / n, 1e-15);
+    EXPECT_NEAR(o.at("x").at("mean_share_of_top1").as_double(), ratio / n, 1e-15);
+    EXPECT_NEAR(o.at("x").at("cos_mu_v1").as_double(), cos / n, 1e-15);
+    EXPECT_LE(o.at("x").at("mean_share_of_top1").as_double(), 1.0 + 1e-9);  // T‖μ‖² ≤ σ₁²
+    EXPECT_EQ(o.at("dy").at("layers").as_int64(), 8);
+  }
+  EXPECT_NE(read_file(d.file("st/results.md")).find("## X per layer at step 4"), std::string::npos);
   EXPECT_TRUE(fs::exists(d.file("st/x_mean_energy_share.svg")));
   EXPECT_TRUE(fs::exists(d.file("st/over_steps.svg")));
   EXPECT_THROW(analyze_stats_log(d.file("text.txt"), d.file("st2")), Error);

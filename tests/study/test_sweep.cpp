@@ -65,12 +65,25 @@ TEST(Sweep, ComparesEveryRecipeWithBf16FromTheRunsOwnLogs) {
   // independent recomputation from each run's metrics.jsonl
   const double b1 = last_val(sweep_run_dir(s.out, "bf16", 1)), b2 = last_val(sweep_run_dir(s.out, "bf16", 2));
   const double n1 = last_val(sweep_run_dir(s.out, "nvfp4", 1)), n2 = last_val(sweep_run_dir(s.out, "nvfp4", 2));
-  const double bf = (b1 + b2) / 2, nv = (n1 + n2) / 2;
+  const double bf = (b1 + b2) / 2;
   EXPECT_DOUBLE_EQ(r.recipes[0].val_mean, bf);
   EXPECT_DOUBLE_EQ(r.recipes[0].val_spread, std::fabs(b1 - b2));
-  EXPECT_NEAR(r.recipes[1].val_gap_pct, 100.0 * (nv - bf) / bf, 1e-12);
+  // the gap is paired by seed, not taken between the means
+  const double g1 = 100.0 * (n1 - b1) / b1, g2 = 100.0 * (n2 - b2) / b2;
+  EXPECT_NEAR(r.recipes[1].val_gap_pct, (g1 + g2) / 2, 1e-12);
+  EXPECT_NEAR(r.recipes[1].val_gap_spread, std::fabs(g1 - g2), 1e-12);
+  EXPECT_EQ(r.recipes[1].gap_seeds, 2);
   EXPECT_EQ(r.recipes[0].val_gap_pct, 0.0);
   EXPECT_NE(b1, b2);  // the seeds differ (data order, init)
+  // Without bf16's second seed, nvfp4's gap pairs over seed 1 alone (nvfp4's mean still has both).
+  fs::remove_all(sweep_run_dir(s.out, "bf16", 2));
+  const SweepResult one = summarize_sweep(s);
+  EXPECT_FALSE(one.complete);
+  ASSERT_EQ(one.recipes.size(), 2u);
+  EXPECT_EQ(one.recipes[1].seeds, 2);
+  EXPECT_EQ(one.recipes[1].gap_seeds, 1);
+  EXPECT_NEAR(one.recipes[1].val_gap_pct, g1, 1e-12);
+  EXPECT_EQ(one.recipes[1].val_gap_spread, 0.0);
   // the report files
   const Json j = Json::parse(read_file(s.out + "/results.json"), "results.json");
   EXPECT_TRUE(j.at("complete").as_bool());

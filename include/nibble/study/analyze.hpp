@@ -54,10 +54,13 @@ Json analyze_checkpoint(const CheckpointAnalysisConfig& cfg);
 namespace nibble {
 
 // `nibble analyze stats RUN_DIR`: the trainer's --stats-every log (OUT/stats.jsonl) as plots of
-// how anisotropy evolves over layers and steps: heatmaps (layer × step) of the mean-energy share
-// and the block amax inflation of X (fprop) and dY (dgrad), and their mean over layers per step.
+// how anisotropy evolves over layers and steps: heatmaps (layer × step) of X's (fprop) mean-energy
+// share, top-1 energy share, |cos(μ, v₁)|, amax and block amax inflation and of dY's (dgrad)
+// mean-energy share and block amax inflation, their mean over layers per step, and two tables:
+// per step the mean over layers of X's and dY's statistics, and X's per layer at the last step.
 // Returns {"panels": [{"gemm", "operand", "key", "layers": [...], "steps": [...], "values":
-// [layer-major]}]} (what the heatmaps show).
+// [layer-major]}], "over_steps": [{"step", "x": {...}, "dy": {...}}]} (the first table's numbers,
+// with "mean_share_of_top1" the per-layer mean ÷ top-1 share averaged over layers).
 Json analyze_stats_log(const std::string& run_dir, const std::string& out);
 
 }  // namespace nibble

@@ -57,8 +57,14 @@ struct SweepRecipe {
   int seeds = 0;
   double train_mean = 0, train_spread = 0;  // spread: max − min over seeds (0 with one seed)
   double val_mean = 0, val_spread = 0;
-  double val_gap_pct = 0;     // (val − val_bf16) / val_bf16 · 100; NaN without a bf16 run
+  // Gaps are paired by seed: a seed's runs share the initialization and the batches, so the
+  // gap of seed s is (loss_s − bf16_s) / bf16_s · 100, and the recipe's gap is the mean over the
+  // seeds bf16 also has (NaN when there are none). Comparing against bf16's mean over other seeds
+  // would mix the seed-to-seed spread, which is as large as some recipes' gaps, into the gap.
+  double val_gap_pct = 0;
+  double val_gap_spread = 0;  // max − min of the paired gaps, in percentage points
   double train_gap_pct = 0;
+  int gap_seeds = 0;          // how many seeds the gap is paired over
   double tokens_per_s = 0;    // mean over seeds
   double step_time_vs_bf16 = 0;  // bf16 tokens/s ÷ this recipe's; NaN without bf16
 };
