@@ -1,8 +1,10 @@
 #include "train/data_parallel.hpp"
 
 #include <algorithm>
+#include <cstddef>
 #include <cstdlib>
 #include <string>
+#include <utility>
 
 #include "nibble/cuda.hpp"
 #include "nibble/error.hpp"
@@ -70,13 +72,54 @@ void DataParallel::attach(TrainEngine& engine) {
   if (comm_ && overlap && comm_->backend() == "nccl" && !sharded()) engine.set_gradient_sync(comm_.get());
 }
 
-void DataParallel::shard_optimizer(TrainEngine& engine) {
-  if (!comm_) return;
-  const int64_t n = engine.num_params(), w = env_.world;
+std::vector<int64_t> zero1_offsets(int64_t num_params, int world) {
+  NIBBLE_CHECK(num_params >= 0 && world >= 1, "ZeRO-1 slices of ", num_params, " parameters over ", world, " ranks");
+  const int64_t n = num_params, w = world;
   // slices of whole norm chunks (so the gradient norm sums the same chunks as without ZeRO-1)
   const int64_t slice = ((n + w - 1) / w + ops::kNormChunk - 1) / ops::kNormChunk * ops::kNormChunk;
-  offsets_.clear();
-  for (int64_t r = 0; r <= w; ++r) offsets_.push_back(std::min(n, r * slice));
+  std::vector<int64_t> offsets;
+  for (int64_t r = 0; r <= w; ++r) offsets.push_back(std::min(n, r * slice));
+  return offsets;
+}
+
+OptimizerState slice_optimizer_state(const OptimizerState& whole, const std::vector<int64_t>& offsets, int rank) {
+  check_slice_bounds("ZeRO-1 optimizer slice", offsets, static_cast<int>(offsets.size()) - 1);
+  NIBBLE_CHECK(rank >= 0 && static_cast<size_t>(rank) + 1 < offsets.size(), "ZeRO-1: rank ", rank, " of ",
+               offsets.size() - 1);
+  NIBBLE_CHECK(static_cast<int64_t>(whole.m.size()) == offsets.back() && whole.v.size() == whole.m.size(),
+               "ZeRO-1: the optimizer state holds ", whole.m.size(), " and ", whole.v.size(), " moments for ",
+               offsets.back(), " parameters");
+  const auto b = static_cast<size_t>(offsets[static_cast<size_t>(rank)]);
+  const auto e = static_cast<size_t>(offsets[static_cast<size_t>(rank) + 1]);
+  OptimizerState s;
+  s.step = whole.step;
+  s.m.assign(whole.m.begin() + static_cast<std::ptrdiff_t>(b), whole.m.begin() + static_cast<std::ptrdiff_t>(e));
+  s.v.assign(whole.v.begin() + static_cast<std::ptrdiff_t>(b), whole.v.begin() + static_cast<std::ptrdiff_t>(e));
+  return s;
+}
+
+OptimizerState gather_optimizer_state(const OptimizerState& part, const std::vector<int64_t>& offsets, Communicator& comm) {
+  check_slice_bounds("ZeRO-1 optimizer gather", offsets, comm.world());
+  const auto rank = static_cast<size_t>(comm.rank());
+  const int64_t n = offsets.back(), at = offsets[rank], len = offsets[rank + 1] - at;
+  // the engine's state must be this rank's slice exactly: a longer one would be copied past the
+  // end of the whole state (rank r > 0 writes from offsets[r] on)
+  NIBBLE_CHECK(static_cast<int64_t>(part.m.size()) == len && part.v.size() == part.m.size(), "ZeRO-1: rank ", rank,
+               "'s optimizer state holds ", part.m.size(), " and ", part.v.size(), " moments for its slice [", at,
+               ", ", at + len, ") of ", len, " parameters");
+  OptimizerState whole;
+  whole.step = part.step;
+  for (auto [dst, src] : {std::pair{&whole.m, &part.m}, std::pair{&whole.v, &part.v}}) {
+    dst->assign(static_cast<size_t>(n), 0.0f);
+    std::copy(src->begin(), src->end(), dst->begin() + at);
+    comm.all_gather(dst->data(), offsets);
+  }
+  return whole;
+}
+
+void DataParallel::shard_optimizer(TrainEngine& engine) {
+  if (!comm_) return;
+  offsets_ = zero1_offsets(engine.num_params(), env_.world);
   engine.set_optimizer_range(offsets_[static_cast<size_t>(env_.rank)], offsets_[static_cast<size_t>(env_.rank) + 1]);
 }
 
@@ -87,26 +130,12 @@ void DataParallel::gather_weights(TrainEngine& engine) {
 OptimizerState DataParallel::whole_optimizer(TrainEngine& engine) {
   OptimizerState part = engine.get_optimizer();
   if (!sharded()) return part;
-  OptimizerState whole;
-  whole.step = part.step;
-  const int64_t n = offsets_.back(), at = offsets_[static_cast<size_t>(env_.rank)];
-  for (auto [dst, src] : {std::pair{&whole.m, &part.m}, std::pair{&whole.v, &part.v}}) {
-    dst->assign(static_cast<size_t>(n), 0.0f);
-    std::copy(src->begin(), src->end(), dst->begin() + at);
-    comm_->all_gather(dst->data(), offsets_);
-  }
-  return whole;
+  return gather_optimizer_state(part, offsets_, *comm_);
 }
 
 OptimizerState DataParallel::slice_optimizer(const OptimizerState& whole) const {
   if (!sharded()) return whole;
-  const auto b = static_cast<size_t>(offsets_[static_cast<size_t>(env_.rank)]);
-  const auto e = static_cast<size_t>(offsets_[static_cast<size_t>(env_.rank) + 1]);
-  OptimizerState s;
-  s.step = whole.step;
-  s.m.assign(whole.m.begin() + b, whole.m.begin() + e);
-  s.v.assign(whole.v.begin() + b, whole.v.begin() + e);
-  return s;
+  return slice_optimizer_state(whole, offsets_, env_.rank);
 }
 
 void DataParallel::barrier() {

@@ -19,6 +19,21 @@
 
 namespace nibble {
 
+// ZeRO-1's shared host logic (DataParallel below uses it; free functions so that the tests can
+// check it without launching processes).
+//
+// The slice bounds of `num_params` flat parameters over `world` ranks: world + 1 non-decreasing
+// offsets from 0 to num_params. Every slice but the last non-empty one is the same whole number
+// of ops::kNormChunk chunks; the last non-empty one may be shorter, and when num_params is small
+// against world · kNormChunk the ranks after it get empty slices [num_params, num_params).
+std::vector<int64_t> zero1_offsets(int64_t num_params, int world);
+// Rank `rank`'s slice [offsets[rank], offsets[rank + 1]) of a whole optimizer state (offsets.back()
+// moments each).
+OptimizerState slice_optimizer_state(const OptimizerState& whole, const std::vector<int64_t>& offsets, int rank);
+// The whole state from every rank's slice (`part`: exactly this rank's slice length of moments,
+// as TrainEngine::get_optimizer returns it under ZeRO-1): a collective, every rank gets it.
+OptimizerState gather_optimizer_state(const OptimizerState& part, const std::vector<int64_t>& offsets, Communicator& comm);
+
 class DataParallel {
  public:
   // From the environment (DistEnv); selects the GPU LOCAL_RANK for device "cuda" and connects
@@ -47,12 +62,13 @@ class DataParallel {
   void barrier();
 
   // ZeRO-1: rank r's AdamW keeps the moments of the flat parameters [offsets[r], offsets[r+1])
-  // (equal slices, multiples of ops::kNormChunk = 65536 elements, the last one shorter) and
-  // updates only those weights. The gradients are reduce-scattered (each rank receives the sum
-  // of its slice only), the gradient norm is summed from the slices, and the updated slices are
-  // all-gathered: 2× the gradient's size in traffic per step against the all-reduce's 2× plus
-  // the all-gather's 1×. Checkpoints gather the moments to rank 0 and hold the
-  // whole state, so a run resumes with or without ZeRO-1 and on any number of ranks.
+  // (zero1_offsets: equal slices, multiples of ops::kNormChunk = 65536 elements, the last
+  // non-empty one may be shorter, any after it empty) and updates only those weights. The
+  // gradients are reduce-scattered (each rank receives the sum of its slice only), the gradient
+  // norm is summed from the slices, and the updated slices are all-gathered: 2× the gradient's
+  // size in traffic per step against the all-reduce's 2× plus the all-gather's 1×. Checkpoints
+  // gather the moments to rank 0 and hold the whole state, so a run resumes with or without
+  // ZeRO-1 and on any number of ranks.
   // A single process: nothing to shard.
   void shard_optimizer(TrainEngine& engine);
   bool sharded() const { return !offsets_.empty(); }

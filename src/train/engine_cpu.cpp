@@ -59,12 +59,15 @@ class CpuEngine final : public TrainEngine {
     // zeros is exact), then added in order as global_norm does
     const int64_t n = num_params(), chunks = (n + ops::kNormChunk - 1) / ops::kNormChunk;
     const int64_t b = offsets[static_cast<size_t>(comm.rank())], e = offsets[static_cast<size_t>(comm.rank()) + 1];
-    NIBBLE_CHECK(b % ops::kNormChunk == 0 && (e % ops::kNormChunk == 0 || e == n), "ZeRO-1 slice [", b, ", ", e,
-                 ") is not aligned to the norm's chunks");
+    // an empty slice (a rank past the last parameter: [n, n), n need not be a chunk multiple)
+    // owns no chunk; counting the one its bounds fall in would add that chunk twice
+    NIBBLE_CHECK(b == e || (b % ops::kNormChunk == 0 && (e % ops::kNormChunk == 0 || e == n)), "ZeRO-1 slice [", b,
+                 ", ", e, ") is not aligned to the norm's chunks");
     std::vector<double> part(static_cast<size_t>(chunks), 0.0);
     const float* g = model_.grads();
+    const int64_t c0 = b / ops::kNormChunk, c1 = b < e ? (e + ops::kNormChunk - 1) / ops::kNormChunk : c0;
 #pragma omp parallel for schedule(static)
-    for (int64_t c = b / ops::kNormChunk; c < (e + ops::kNormChunk - 1) / ops::kNormChunk; ++c)
+    for (int64_t c = c0; c < c1; ++c)
       part[static_cast<size_t>(c)] = ops::chunk_sumsq(g + c * ops::kNormChunk, std::min(ops::kNormChunk, n - c * ops::kNormChunk));
     comm.all_reduce_sum(part.data(), chunks);
     double total = 0.0;

@@ -65,13 +65,14 @@ class NcclCommunicator final : public Communicator {
   // Variable slices: one broadcast per rank, grouped (ncclAllGather wants equal counts).
   void all_gather_device(float* d_x, const std::vector<int64_t>& offsets, void* stream) override {
     if (!comm_) fail(who(), ": the communicator was aborted by an earlier error");
-    if (static_cast<int>(offsets.size()) != env_.world + 1) fail(who(), ": all_gather_device: bad slice bounds");
+    check_slice_bounds("all_gather_device", offsets, env_.world);
     const auto st = static_cast<cudaStream_t>(stream);
     NIBBLE_NCCL_CHECK(ncclGroupStart(), who());
     for (int r = 0; r < env_.world; ++r) {
       float* slice = d_x + offsets[static_cast<size_t>(r)];
       const auto count = static_cast<size_t>(offsets[static_cast<size_t>(r) + 1] - offsets[static_cast<size_t>(r)]);
-      NIBBLE_NCCL_CHECK(ncclBroadcast(slice, slice, count, ncclFloat32, r, comm_, st), who());
+      // an empty slice (a rank past the last parameter) sends nothing; every rank skips it alike
+      if (count > 0) NIBBLE_NCCL_CHECK(ncclBroadcast(slice, slice, count, ncclFloat32, r, comm_, st), who());
     }
     NIBBLE_NCCL_CHECK(ncclGroupEnd(), who());
     wait(st);

@@ -172,18 +172,24 @@ class CudaEngine final : public TrainEngine {
   void* device_stream() override { return st_; }
   void get_gradients(float* g) override { download(g_, g, np_); }
   void get_weights(float* w) const override { download(w_, w, np_); }
+  // The moments of [opt_begin_, opt_end_) only (ZeRO-1: this rank's slice; otherwise all of
+  // them), as the CPU engine: DataParallel copies a rank's state into the whole one at its
+  // slice's offset, so a longer state would be written past that buffer's end.
   void set_optimizer(const OptimizerState& s) override {
-    NIBBLE_CHECK(static_cast<int64_t>(s.m.size()) == np_ && s.v.size() == s.m.size(), "optimizer state size");
-    NIBBLE_CHECK(static_cast<int64_t>(s.m.size()) == opt_end_ - opt_begin_, "optimizer state size");
-    upload(m_, s.m.data(), opt_end_ - opt_begin_);
-    upload(v_, s.v.data(), opt_end_ - opt_begin_);
+    const int64_t n = opt_end_ - opt_begin_;
+    NIBBLE_CHECK(static_cast<int64_t>(s.m.size()) == n && s.v.size() == s.m.size(), "optimizer state size: ",
+                 s.m.size(), " and ", s.v.size(), " moments for the ", n, " parameters [", opt_begin_, ", ", opt_end_,
+                 ")");
+    upload(m_, s.m.data(), n);
+    upload(v_, s.v.data(), n);
   }
   OptimizerState get_optimizer() const override {
+    const int64_t n = opt_end_ - opt_begin_;
     OptimizerState s;
-    s.m.resize(static_cast<size_t>(np_));
-    s.v.resize(static_cast<size_t>(np_));
-    download(m_, s.m.data(), opt_end_ - opt_begin_);
-    download(v_, s.v.data(), opt_end_ - opt_begin_);
+    s.m.resize(static_cast<size_t>(n));
+    s.v.resize(static_cast<size_t>(n));
+    download(m_, s.m.data(), n);
+    download(v_, s.v.data(), n);
     return s;
   }
 

@@ -13,6 +13,7 @@
 #include "nibble/cuda.hpp"
 #include "nibble/data/corpus.hpp"
 #include "nibble/fileio.hpp"
+#include "nibble/ops/ops.hpp"
 #include "nibble/philox.hpp"
 #include "nibble/quant/spectral.hpp"  // philox_normal
 #include "nibble/report/metrics.hpp"
@@ -315,6 +316,70 @@ TEST(SM90_Engine, TinyForwardBackwardMatchesCpu) {
   compare_model(small_model(), "fp32", 2, 64, 1e-6, 2e-5);
   compare_model(small_model(), "bf16", 2, 64, 1e-4, 1e-2);
   compare_model(ModelConfig::preset("tiny"), "bf16", 3, 96, 1e-4, 1e-2);
+}
+
+// ZeRO-1 (set_optimizer_range): the engine's optimizer state is its slice's moments, as the CPU
+// engine's — DataParallel copies rank r's state into the whole one at offsets[r], and the whole
+// num_params moments this engine once returned ran past that buffer on rank 1 (SIGSEGV at the
+// first checkpoint of a 2-GPU --zero1 run). One AdamW step on the slice equals the CPU engine's
+// and leaves the weights outside the slice alone; set_optimizer takes the slice back.
+TEST(SM90_Engine, Zero1OptimizerStateIsTheSliceAsOnTheCpu) {
+  REQUIRE_GPU_FP32_ATTENTION();
+  const ModelConfig cfg = ModelConfig::preset("tiny");
+  auto cpu = make_cpu_engine(cfg);
+  auto gpu = make_cuda_engine(cfg);
+  cpu->init(5);
+  const int64_t n = cpu->num_params();
+  std::vector<float> w0(static_cast<size_t>(n));
+  cpu->get_weights(w0.data());
+  gpu->set_weights(w0.data());
+  for (TrainEngine* e : {cpu.get(), gpu.get()}) e->set_recipe(Recipe::preset("fp32"));
+  // rank 1 of 2: the short last slice, and an empty one (rank 7 of 8)
+  const int64_t b = 7 * ops::kNormChunk;
+  ASSERT_LT(b, n);
+  const int64_t t = 64, rows = 2;
+  std::vector<int32_t> tok(static_cast<size_t>(rows * t)), tgt(tok.size());
+  for (size_t i = 0; i < tok.size(); ++i) {
+    tok[i] = static_cast<int32_t>(philox_word(3, 1, i) % static_cast<uint32_t>(cfg.vocab_size));
+    tgt[i] = static_cast<int32_t>(philox_word(3, 2, i) % static_cast<uint32_t>(cfg.vocab_size));
+  }
+  StepContext ctx;
+  ctx.seed = 9;
+  for (TrainEngine* e : {cpu.get(), gpu.get()}) {
+    e->set_optimizer_range(b, n);
+    e->zero_grad();
+    e->forward(tok.data(), tgt.data(), rows, t, ctx);
+    e->backward(ctx);
+    e->optimizer_step(AdamHyper{}, 1e-3f, 0.5f, 1);
+  }
+  const OptimizerState oc = cpu->get_optimizer(), og = gpu->get_optimizer();
+  ASSERT_EQ(static_cast<int64_t>(og.m.size()), n - b);
+  ASSERT_EQ(og.v.size(), og.m.size());
+  ASSERT_EQ(oc.m.size(), og.m.size());
+  double num = 0, den = 0;
+  for (size_t i = 0; i < og.m.size(); ++i) {
+    num += (static_cast<double>(og.m[i]) - oc.m[i]) * (static_cast<double>(og.m[i]) - oc.m[i]);
+    den += static_cast<double>(oc.m[i]) * oc.m[i];
+  }
+  EXPECT_LT(std::sqrt(num / den), 1e-4);  // m = (1−β1)·g/2 of the slice: fp32 summation order only
+  std::vector<float> wg(static_cast<size_t>(n));
+  gpu->get_weights(wg.data());
+  for (int64_t i = 0; i < b; ++i) ASSERT_EQ(wg[static_cast<size_t>(i)], w0[static_cast<size_t>(i)]) << i;
+  EXPECT_NE(wg.back(), w0.back());
+  gpu->set_optimizer(og);  // the slice goes back in
+  const OptimizerState again = gpu->get_optimizer();
+  EXPECT_EQ(again.m, og.m);
+  EXPECT_EQ(again.v, og.v);
+  OptimizerState whole;
+  whole.m.assign(static_cast<size_t>(n), 0.0f);
+  whole.v = whole.m;
+  EXPECT_THROW(gpu->set_optimizer(whole), Error);  // the whole state is not the slice
+  gpu->set_optimizer_range(n, n);
+  EXPECT_TRUE(gpu->get_optimizer().m.empty());
+  gpu->optimizer_step(AdamHyper{}, 1e-3f, 1.0f, 2);  // nothing to update
+  std::vector<float> wg2(static_cast<size_t>(n));
+  gpu->get_weights(wg2.data());
+  EXPECT_EQ(wg2, wg);
 }
 
 // 4-bit GEMMs are exact in any summation order (products of q·s_b values have few significant
