@@ -157,7 +157,7 @@ void QuantLinear<T>::forward(const T* x, T* y, int64_t t, const StepContext& ctx
       // GEMM received them (after centring and RHT)
       stats_.clear();
       stats_.push_back({name_, "fprop", "x", operand_stats(a0.data(), a.data(), t, in_)});
-      const Json aniso = anisotropy_stats(x, t, in_, g.a.quant.block, 10).to_json();
+      const Json aniso = anisotropy_stats(x, t, in_, g.a.quant.block, kStatsEveryPowerIters).to_json();
       for (const auto& [k, v] : aniso.as_object()) stats_.back().stats[k] = v;
       stats_.push_back({name_, "fprop", "w", operand_stats(b0.data(), b.data(), out_, in_)});
     }
@@ -211,7 +211,8 @@ void QuantLinear<T>::backward(const T* dy, T* dx, int64_t t, const StepContext& 
       lr.add_to(resid.data(), -1.0);
     }
     if (ctx.collect_stats) {
-      stats_.push_back({name_, "dgrad", "dy", anisotropy_stats(dy, t, out_, r.dgrad.a.quant.block, 10).to_json()});
+      stats_.push_back({name_, "dgrad", "dy",
+                        anisotropy_stats(dy, t, out_, r.dgrad.a.quant.block, kStatsEveryPowerIters).to_json()});
     }
     // ---- dgrad: dX[t, in] = dY[t, out] · W, reduction over out ----------------------------
     if (dx) {

@@ -1,5 +1,6 @@
 #pragma once
-// Per-tensor diagnostics of SPEC §6 (all accumulated in float64).
+// Per-tensor diagnostics of SPEC §6 (all accumulated in float64; error_stats and
+// anisotropy_stats run on the OpenMP threads, with the same bits on any number of them).
 #include <array>
 #include <cstdint>
 
@@ -33,11 +34,15 @@ Json code_histogram_json(const std::array<int64_t, 16>& h);
 //   amax_inflation = max|X| / max|X_c|, block_amax_inflation = mean block amax of X over
 //   that of X_c (blocks of `block` along the rows, as the quantizer sees them; a last
 //   partial block when block does not divide cols)
-// μ is the column mean over rows and X_c = X − 1μᵀ. The power iteration starts from Philox
-// normals (seed, stream 0) and stops when the unit vector moves by < 1e-12 or after
-// power_iters rounds. Degenerate inputs give finite values where the ratio is 0/0: an
-// all-zero X gives shares 0, cos 0 and inflations 1 (never NaN); μ = 0 gives cos 0; an
-// X = 1μᵀ ≠ 0 (X_c = 0) gives amax inflations +inf (null in JSON).
+// μ is the column mean over rows and X_c = X − 1μᵀ. Two power iterations run, from Philox
+// normals (seed, stream 0) and from μ, and the larger Rayleigh quotient wins (so
+// top1_energy_share ≥ mean_energy_share however few rounds run); each stops when its unit
+// vector moves by < 1e-8 or after power_iters rounds; σ₁² is the Rayleigh quotient of the last vector multiplied (within
+// 2e-16 relative of the next one's at that tolerance), v₁ the next vector. Every sum over
+// rows runs in fixed chunks of rows combined in a fixed order, in parallel over the chunks:
+// the results do not depend on the thread count. Degenerate inputs give finite values where
+// the ratio is 0/0: an all-zero X gives shares 0, cos 0 and inflations 1 (never NaN); μ = 0
+// gives cos 0; an X = 1μᵀ ≠ 0 (X_c = 0) gives amax inflations +inf (null in JSON).
 struct AnisotropyStats {
   double mean_energy_share = 0, top1_energy_share = 0, cos_mu_v1 = 0;
   double amax_inflation = 1, block_amax_inflation = 1;
@@ -45,5 +50,7 @@ struct AnisotropyStats {
 };
 AnisotropyStats anisotropy_stats(const float* x, int64_t rows, int64_t cols, int block,
                                  int power_iters = 100, uint64_t seed = 0);
+// The rounds the trainer's --stats-every allows each operand (CPU and GPU engines alike).
+inline constexpr int kStatsEveryPowerIters = 20;
 
 }  // namespace nibble

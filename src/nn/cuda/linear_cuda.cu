@@ -21,10 +21,11 @@ GemmDtype gemm_dtype(const GemmSpec& g) {
   return g.a.kind == OperandKind::FP32 || g.b.kind == OperandKind::FP32 ? GemmDtype::FP32 : GemmDtype::BF16;
 }
 
-std::vector<float> download_floats(const float* d, int64_t n) {
-  std::vector<float> h(static_cast<size_t>(n));
+// Downloads go into host buffers of the workspace (see LinearWorkspace::host) and return them.
+const float* download_floats(const float* d, int64_t n, std::vector<float>& h) {
+  h.resize(static_cast<size_t>(n));
   if (n) NIBBLE_CUDA_CHECK(cudaMemcpy(h.data(), d, static_cast<size_t>(n) * sizeof(float), cudaMemcpyDeviceToHost));
-  return h;
+  return h.data();
 }
 
 // A plain operand (no centring, RHT, quantization): cast at most, read in place when it can be.
@@ -43,12 +44,13 @@ bool tiled_w_shared(const Recipe& r) {
 }
 
 // The operand as the GEMM saw it, in fp32: the stored values times S_dec when scaled.
-std::vector<float> download_operand(const void* d, GemmDtype dt, int64_t n, const float* tensor, bool scaled) {
-  std::vector<float> h(static_cast<size_t>(n));
+const float* download_operand(const void* d, GemmDtype dt, int64_t n, const float* tensor, bool scaled,
+                              std::vector<float>& h, std::vector<uint16_t>& b16) {
+  h.resize(static_cast<size_t>(n));
   if (dt == GemmDtype::BF16) {
-    std::vector<uint16_t> b(static_cast<size_t>(n));
-    NIBBLE_CUDA_CHECK(cudaMemcpy(b.data(), d, b.size() * 2, cudaMemcpyDeviceToHost));
-    for (size_t i = 0; i < b.size(); ++i) h[i] = bf16_to_float(b[i]);
+    b16.resize(static_cast<size_t>(n));
+    NIBBLE_CUDA_CHECK(cudaMemcpy(b16.data(), d, b16.size() * 2, cudaMemcpyDeviceToHost));
+    for (size_t i = 0; i < h.size(); ++i) h[i] = bf16_to_float(b16[i]);
   } else {
     NIBBLE_CUDA_CHECK(cudaMemcpy(h.data(), d, h.size() * 4, cudaMemcpyDeviceToHost));
   }
@@ -57,7 +59,7 @@ std::vector<float> download_operand(const void* d, GemmDtype dt, int64_t n, cons
     NIBBLE_CUDA_CHECK(cudaMemcpy(t, tensor, sizeof t, cudaMemcpyDeviceToHost));
     for (float& v : h) v *= t[1];
   }
-  return h;
+  return h.data();
 }
 
 void merge(Json& into, const Json& more) {
@@ -135,10 +137,8 @@ void CudaLinear::forward(DevTensor x, const GemmOutput& y, int64_t t, const Step
   x_ = x;
   if (capture_) {
     NIBBLE_CUDA_CHECK(cudaStreamSynchronize(st));
-    const std::vector<float> xh = download_floats(as_float(x.p, x.dtype, t * in_, ws.f32_a, st), t * in_);
-    const std::vector<float> wh = download_floats(w_, out_ * in_);
-    capture_(name_, "x", xh.data(), t, in_);
-    capture_(name_, "w", wh.data(), out_, in_);
+    capture_(name_, "x", download_floats(as_float(x.p, x.dtype, t * in_, ws.f32_a, st), t * in_, ws.host[0]), t, in_);
+    capture_(name_, "w", download_floats(w_, out_ * in_, ws.host[0]), out_, in_);
   }
   const GemmSpec& g = recipe_.fprop;
   const bool stats = ctx.collect_stats;
@@ -183,16 +183,18 @@ void CudaLinear::forward(DevTensor x, const GemmOutput& y, int64_t t, const Step
     stats_.clear();
     const GemmDtype dt = gemm_dtype(g);
     float* scal = ws.scalars.get<float>();
-    const std::vector<float> ahat = download_operand(ops.a.op.p, dt, t * in_, scal, ops.a.scaled);
-    const std::vector<float> bhat = download_operand(ops.b.op.p, dt, out_ * in_, scal + 2, ops.b.scaled);
+    // the GEMM's operands first: transformed_operand reuses the scratch they may live in
+    const float* ahat = download_operand(ops.a.op.p, dt, t * in_, scal, ops.a.scaled, ws.host[0], ws.host16);
+    const float* bhat = download_operand(ops.b.op.p, dt, out_ * in_, scal + 2, ops.b.scaled, ws.host[1], ws.host16);
     transformed_operand(a, ws.work_a, st);
     transformed_operand(b, ws.work_b, st);
-    const std::vector<float> a0 = download_floats(ws.work_a.get<float>(), t * in_);
-    const std::vector<float> b0 = download_floats(ws.work_b.get<float>(), out_ * in_);
-    const std::vector<float> xh = download_floats(as_float(x.p, x.dtype, t * in_, ws.f32_a, st), t * in_);
-    stats_.push_back({name_, "fprop", "x", error_stats(a0.data(), ahat.data(), t * in_).to_json()});
-    merge(stats_.back().stats, anisotropy_stats(xh.data(), t, in_, g.a.quant.block, 10).to_json());
-    stats_.push_back({name_, "fprop", "w", error_stats(b0.data(), bhat.data(), out_ * in_).to_json()});
+    const float* a0 = download_floats(ws.work_a.get<float>(), t * in_, ws.host[2]);
+    stats_.push_back({name_, "fprop", "x", error_stats(a0, ahat, t * in_).to_json()});
+    const float* b0 = download_floats(ws.work_b.get<float>(), out_ * in_, ws.host[0]);  // ahat is done with
+    stats_.push_back({name_, "fprop", "w", error_stats(b0, bhat, out_ * in_).to_json()});
+    const float* xh = download_floats(as_float(x.p, x.dtype, t * in_, ws.f32_a, st), t * in_, ws.host[1]);
+    merge(stats_[stats_.size() - 2].stats,
+          anisotropy_stats(xh, t, in_, g.a.quant.block, kStatsEveryPowerIters).to_json());
   }
   if (g.a.center) {
     float* corr = ws.corr.as<float>(static_cast<size_t>(out_));
@@ -210,8 +212,8 @@ void CudaLinear::backward(DevTensor dy_in, void* dx, GemmDtype dx_type, int64_t 
   DevTensor dy = dy_in;
   if (capture_) {
     NIBBLE_CUDA_CHECK(cudaStreamSynchronize(st));
-    const std::vector<float> dyh = download_floats(as_float(dy.p, dy.dtype, t * out_, ws.f32_b, st), t * out_);
-    capture_(name_, "dy", dyh.data(), t, out_);
+    capture_(name_, "dy", download_floats(as_float(dy.p, dy.dtype, t * out_, ws.f32_b, st), t * out_, ws.host[0]), t,
+             out_);
   }
   // Spectral split of dY (metis), computed once and shared by dgrad and wgrad: dY = U S Vᵀ + R.
   const bool split = r.dgrad.a.spectral_rank != 0 || r.wgrad.a.spectral_rank != 0;
@@ -262,8 +264,9 @@ void CudaLinear::backward(DevTensor dy_in, void* dx, GemmDtype dx_type, int64_t 
     }
   }
   if (stats) {
-    const std::vector<float> dyh = download_floats(as_float(dy.p, dy.dtype, t * out_, ws.f32_b, st), t * out_);
-    stats_.push_back({name_, "dgrad", "dy", anisotropy_stats(dyh.data(), t, out_, r.dgrad.a.quant.block, 10).to_json()});
+    const float* dyh = download_floats(as_float(dy.p, dy.dtype, t * out_, ws.f32_b, st), t * out_, ws.host[0]);
+    stats_.push_back({name_, "dgrad", "dy",
+                      anisotropy_stats(dyh, t, out_, r.dgrad.a.quant.block, kStatsEveryPowerIters).to_json()});
   }
   // ---- dgrad: dX[t, in] = dY[t, out] · W, reduction over out ----------------------------------
   if (dx) {
@@ -291,11 +294,11 @@ void CudaLinear::backward(DevTensor dy_in, void* dx, GemmDtype dx_type, int64_t 
     }
     const Operands ops = gemm(g, a, b, out.gemm_out, t, in_, out_, ws, st, w_ready, wq_tensor_.get<float>());
     if (stats) {
-      const std::vector<float> ahat = download_operand(ops.a.op.p, gemm_dtype(g), t * out_, ws.scalars.get<float>(),
-                                                       ops.a.scaled);
+      const float* ahat = download_operand(ops.a.op.p, gemm_dtype(g), t * out_, ws.scalars.get<float>(), ops.a.scaled,
+                                           ws.host[0], ws.host16);
       transformed_operand(a, ws.work_a, st);
-      const std::vector<float> a0 = download_floats(ws.work_a.get<float>(), t * out_);
-      merge(stats_.back().stats, error_stats(a0.data(), ahat.data(), t * out_).to_json());
+      const float* a0 = download_floats(ws.work_a.get<float>(), t * out_, ws.host[1]);
+      merge(stats_.back().stats, error_stats(a0, ahat, t * out_).to_json());
     }
     if (g.a.center) {
       float* corr = ws.corr.as<float>(static_cast<size_t>(in_));

@@ -27,6 +27,11 @@ struct LinearWorkspace {
   DeviceScratch f32_a, f32_b;    // bf16 tensors widened for fp32-only consumers (SVD, statistics)
   DeviceScratch mean_a, mean_b, corr, partials;
   DeviceScratch scalars;         // tensor_a[2], tensor_b[2], alpha
+  // Host copies for --stats-every and capture, kept between layers and steps: a fresh vector per
+  // download faults in new pages each time (about 2 GB/s against 10 GB/s into a reused buffer;
+  // 124m downloads about 2.8 GB per block and collection).
+  std::vector<float> host[3];
+  std::vector<uint16_t> host16;
   QuantScratch* qs = nullptr;
   LinearWorkspace();
   ~LinearWorkspace();
