@@ -20,20 +20,14 @@
 #include <omp.h>
 #endif
 
+#include "bench_timing.hpp"
+
 using namespace nibble;
 
 namespace {
 
-double best_of(int reps, const std::function<void()>& f) {
-  f();  // warm-up (page faults, packing buffers, rope tables)
-  double best = 1e30;
-  for (int i = 0; i < reps; ++i) {
-    const auto t0 = std::chrono::steady_clock::now();
-    f();
-    best = std::min(best, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
-  }
-  return best;
-}
+// every kernel gets an untimed warm-up run (page faults, packing buffers, rope tables)
+double best_of(int reps, const std::function<void()>& f) { return bench::best_of(reps, f, true); }
 
 std::vector<float> random_vec(size_t n, uint64_t seed, float lo = -1.0f, float hi = 1.0f) {
   std::mt19937_64 rng(seed);

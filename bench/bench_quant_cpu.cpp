@@ -14,19 +14,11 @@
 #include "nibble/quant/rht.hpp"
 #include "nibble/quant/synthetic.hpp"
 
+#include "bench_timing.hpp"
+
 using namespace nibble;
 
-namespace {
-double best_of(int reps, const std::function<void()>& f) {
-  double best = 1e30;
-  for (int i = 0; i < reps; ++i) {
-    const auto t0 = std::chrono::steady_clock::now();
-    f();
-    best = std::min(best, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
-  }
-  return best;
-}
-}  // namespace
+using bench::best_of;
 
 int main(int argc, char** argv) {
   int64_t rows = 4096, cols = 4096;

@@ -23,19 +23,13 @@
 #include "nibble/quant/stats.hpp"
 #include "nibble/quant/synthetic.hpp"
 
+#include "bench_timing.hpp"
+
 using namespace nibble;
 
 namespace {
 
-double best_of(int reps, const std::function<void()>& f) {
-  double best = 1e30;
-  for (int i = 0; i < reps; ++i) {
-    const auto t0 = std::chrono::steady_clock::now();
-    f();
-    best = std::min(best, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
-  }
-  return best;
-}
+using bench::best_of;
 
 std::vector<float> matrix(SyntheticKind kind, int64_t rows, int64_t cols, uint64_t seed) {
   SyntheticSpec s;
