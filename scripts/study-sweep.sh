@@ -14,7 +14,7 @@
 #
 #   device run, carry [".deps", ".corpus/english.txt.xz", ".corpus/code-c.txt.xz"]:
 #     bash scripts/study-sweep.sh 124m 100000000 bf16,nvfp4,nvfp4-mean,ufp4 1,2
-#   env: CALL_SECONDS (the device call's limit, default 590), GPUS (default: all visible),
+#   env: CALL_SECONDS (the device call's limit, default 560: a step that collects --stats-every or evaluates can run past the step boundary the time limit waits for), GPUS (default: all visible),
 #        GTEST_FILTER (run these GPU tests first, building them), BATCH, SEQ, LR, EVAL_EVERY,
 #        EVAL_BATCHES, SAVE_EVERY, STATS_EVERY (the runs' --stats-every), ANALYZE (recipes whose
 #        finished runs `nibble analyze` studies on their GPU: checkpoint, formats, stats), DATA_FILES (default "english code-c": ../shared/corpus files
@@ -30,7 +30,7 @@ MODEL=${1:?model}; TOKENS=${2:?tokens}; RECIPES=${3:?recipes}; SEEDS=${4:-1}
 OUT=${OUT:-$PWD/study-out}
 BUILD=${BUILD_DIR:-build-gpu}
 SWEEP=${SWEEP_DIR:-/tmp/sweep-$MODEL-$TOKENS}
-CALL_SECONDS=${CALL_SECONDS:-590}
+CALL_SECONDS=${CALL_SECONDS:-560}
 mkdir -p "$OUT"
 
 source scripts/device-build.sh
