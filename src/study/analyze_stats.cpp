@@ -70,11 +70,21 @@ Json to_json(const OperandSummary& s) {
 // that the rank-one mean carries most of the anisotropy and of the extreme magnitudes.
 std::string summary_tables(const report::MetricsLog& log, Json& summary) {
   std::map<int64_t, std::vector<const Json*>> x, dy;
+  // A resumed run appends to stats.jsonl, so a step logged before the checkpoint it resumed from
+  // can appear twice: the later row of a (step, layer) wins, as in the heatmaps.
+  const auto put = [](std::vector<const Json*>& rows, const Json& r) {
+    for (const Json*& q : rows)
+      if (q->at("layer").as_string() == r.at("layer").as_string()) {
+        q = &r;
+        return;
+      }
+    rows.push_back(&r);
+  };
   for (const Json& r : log.rows) {
-    if (!r.contains("gemm") || !r.contains("operand") || !r.contains("step")) continue;
+    if (!r.contains("gemm") || !r.contains("operand") || !r.contains("step") || !r.contains("layer")) continue;
     const std::string g = r.at("gemm").as_string(), o = r.at("operand").as_string();
-    if (g == "fprop" && o == "x") x[r.at("step").as_int64()].push_back(&r);
-    if (g == "dgrad" && o == "dy") dy[r.at("step").as_int64()].push_back(&r);
+    if (g == "fprop" && o == "x") put(x[r.at("step").as_int64()], r);
+    if (g == "dgrad" && o == "dy") put(dy[r.at("step").as_int64()], r);
   }
   using report::Align;
   using report::fmt_fixed;

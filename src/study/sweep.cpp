@@ -191,6 +191,7 @@ void pair_gaps_with_bf16(const std::vector<SweepRun>& runs, SweepRecipe& s) {
     for (const SweepRun& b : runs) {
       if (b.recipe != "bf16" || b.seed != r.seed) continue;
       const double g = 100.0 * (r.final_val_loss - b.final_val_loss) / b.final_val_loss;
+      if (!std::isfinite(g)) continue;  // a run without a final evaluation pairs nothing
       val_sum += g;
       train_sum += 100.0 * (r.final_train_loss - b.final_train_loss) / b.final_train_loss;
       gmin = std::min(gmin, g);
@@ -207,6 +208,10 @@ void pair_gaps_with_bf16(const std::vector<SweepRun>& runs, SweepRecipe& s) {
 }  // namespace
 
 SweepResult summarize_sweep(const SweepConfig& cfg) {
+  for (size_t i = 0; i < cfg.seeds.size(); ++i)  // a repeated seed would pair its runs twice
+    if (std::find(cfg.seeds.begin(), cfg.seeds.begin() + static_cast<std::ptrdiff_t>(i), cfg.seeds[i]) !=
+        cfg.seeds.begin() + static_cast<std::ptrdiff_t>(i))
+      fail("sweep: seed ", cfg.seeds[i], " is listed twice");
   SweepResult res;
   res.complete = true;
   for (const std::string& spec : cfg.recipes) {

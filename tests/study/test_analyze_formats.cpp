@@ -151,6 +151,16 @@ TEST(AnalyzeStats, HeatmapsHoldTheLoggedValues) {
     EXPECT_EQ(o.at("dy").at("layers").as_int64(), 8);
   }
   EXPECT_NE(read_file(d.file("st/results.md")).find("## X per layer at step 4"), std::string::npos);
+  // A resumed run appends to stats.jsonl: rows of steps logged twice count once.
+  const std::string log = read_file(d.file("run/stats.jsonl"));
+  write_file_atomic(d.file("run/stats.jsonl"), log + log);
+  const Json again = analyze_stats_log(d.file("run"), d.file("st3"));
+  ASSERT_EQ(again.at("over_steps").as_array().size(), 3u);
+  for (size_t i = 0; i < 3; ++i) {
+    EXPECT_EQ(again.at("over_steps").as_array()[i].at("x").at("layers").as_int64(), 8);
+    EXPECT_EQ(again.at("over_steps").as_array()[i].at("x").at("mean_energy_share").as_double(),
+              over.as_array()[i].at("x").at("mean_energy_share").as_double());
+  }
   EXPECT_TRUE(fs::exists(d.file("st/x_mean_energy_share.svg")));
   EXPECT_TRUE(fs::exists(d.file("st/over_steps.svg")));
   EXPECT_THROW(analyze_stats_log(d.file("text.txt"), d.file("st2")), Error);

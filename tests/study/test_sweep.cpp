@@ -84,6 +84,9 @@ TEST(Sweep, ComparesEveryRecipeWithBf16FromTheRunsOwnLogs) {
   EXPECT_EQ(one.recipes[1].gap_seeds, 1);
   EXPECT_NEAR(one.recipes[1].val_gap_pct, g1, 1e-12);
   EXPECT_EQ(one.recipes[1].val_gap_spread, 0.0);
+  SweepConfig twice = s;
+  twice.seeds = {1, 2, 1};
+  EXPECT_THROW(summarize_sweep(twice), Error);
   // the report files
   const Json j = Json::parse(read_file(s.out + "/results.json"), "results.json");
   EXPECT_TRUE(j.at("complete").as_bool());

@@ -338,13 +338,16 @@ class CudaEngine final : public TrainEngine {
   float* ptr(const std::string& n) { return w_.get<float>() + param(n).offset; }
   float* gptr(const std::string& n) { return g_.get<float>() + param(n).offset; }
 
+  // n may be 0 (a ZeRO-1 rank with an empty slice), with null pointers on either side.
   void upload(DeviceScratch& d, const float* h, int64_t n) {
     NIBBLE_CUDA_CHECK(cudaStreamSynchronize(st_));
-    NIBBLE_CUDA_CHECK(cudaMemcpy(d.get<float>(), h, static_cast<size_t>(n) * sizeof(float), cudaMemcpyHostToDevice));
+    if (n > 0)
+      NIBBLE_CUDA_CHECK(cudaMemcpy(d.get<float>(), h, static_cast<size_t>(n) * sizeof(float), cudaMemcpyHostToDevice));
   }
   void download(const DeviceScratch& d, float* h, int64_t n) const {
     NIBBLE_CUDA_CHECK(cudaStreamSynchronize(st_));
-    NIBBLE_CUDA_CHECK(cudaMemcpy(h, d.get<float>(), static_cast<size_t>(n) * sizeof(float), cudaMemcpyDeviceToHost));
+    if (n > 0)
+      NIBBLE_CUDA_CHECK(cudaMemcpy(h, d.get<float>(), static_cast<size_t>(n) * sizeof(float), cudaMemcpyDeviceToHost));
   }
 
   void build_layers() {
