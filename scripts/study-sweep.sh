@@ -14,6 +14,9 @@
 #
 #   device run, carry [".deps", ".corpus/english.txt.xz", ".corpus/code-c.txt.xz"]:
 #     bash scripts/study-sweep.sh 124m 100000000 bf16,nvfp4,nvfp4-mean,ufp4 1,2
+#   several sweeps in one call, their runs shared out over the GPUs together (each sweep's
+#   results come back as study-MODEL-TOKENS.tgz):
+#     bash scripts/study-sweep.sh 124m:100000000:nvfp4-mean,ufp4:2 60m:50000000:bf16,nvfp4:1,2
 #   env: CALL_SECONDS (the device call's limit, default 560: a step that collects --stats-every or evaluates can run past the step boundary the time limit waits for), GPUS (default: all visible),
 #        GTEST_FILTER (run these GPU tests first, building them), BATCH, SEQ, LR, EVAL_EVERY,
 #        EVAL_BATCHES, SAVE_EVERY, STATS_EVERY (the runs' --stats-every), ANALYZE (recipes whose
@@ -26,10 +29,24 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 T0=$(date +%s)
-MODEL=${1:?model}; TOKENS=${2:?tokens}; RECIPES=${3:?recipes}; SEEDS=${4:-1}
+# One sweep as MODEL TOKENS RECIPES [SEEDS], or several as MODEL:TOKENS:RECIPES[:SEEDS] each.
+declare -a S_MODEL S_TOKENS S_RECIPES S_SEEDS S_DIR
+if [ $# -ge 1 ] && [[ "$1" == *:* ]]; then
+  for spec in "$@"; do
+    IFS=: read -r m t r sd <<<"$spec"
+    [ -n "$m" ] && [ -n "$t" ] && [ -n "$r" ] || { echo "bad sweep spec '$spec' (MODEL:TOKENS:RECIPES[:SEEDS])" >&2; exit 2; }
+    S_MODEL+=("$m"); S_TOKENS+=("$t"); S_RECIPES+=("$r"); S_SEEDS+=("${sd:-1}")
+  done
+else
+  S_MODEL=("${1:?model}"); S_TOKENS=("${2:?tokens}"); S_RECIPES=("${3:?recipes}"); S_SEEDS=("${4:-1}")
+fi
+NS=${#S_MODEL[@]}
+# a sweep's name: its model (a preset, or a JSON file's base name) and tokens
+sweep_name() { echo "$(basename "${S_MODEL[$1]}" .json)-${S_TOKENS[$1]}"; }
+for ((i = 0; i < NS; ++i)); do S_DIR[$i]=/tmp/sweep-$(sweep_name "$i"); done
+[ "$NS" -eq 1 ] && [ -n "${SWEEP_DIR:-}" ] && S_DIR[0]=$SWEEP_DIR
 OUT=${OUT:-$PWD/study-out}
 BUILD=${BUILD_DIR:-build-gpu}
-SWEEP=${SWEEP_DIR:-/tmp/sweep-$MODEL-$TOKENS}
 CALL_SECONDS=${CALL_SECONDS:-560}
 mkdir -p "$OUT"
 
@@ -46,32 +63,42 @@ if [ ! -f "$DATA/meta.json" ]; then
   "$BUILD/nibble" data --input $inputs --tokenizer gpt2 --val-fraction 0.01 --out "$DATA" | tail -2
 fi
 
-# Relative cost of a step (docs/performance.md, 124m on an H100): how runs are shared out.
+# Relative cost of a run (docs/performance.md: a 124m step on an H100; 60m ≈ 0.6 of it), times
+# its tokens: how runs are shared out.
 cost() {
-  case "$1" in
-    bf16) echo 10 ;; nvfp4) echo 18 ;; ufp4) echo 20 ;; mxfp4) echo 21 ;;
-    nvfp4-mean) echo 24 ;; ufp4-mean) echo 25 ;; metis) echo 100 ;; *) echo 20 ;;
+  local r=$1 model=$2 tokens=$3 c
+  case "$r" in
+    bf16) c=10 ;; nvfp4) c=18 ;; ufp4) c=20 ;; mxfp4) c=21 ;;
+    nvfp4-mean) c=24 ;; ufp4-mean) c=25 ;; metis) c=100 ;; *) c=20 ;;
   esac
+  awk -v c="$c" -v m="$model" -v t="$tokens" 'BEGIN { f = (m == "60m") ? 0.6 : 1; printf "%d", c * f * t / 1e7 + 1 }'
 }
 GPUS=${GPUS:-$(nvidia-smi -L 2>/dev/null | wc -l)}
 [ "$GPUS" -ge 1 ] || GPUS=1
 declare -a load queue
 for ((g = 0; g < GPUS; ++g)); do load[$g]=0; queue[$g]=""; done
-# seed-major order (every recipe's first seed before any second seed), each run to the GPU with
-# the least work so far
-for s in ${SEEDS//,/ }; do
-  for r in ${RECIPES//,/ }; do
-    best=0
-    for ((g = 1; g < GPUS; ++g)); do [ "${load[$g]}" -lt "${load[$best]}" ] && best=$g; done
-    load[$best]=$(( ${load[$best]} + $(cost "$r") ))
-    queue[$best]="${queue[$best]} $r:$s"
+# sweep by sweep, seed-major within one (every recipe's first seed before any second seed), each
+# run to the GPU with the least work so far; a job is SWEEP_INDEX:RECIPE:SEED
+for ((i = 0; i < NS; ++i)); do
+  for s in ${S_SEEDS[$i]//,/ }; do
+    for r in ${S_RECIPES[$i]//,/ }; do
+      best=0
+      for ((g = 1; g < GPUS; ++g)); do [ "${load[$g]}" -lt "${load[$best]}" ] && best=$g; done
+      load[$best]=$(( ${load[$best]} + $(cost "$r" "${S_MODEL[$i]}" "${S_TOKENS[$i]}") ))
+      queue[$best]="${queue[$best]} $i:$r:$s"
+    done
   done
 done
 
-common=(--model "$MODEL" --data "$DATA" --tokens "$TOKENS" --batch "${BATCH:-16}" --seq "${SEQ:-1024}"
-        --lr "${LR:-6e-4}" --log-every 20 --eval-every "${EVAL_EVERY:-500}" --eval-batches "${EVAL_BATCHES:-45}"
-        --save-every "${SAVE_EVERY:-2000}" --device "${DEVICE:-cuda}" --out "$SWEEP" --quiet)
-[ -n "${STATS_EVERY:-}" ] && common+=(--stats-every "$STATS_EVERY")  # keep it the same in every call
+# The options every run of sweep i shares (into the array `common`).
+sweep_args() {
+  local i=$1
+  common=(--model "${S_MODEL[$i]}" --data "$DATA" --tokens "${S_TOKENS[$i]}" --batch "${BATCH:-16}" --seq "${SEQ:-1024}"
+          --lr "${LR:-6e-4}" --log-every 20 --eval-every "${EVAL_EVERY:-500}" --eval-batches "${EVAL_BATCHES:-45}"
+          --save-every "${SAVE_EVERY:-2000}" --device "${DEVICE:-cuda}" --out "${S_DIR[$i]}" --quiet)
+  [ -n "${STATS_EVERY:-}" ] && common+=(--stats-every "$STATS_EVERY")  # keep it the same in every call
+  return 0
+}
 MARGIN=${MARGIN:-45}  # the last step, the checkpoint and copying the logs back
 # The analyses of a finished run (recipes in ANALYZE): its operands' statistics under every format
 # and transform (analysis/), the formats and depth effect on its weights (formats/), and the
@@ -89,18 +116,20 @@ analyze_run() {
   fi
 }
 worker() {
-  local g=$1
+  local g=$1 common
   for job in ${queue[$g]}; do
     local left=$(( CALL_SECONDS - MARGIN - ($(date +%s) - T0) ))
     [ "$left" -gt 20 ] || return 0
-    local r=${job%%:*} s=${job##*:}
+    local i=${job%%:*} rest=${job#*:}
+    local r=${rest%%:*} s=${rest##*:}
+    sweep_args "$i"
     CUDA_VISIBLE_DEVICES=$g "$BUILD/nibble" sweep "${common[@]}" --recipes "$r" --seeds "$s" \
       --time-limit "$(awk -v s="$left" 'BEGIN { printf "%.3f", s / 60 }')" >>"$OUT/gpu$g.log" 2>&1 ||
       echo "gpu $g: ${job} failed (see gpu$g.log)"
     # an analysis takes a minute or two on 124m and cannot stop half-way: only with time to spare
     [ $(( CALL_SECONDS - MARGIN - ($(date +%s) - T0) )) -gt 150 ] || continue
     case ",${ANALYZE:-}," in
-      *",$r,"*) analyze_run "$g" "$SWEEP/runs/$r-seed$s" >>"$OUT/analyze$g.log" 2>&1 || echo "gpu $g: analysis of $job failed" ;;
+      *",$r,"*) analyze_run "$g" "${S_DIR[$i]}/runs/$r-seed$s" >>"$OUT/analyze$g.log" 2>&1 || echo "gpu $g: analysis of $job failed" ;;
     esac
   done
 }
@@ -110,33 +139,41 @@ for ((g = 0; g < GPUS; ++g)); do
 done
 wait
 
-# The whole sweep's report, written only when every run has finished (--stop-after 0 trains
-# nothing); the one-run reports the workers' sweeps left are not it.
-rm -f "$SWEEP"/results.* "$SWEEP"/*.svg
-"$BUILD/nibble" sweep "${common[@]}" --recipes "$RECIPES" --seeds "$SEEDS" --stop-after 0 >>"$OUT/summary.log" 2>&1
-# Back to this machine: the summary and each run's small files, in the sweep's own layout (a
-# tarball: the device returns few files); checkpoints stay.
-files=()
-for f in "$SWEEP"/results.* "$SWEEP"/*.svg; do [ -f "$f" ] && files+=("${f#$SWEEP/}"); done
-for r in "$SWEEP"/runs/*; do
-  [ -d "$r" ] || continue
-  n=$(basename "$r")
-  for f in config.json metrics.jsonl stats.jsonl final/trainer.json; do
-    [ -f "$r/$f" ] && files+=("runs/$n/$f")
+# Each sweep's report, written only when every run has finished (--stop-after 0 trains nothing);
+# the one-run reports the workers' sweeps left are not it. Then back to this machine: the summary
+# and each run's small files, in the sweep's own layout, as study.tgz (one sweep) or
+# study-MODEL-TOKENS.tgz (several; the device returns few files); checkpoints stay.
+for ((i = 0; i < NS; ++i)); do
+  SWEEP=${S_DIR[$i]}
+  mkdir -p "$SWEEP"
+  sweep_args "$i"
+  rm -f "$SWEEP"/results.* "$SWEEP"/*.svg
+  "$BUILD/nibble" sweep "${common[@]}" --recipes "${S_RECIPES[$i]}" --seeds "${S_SEEDS[$i]}" --stop-after 0 >>"$OUT/summary.log" 2>&1
+  files=()
+  for f in "$SWEEP"/results.* "$SWEEP"/*.svg; do [ -f "$f" ] && files+=("${f#$SWEEP/}"); done
+  echo "${S_MODEL[$i]}, ${S_TOKENS[$i]} tokens:"
+  for r in "$SWEEP"/runs/*; do
+    [ -d "$r" ] || continue
+    n=$(basename "$r")
+    for f in config.json metrics.jsonl stats.jsonl final/trainer.json; do
+      [ -f "$r/$f" ] && files+=("runs/$n/$f")
+    done
+    for a in analysis formats stats; do [ -d "$r/$a" ] && files+=("runs/$n/$a"); done
+    if [ -f "$r/final/trainer.json" ]; then
+      state=finished
+    else
+      state="at $(tail -1 "$r/metrics.jsonl" 2>/dev/null | sed -E 's/.*"step":([0-9]+).*/step \1/')"
+    fi
+    # keep only the checkpoint a resume needs
+    latest=$(cat "$r/latest" 2>/dev/null)
+    for c in "$r"/step_*; do [ -d "$c" ] && [ "$(basename "$c")" != "$latest" ] && rm -rf "$c"; done
+    echo "  $n: $state"
   done
-  for a in analysis formats stats; do [ -d "$r/$a" ] && files+=("runs/$n/$a"); done
-  if [ -f "$r/final/trainer.json" ]; then
-    state=finished
-  else
-    state="at $(tail -1 "$r/metrics.jsonl" 2>/dev/null | sed -E 's/.*"step":([0-9]+).*/step \1/')"
-  fi
-  # keep only the checkpoint a resume needs
-  latest=$(cat "$r/latest" 2>/dev/null)
-  for c in "$r"/step_*; do [ -d "$c" ] && [ "$(basename "$c")" != "$latest" ] && rm -rf "$c"; done
-  echo "$n: $state"
+  tgz=study.tgz
+  [ "$NS" -gt 1 ] && tgz=study-$(sweep_name "$i").tgz
+  [ ${#files[@]} -gt 0 ] && tar czf "$OUT/$tgz" -C "$SWEEP" "${files[@]}"
+  [ -f "$SWEEP/results.md" ] && sed -n '/^| recipe/,/^$/p' "$SWEEP/results.md"
 done
-[ ${#files[@]} -gt 0 ] && tar czf "$OUT/study.tgz" -C "$SWEEP" "${files[@]}"
 (cd "$OUT" && tar czf logs.tgz *.log && rm -f *.log)
-[ -f "$SWEEP/results.md" ] && sed -n '/^| recipe/,/^$/p' "$SWEEP/results.md"
 echo "call: $(( $(date +%s) - T0 )) s"
 exit 0
