@@ -113,24 +113,56 @@ std::vector<double> mean_curve(const std::vector<const SweepRun*>& runs, bool ev
   return m;
 }
 
-// The training-loss gap curve of `recipe`, paired by seed like SweepRecipe's gaps: per seed
-// (loss − bf16 of that seed) / bf16 · 100 over the log windows both runs have, averaged over the
-// seeds that have a bf16 run.
-std::vector<double> paired_gap_curve(const std::vector<SweepRun>& runs, const std::string& recipe) {
+// The gap curve of `recipe` (training loss per log window, or validation loss per evaluation
+// with `eval`), paired by seed like SweepRecipe's gaps: per seed (loss − bf16 of that seed) /
+// bf16 · 100 over the points both runs have, averaged over the seeds that have a bf16 run.
+std::vector<double> paired_gap_curve(const std::vector<SweepRun>& runs, const std::string& recipe, bool eval) {
+  const auto curve = [eval](const SweepRun* r) -> const std::vector<double>& { return eval ? r->eval_val : r->curve_train; };
   std::vector<std::pair<const SweepRun*, const SweepRun*>> pairs;  // (recipe, bf16) of one seed
   size_t n = std::numeric_limits<size_t>::max();
   for (const SweepRun& r : runs)
     for (const SweepRun& b : runs)
       if (r.recipe == recipe && b.recipe == "bf16" && b.seed == r.seed) {
         pairs.emplace_back(&r, &b);
-        n = std::min({n, r.curve_train.size(), b.curve_train.size()});
+        n = std::min({n, curve(&r).size(), curve(&b).size()});
       }
   if (pairs.empty()) return {};
   std::vector<double> gap(n, 0.0);
   for (const auto& [r, b] : pairs)
     for (size_t k = 0; k < n; ++k)
-      gap[k] += 100.0 * (r->curve_train[k] - b->curve_train[k]) / b->curve_train[k] / static_cast<double>(pairs.size());
+      gap[k] += 100.0 * (curve(r)[k] - curve(b)[k]) / curve(b)[k] / static_cast<double>(pairs.size());
   return gap;
+}
+
+// The paired validation gap at the last evaluations (up to four): whether a recipe's place
+// holds over the end of training or is one evaluation's noise.
+std::string late_gap_table(const SweepResult& r) {
+  const SweepRun* bf16 = nullptr;
+  for (const SweepRun& x : r.runs)
+    if (x.recipe == "bf16" && (!bf16 || x.eval_tokens.size() < bf16->eval_tokens.size())) bf16 = &x;
+  if (!bf16 || bf16->eval_tokens.empty()) return "";
+  std::vector<std::pair<std::string, std::vector<double>>> rows;
+  size_t n = bf16->eval_tokens.size();
+  for (const SweepRecipe& s : r.recipes) {
+    if (s.recipe == "bf16" || s.gap_seeds == 0) continue;
+    rows.emplace_back(s.recipe, paired_gap_curve(r.runs, s.recipe, true));
+    n = std::min(n, rows.back().second.size());
+  }
+  if (rows.empty() || n == 0) return "";
+  const size_t first = n > 4 ? n - 4 : 0;
+  std::vector<std::string> header = {"recipe"};
+  for (size_t k = first; k < n; ++k) header.push_back(report::fmt_si(bf16->eval_tokens[k]) + " tokens");
+  std::vector<report::Align> align(header.size(), report::Align::Right);
+  align[0] = report::Align::Left;
+  report::MarkdownTable t(header, align);
+  for (const auto& [name, gap] : rows) {
+    std::vector<std::string> cells = {name};
+    for (size_t k = first; k < n; ++k)
+      cells.push_back((gap[k] >= 0 ? "+" : "") + report::fmt_fixed(gap[k], 2) + "%");
+    t.add_row(cells);
+  }
+  return "Validation gap to bf16 (paired by seed, mean over the gap seeds) at the last evaluations:\n\n" + t.str() +
+         "\n";
 }
 
 }  // namespace
@@ -302,7 +334,7 @@ void write_sweep_report(const SweepConfig& cfg, const SweepResult& r) {
                std::to_string(s.gap_seeds), pct(s.train_gap_pct, 2),
                fmt_si(s.tokens_per_s), std::isfinite(s.step_time_vs_bf16) ? fmt_fixed(s.step_time_vs_bf16, 2) + "×" : "—"});
   }
-  md += t.str() + "\n![training loss](loss.svg)\n\n![validation loss](val_loss.svg)\n\n";
+  md += t.str() + "\n" + late_gap_table(r) + "![training loss](loss.svg)\n\n![validation loss](val_loss.svg)\n\n";
 
   // Plots: per recipe the mean over its seeds (same schedule, so rows line up).
   std::vector<report::Series> train_s, val_s, gap_s;
@@ -315,7 +347,7 @@ void write_sweep_report(const SweepConfig& cfg, const SweepResult& r) {
     std::vector<double> vx(runs[0]->eval_tokens.begin(), runs[0]->eval_tokens.begin() + static_cast<std::ptrdiff_t>(va.size()));
     train_s.push_back({s.recipe, tx, tr});
     val_s.push_back({s.recipe, vx, va});
-    if (s.recipe != "bf16" && s.gap_seeds > 0) gap_s.push_back({s.recipe, tx, paired_gap_curve(r.runs, s.recipe)});
+    if (s.recipe != "bf16" && s.gap_seeds > 0) gap_s.push_back({s.recipe, tx, paired_gap_curve(r.runs, s.recipe, false)});
   }
   if (!gap_s.empty()) {
     for (report::Series& g : gap_s) {

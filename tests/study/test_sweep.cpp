@@ -95,6 +95,15 @@ TEST(Sweep, ComparesEveryRecipeWithBf16FromTheRunsOwnLogs) {
   EXPECT_NE(md.find("| nvfp4"), std::string::npos) << md;
   EXPECT_NE(md.find("val gap to bf16"), std::string::npos);
   EXPECT_NE(md.find("device `cpu`"), std::string::npos) << md;  // read back from the runs' config.json
+  // the late-gap table: its last column is the final evaluation's paired gap
+  const size_t late = md.find("at the last evaluations");
+  ASSERT_NE(late, std::string::npos) << md;
+  const size_t row = md.find("| nvfp4", late);
+  ASSERT_NE(row, std::string::npos) << md;
+  const std::string line = md.substr(row, md.find('\n', row) - row);
+  const double g = (g1 + g2) / 2;
+  const std::string cell = (g >= 0 ? "+" : "") + report::fmt_fixed(g, 2) + "% |";
+  EXPECT_EQ(line.substr(line.size() - cell.size()), cell) << line;
   for (const char* f : {"loss.svg", "val_loss.svg", "gap.svg"}) EXPECT_TRUE(fs::exists(s.out + "/" + f)) << f;
 }
 
