@@ -23,6 +23,7 @@
 
 #include "nibble/error.hpp"
 #include "nibble/ops/ops.hpp"
+#include "core/simd_clones.hpp"
 
 namespace nibble::ops {
 namespace {
@@ -75,13 +76,8 @@ inline double lane_sum(const T* x, int64_t n) {
   return ((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7]));
 }
 
-// The row loops of the softmax, float versions compiled for AVX-512, AVX2 and the baseline
-// (GCC target_clones; the same IEEE operations in each, so the same bits), double versions plain.
-#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
-#define NIBBLE_SIMD_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
-#else
-#define NIBBLE_SIMD_CLONES
-#endif
+// The row loops of the softmax: float versions NIBBLE_SIMD_CLONES (core/simd_clones.hpp), double
+// versions plain.
 
 // max(init, max_c x[c]) through the floats' order keys: an integer max reduction vectorises
 // (a float one does not without -ffast-math); the key map is its own inverse.

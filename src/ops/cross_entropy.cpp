@@ -10,17 +10,12 @@
 
 #include "nibble/error.hpp"
 #include "nibble/ops/ops.hpp"
+#include "core/simd_clones.hpp"
 
 namespace nibble::ops {
 namespace {
 
-// The row loops, float versions compiled for AVX-512, AVX2 and the baseline (GCC
-// target_clones; the same IEEE operations in each, so the same bits), double versions plain.
-#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
-#define NIBBLE_SIMD_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
-#else
-#define NIBBLE_SIMD_CLONES
-#endif
+// The row loops: float versions NIBBLE_SIMD_CLONES (core/simd_clones.hpp), double versions plain.
 
 template <class T>
 inline T exp_t(T x) {

@@ -5,6 +5,7 @@
 #include <type_traits>
 
 #include "nibble/ops/ops.hpp"
+#include "core/simd_clones.hpp"
 
 namespace nibble::ops {
 namespace {
@@ -19,13 +20,8 @@ inline T sigmoid(T g) {
   return T(1) / (T(1) + e);  // exp overflow for g ≪ 0 gives 1/inf = 0
 }
 
-// The elementwise loops, float versions compiled for AVX-512, AVX2 and the baseline (GCC
-// target_clones; the same IEEE operations in each, so the same bits), double versions plain.
-#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
-#define NIBBLE_SIMD_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
-#else
-#define NIBBLE_SIMD_CLONES
-#endif
+// The elementwise loops: float versions NIBBLE_SIMD_CLONES (core/simd_clones.hpp), double
+// versions plain.
 
 template <class T>
 inline void forward_impl(const T* gate, const T* up, T* out, int64_t n) {

@@ -8,6 +8,7 @@
 
 #include "nibble/error.hpp"
 #include "nibble/quant/spectral.hpp"
+#include "core/simd_clones.hpp"
 
 namespace nibble {
 
@@ -28,11 +29,6 @@ double ratio(double a, double b, double both_zero) {
 constexpr int64_t kChunkRows = 256;                // anisotropy: rows of X per chunk
 constexpr int64_t kChunkElems = int64_t{1} << 16;  // error_stats: elements per chunk
 
-#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
-#define NIBBLE_SIMD_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
-#else
-#define NIBBLE_SIMD_CLONES
-#endif
 
 int64_t chunk_count(int64_t n, int64_t chunk) { return (n + chunk - 1) / chunk; }
 
