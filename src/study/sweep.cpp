@@ -113,20 +113,26 @@ std::vector<double> mean_curve(const std::vector<const SweepRun*>& runs, bool ev
   return m;
 }
 
-// The gap curve of `recipe` (training loss per log window, or validation loss per evaluation
-// with `eval`), paired by seed like SweepRecipe's gaps: per seed (loss − bf16 of that seed) /
-// bf16 · 100 over the points both runs have, averaged over the seeds that have a bf16 run.
-std::vector<double> paired_gap_curve(const std::vector<SweepRun>& runs, const std::string& recipe, bool eval) {
-  const auto curve = [eval](const SweepRun* r) -> const std::vector<double>& { return eval ? r->eval_val : r->curve_train; };
-  std::vector<std::pair<const SweepRun*, const SweepRun*>> pairs;  // (recipe, bf16) of one seed
-  size_t n = std::numeric_limits<size_t>::max();
+// The (recipe run, bf16 run) pairs of `recipe` that share a seed: what every gap is taken over
+// (a seed's runs share the initialization and the batches).
+std::vector<std::pair<const SweepRun*, const SweepRun*>> seed_pairs(const std::vector<SweepRun>& runs,
+                                                                    const std::string& recipe) {
+  std::vector<std::pair<const SweepRun*, const SweepRun*>> pairs;
   for (const SweepRun& r : runs)
     for (const SweepRun& b : runs)
-      if (r.recipe == recipe && b.recipe == "bf16" && b.seed == r.seed) {
-        pairs.emplace_back(&r, &b);
-        n = std::min({n, curve(&r).size(), curve(&b).size()});
-      }
+      if (r.recipe == recipe && b.recipe == "bf16" && b.seed == r.seed) pairs.emplace_back(&r, &b);
+  return pairs;
+}
+
+// The gap curve of `recipe` (training loss per log window, or validation loss per evaluation
+// with `eval`): per seed (loss − bf16 of that seed) / bf16 · 100 over the points both runs
+// have, averaged over the seed pairs.
+std::vector<double> paired_gap_curve(const std::vector<SweepRun>& runs, const std::string& recipe, bool eval) {
+  const auto curve = [eval](const SweepRun* r) -> const std::vector<double>& { return eval ? r->eval_val : r->curve_train; };
+  const auto pairs = seed_pairs(runs, recipe);
   if (pairs.empty()) return {};
+  size_t n = std::numeric_limits<size_t>::max();
+  for (const auto& [r, b] : pairs) n = std::min({n, curve(r).size(), curve(b).size()});
   std::vector<double> gap(n, 0.0);
   for (const auto& [r, b] : pairs)
     for (size_t k = 0; k < n; ++k)
@@ -214,22 +220,19 @@ Json SweepResult::to_json() const {
 
 namespace {
 
-// The recipe's gaps to the bf16 run of the same seed (see SweepRecipe), over the seeds both have.
+// The recipe's gaps to the bf16 run of the same seed (see SweepRecipe), over the seed pairs
+// whose final evaluation exists.
 void pair_gaps_with_bf16(const std::vector<SweepRun>& runs, SweepRecipe& s) {
   double val_sum = 0, train_sum = 0, gmin = INFINITY, gmax = -INFINITY;
   int n = 0;
-  for (const SweepRun& r : runs) {
-    if (r.recipe != s.recipe) continue;
-    for (const SweepRun& b : runs) {
-      if (b.recipe != "bf16" || b.seed != r.seed) continue;
-      const double g = 100.0 * (r.final_val_loss - b.final_val_loss) / b.final_val_loss;
-      if (!std::isfinite(g)) continue;  // a run without a final evaluation pairs nothing
-      val_sum += g;
-      train_sum += 100.0 * (r.final_train_loss - b.final_train_loss) / b.final_train_loss;
-      gmin = std::min(gmin, g);
-      gmax = std::max(gmax, g);
-      ++n;
-    }
+  for (const auto& [r, b] : seed_pairs(runs, s.recipe)) {
+    const double g = 100.0 * (r->final_val_loss - b->final_val_loss) / b->final_val_loss;
+    if (!std::isfinite(g)) continue;
+    val_sum += g;
+    train_sum += 100.0 * (r->final_train_loss - b->final_train_loss) / b->final_train_loss;
+    gmin = std::min(gmin, g);
+    gmax = std::max(gmax, g);
+    ++n;
   }
   s.gap_seeds = n;
   s.val_gap_pct = n ? val_sum / n : kNaN;
@@ -237,13 +240,25 @@ void pair_gaps_with_bf16(const std::vector<SweepRun>& runs, SweepRecipe& s) {
   s.val_gap_spread = n ? gmax - gmin : kNaN;
 }
 
-}  // namespace
+// What run_sweep and summarize_sweep both need of a configuration; fails naming the problem.
+// Returns the recipes' names.
+std::vector<std::string> check_sweep_config(const SweepConfig& cfg) {
+  if (cfg.recipes.empty()) fail("sweep: no recipes");
+  if (cfg.seeds.empty()) fail("sweep: no seeds");
+  if (cfg.out.empty()) fail("sweep: no output directory");
+  std::vector<std::string> names;
+  for (const std::string& spec : cfg.recipes) {
+    names.push_back(recipe_name(spec));  // unknown recipes fail before any training
+    if (std::count(names.begin(), names.end(), names.back()) > 1)
+      fail("sweep: recipe '", names.back(), "' is listed twice");
+  }
+  for (auto it = cfg.seeds.begin(); it != cfg.seeds.end(); ++it)  // a repeated seed pairs its runs twice
+    if (std::find(cfg.seeds.begin(), it, *it) != it) fail("sweep: seed ", *it, " is listed twice");
+  return names;
+}
 
-SweepResult summarize_sweep(const SweepConfig& cfg) {
-  for (size_t i = 0; i < cfg.seeds.size(); ++i)  // a repeated seed would pair its runs twice
-    if (std::find(cfg.seeds.begin(), cfg.seeds.begin() + static_cast<std::ptrdiff_t>(i), cfg.seeds[i]) !=
-        cfg.seeds.begin() + static_cast<std::ptrdiff_t>(i))
-      fail("sweep: seed ", cfg.seeds[i], " is listed twice");
+// summarize_sweep without the configuration check (run_sweep has made it).
+SweepResult summarize(const SweepConfig& cfg) {
   SweepResult res;
   res.complete = true;
   for (const std::string& spec : cfg.recipes) {
@@ -289,6 +304,13 @@ SweepResult summarize_sweep(const SweepConfig& cfg) {
     s.step_time_vs_bf16 = bf16 && s.tokens_per_s > 0 ? bf16->tokens_per_s / s.tokens_per_s : kNaN;
   }
   return res;
+}
+
+}  // namespace
+
+SweepResult summarize_sweep(const SweepConfig& cfg) {
+  check_sweep_config(cfg);
+  return summarize(cfg);
 }
 
 void write_sweep_report(const SweepConfig& cfg, const SweepResult& r) {
@@ -347,16 +369,14 @@ void write_sweep_report(const SweepConfig& cfg, const SweepResult& r) {
     std::vector<double> vx(runs[0]->eval_tokens.begin(), runs[0]->eval_tokens.begin() + static_cast<std::ptrdiff_t>(va.size()));
     train_s.push_back({s.recipe, tx, tr});
     val_s.push_back({s.recipe, vx, va});
-    if (s.recipe != "bf16" && s.gap_seeds > 0) gap_s.push_back({s.recipe, tx, paired_gap_curve(r.runs, s.recipe, false)});
-  }
-  if (!gap_s.empty()) {
-    for (report::Series& g : gap_s) {
-      const size_t n = std::min(g.x.size(), g.y.size());
-      g.x.resize(n);
-      g.y.resize(n);
+    if (s.recipe != "bf16" && s.gap_seeds > 0) {
+      std::vector<double> gy = paired_gap_curve(r.runs, s.recipe, false);
+      const size_t n = std::min(tx.size(), gy.size());
+      gy.resize(n);
+      gap_s.push_back({s.recipe, std::vector<double>(tx.begin(), tx.begin() + static_cast<std::ptrdiff_t>(n)), gy});
     }
-    md += "![gap to bf16](gap.svg)\n";
   }
+  if (!gap_s.empty()) md += "![gap to bf16](gap.svg)\n";
   report::PlotOptions o;
   o.x_label = "tokens";
   o.y_label = "cross-entropy (nats/token)";
@@ -376,15 +396,7 @@ void write_sweep_report(const SweepConfig& cfg, const SweepResult& r) {
 }
 
 SweepResult run_sweep(const SweepConfig& cfg, const SweepOptions& opts) {
-  if (cfg.recipes.empty()) fail("sweep: no recipes");
-  if (cfg.seeds.empty()) fail("sweep: no seeds");
-  if (cfg.out.empty()) fail("sweep: no output directory");
-  std::vector<std::string> names;
-  for (const std::string& spec : cfg.recipes) {
-    names.push_back(recipe_name(spec));  // unknown recipes fail before any training
-    for (size_t i = 0; i + 1 < names.size(); ++i)
-      if (names[i] == names.back()) fail("sweep: recipe '", names.back(), "' is listed twice");
-  }
+  const std::vector<std::string> names = check_sweep_config(cfg);
   fs::create_directories(cfg.out);
   // Under nibble launch every rank runs the sweep (each run is data-parallel); rank 0 alone
   // reports and writes the summary.
@@ -408,7 +420,7 @@ SweepResult run_sweep(const SweepConfig& cfg, const SweepOptions& opts) {
         continue;
       }
       // each invocation makes progress: the time limit is checked once a run has started
-      if (budget == 0 || (started && opts.stop_after_seconds >= 0 && seconds_left() <= 0)) return summarize_sweep(cfg);
+      if (budget == 0 || (started && opts.stop_after_seconds >= 0 && seconds_left() <= 0)) return summarize(cfg);
       started = true;
       TrainConfig c = cfg.base;
       c.recipe = Recipe::resolve(cfg.recipes[ri]);
@@ -430,10 +442,10 @@ SweepResult run_sweep(const SweepConfig& cfg, const SweepOptions& opts) {
       if (budget > 0) budget = std::max<int64_t>(0, budget - (tr.steps - std::max<int64_t>(start, 0)));
       if (!quiet && !tr.stopped_early)
         std::printf("  val loss %.4f, %.0f tokens/s, %.0f s\n", tr.val_loss, tr.tokens_per_s, tr.seconds);
-      if (tr.stopped_early) return summarize_sweep(cfg);
+      if (tr.stopped_early) return summarize(cfg);
     }
   }
-  SweepResult r = summarize_sweep(cfg);
+  SweepResult r = summarize(cfg);
   if (lead) write_sweep_report(cfg, r);
   return r;
 }
