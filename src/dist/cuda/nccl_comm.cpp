@@ -64,40 +64,40 @@ class NcclCommunicator final : public Communicator {
   void finish_device(void* stream) override { wait(static_cast<cudaStream_t>(stream)); }
   // Variable slices: one broadcast per rank, grouped (ncclAllGather wants equal counts).
   void all_gather_device(float* d_x, const std::vector<int64_t>& offsets, void* stream) override {
-    if (!comm_) fail(who(), ": the communicator was aborted by an earlier error");
-    check_slice_bounds("all_gather_device", offsets, env_.world);
-    const auto st = static_cast<cudaStream_t>(stream);
-    NIBBLE_NCCL_CHECK(ncclGroupStart(), who());
-    for (int r = 0; r < env_.world; ++r) {
-      float* slice = d_x + offsets[static_cast<size_t>(r)];
-      const auto count = static_cast<size_t>(offsets[static_cast<size_t>(r) + 1] - offsets[static_cast<size_t>(r)]);
-      // an empty slice (a rank past the last parameter) sends nothing; every rank skips it alike
-      if (count > 0) NIBBLE_NCCL_CHECK(ncclBroadcast(slice, slice, count, ncclFloat32, r, comm_, st), who());
-    }
-    NIBBLE_NCCL_CHECK(ncclGroupEnd(), who());
-    wait(st);
+    per_slice("all_gather_device", d_x, offsets, stream, [&](float* slice, size_t count, int owner, cudaStream_t st) {
+      return ncclBroadcast(slice, slice, count, ncclFloat32, owner, comm_, st);
+    });
   }
-
   // Variable slices: one reduce per rank to that rank, grouped (ncclReduceScatter wants equal
   // counts). In place: the owner's slice receives the sum.
   void reduce_scatter_sum_device(float* d_x, const std::vector<int64_t>& offsets, void* stream) override {
-    if (!comm_) fail(who(), ": the communicator was aborted by an earlier error");
-    check_slice_bounds("reduce_scatter_sum_device", offsets, env_.world);
-    const auto st = static_cast<cudaStream_t>(stream);
-    NIBBLE_NCCL_CHECK(ncclGroupStart(), who());
-    for (int r = 0; r < env_.world; ++r) {
-      float* slice = d_x + offsets[static_cast<size_t>(r)];
-      const auto count = static_cast<size_t>(offsets[static_cast<size_t>(r) + 1] - offsets[static_cast<size_t>(r)]);
-      if (count > 0) NIBBLE_NCCL_CHECK(ncclReduce(slice, slice, count, ncclFloat32, ncclSum, r, comm_, st), who());
-    }
-    NIBBLE_NCCL_CHECK(ncclGroupEnd(), who());
-    wait(st);
+    per_slice("reduce_scatter_sum_device", d_x, offsets, stream, [&](float* slice, size_t count, int owner,
+                                                                     cudaStream_t st) {
+      return ncclReduce(slice, slice, count, ncclFloat32, ncclSum, owner, comm_, st);
+    });
   }
   // Host arrays go through the TCP communicator it keeps (see all_reduce_sum).
   void reduce_scatter_sum(float* x, const std::vector<int64_t>& offsets) override { tcp_->reduce_scatter_sum(x, offsets); }
 
  private:
   std::string who() const { return "rank " + std::to_string(env_.rank) + " (nccl)"; }
+
+  // The ZeRO-1 collectives: op(slice, count, owner, stream) for every rank's slice of d_x in one
+  // NCCL group, then waits. An empty slice (a rank past the last parameter) is skipped, by
+  // every rank alike.
+  template <class Op>
+  void per_slice(const char* what, float* d_x, const std::vector<int64_t>& offsets, void* stream, Op op) {
+    if (!comm_) fail(who(), ": the communicator was aborted by an earlier error");
+    check_slice_bounds(what, offsets, env_.world);
+    const auto st = static_cast<cudaStream_t>(stream);
+    NIBBLE_NCCL_CHECK(ncclGroupStart(), who());
+    for (int r = 0; r < env_.world; ++r) {
+      const int64_t b = offsets[static_cast<size_t>(r)], e = offsets[static_cast<size_t>(r) + 1];
+      if (e > b) NIBBLE_NCCL_CHECK(op(d_x + b, static_cast<size_t>(e - b), r, st), who());
+    }
+    NIBBLE_NCCL_CHECK(ncclGroupEnd(), who());
+    wait(st);
+  }
 
   // Polls the stream and NCCL's asynchronous error state until the collective is done.
   void wait(cudaStream_t st) {
