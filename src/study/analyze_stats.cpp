@@ -70,8 +70,8 @@ Json to_json(const OperandSummary& s) {
 // that the rank-one mean carries most of the anisotropy and of the extreme magnitudes.
 std::string summary_tables(const report::MetricsLog& log, Json& summary) {
   std::map<int64_t, std::vector<const Json*>> x, dy;
-  // A resumed run appends to stats.jsonl, so a step logged before the checkpoint it resumed from
-  // can appear twice: the later row of a (step, layer) wins, as in the heatmaps.
+  // A (step, layer) logged twice, as runs resumed before the trainer dropped the rows past its
+  // checkpoint could leave it: the later row wins, as in the heatmaps.
   const auto put = [](std::vector<const Json*>& rows, const Json& r) {
     for (const Json*& q : rows)
       if (q->at("layer").as_string() == r.at("layer").as_string()) {

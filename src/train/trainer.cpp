@@ -5,7 +5,6 @@
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
-#include <fstream>
 #include <memory>
 
 #include "nibble/data/corpus.hpp"
@@ -148,14 +147,17 @@ TrainResult train(const TrainConfig& cfg_in, const TrainOptions& opts) {
     model.init(cfg.seed);
   }
   std::unique_ptr<report::MetricsWriter> metrics;
-  std::unique_ptr<std::ofstream> stats_out;
+  std::unique_ptr<report::MetricsWriter> stats_out;
   if (lead) {
     write_file_atomic((fs::path(cfg.out) / "config.json").string(), config_json.dump(2) + "\n", Durability::Fsync);
     metrics = std::make_unique<report::MetricsWriter>((fs::path(cfg.out) / "metrics.jsonl").string(), opts.resume.empty() ? -1 : start);
   }
+  // Both logs drop what a killed run wrote past the checkpoint it resumes from, so a resumed run's
+  // logs equal an uninterrupted one's. A stats row's step is the 0-based step it was collected
+  // in (steps 0 .. start − 1 are done); a metrics row's is the number of steps done.
   if (lead && cfg.stats_every > 0)
-    stats_out = std::make_unique<std::ofstream>((fs::path(cfg.out) / "stats.jsonl").string(),
-                                                opts.resume.empty() ? std::ios::trunc : std::ios::app);
+    stats_out = std::make_unique<report::MetricsWriter>((fs::path(cfg.out) / "stats.jsonl").string(),
+                                                         opts.resume.empty() ? -1 : start - 1);
 
   if (!quiet)
     std::printf("nibble train: device %s, %s\n", model.device().c_str(), dp.describe().c_str());
@@ -239,9 +241,8 @@ TrainResult train(const TrainConfig& cfg_in, const TrainOptions& opts) {
         row["gemm"] = s.gemm;
         row["operand"] = s.operand;
         for (const auto& [k, v] : s.stats.as_object()) row[k] = v;
-        *stats_out << row.dump() << "\n";
+        stats_out->write(row);
       }
-      stats_out->flush();
     }
 
     const bool last = step + 1 == cfg.steps;

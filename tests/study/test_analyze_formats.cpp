@@ -151,7 +151,7 @@ TEST(AnalyzeStats, HeatmapsHoldTheLoggedValues) {
     EXPECT_EQ(o.at("dy").at("layers").as_int64(), 8);
   }
   EXPECT_NE(read_file(d.file("st/results.md")).find("## X per layer at step 4"), std::string::npos);
-  // A resumed run appends to stats.jsonl: rows of steps logged twice count once.
+  // A log with every step twice (as older resumed runs could leave): rows logged twice count once.
   const std::string log = read_file(d.file("run/stats.jsonl"));
   write_file_atomic(d.file("run/stats.jsonl"), log + log);
   const Json again = analyze_stats_log(d.file("run"), d.file("st3"));

@@ -121,6 +121,26 @@ TEST(TrainLoop, ResumeContinuesBitIdentically) {
   }
 }
 
+// A run killed after logging statistics past its last checkpoint: the resumed run drops those
+// rows and logs them again, so its stats.jsonl is the uninterrupted run's, byte for byte.
+TEST(TrainLoop, ResumedStatisticsLogEqualsAnUninterruptedOne) {
+  ScratchDir a, b;
+  TrainConfig ca = small_run(a, "nvfp4"), cb = small_run(b, "nvfp4");
+  ca.stats_every = cb.stats_every = 2;
+  train(ca, quiet());
+  TrainOptions half = quiet();
+  half.stop_after = 6;  // checkpoint after step 6: rows of steps 0, 2, 4
+  train(cb, half);
+  const std::string log = cb.out + "/stats.jsonl";
+  const std::string before = read_file(log);
+  ASSERT_FALSE(before.empty());
+  write_file_atomic(log, before + "{\"step\":6,\"layer\":\"written before the crash\"}\n");
+  TrainOptions rest = quiet();
+  rest.resume = cb.out;
+  train(cb, rest);
+  EXPECT_EQ(read_file(log), read_file(ca.out + "/stats.jsonl"));
+}
+
 TEST(TrainLoop, AnExpiredTimeLimitStopsAfterOneStepWithAResumableCheckpoint) {
   ScratchDir a, b;
   TrainConfig ca = small_run(a, "ufp4"), cb = small_run(b, "ufp4");
