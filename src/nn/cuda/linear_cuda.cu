@@ -3,6 +3,7 @@
 
 #include <cuda_bf16.h>
 
+#include <chrono>
 #include <cstring>
 
 #include "core/cuda/check.cuh"
@@ -60,6 +61,16 @@ const float* download_operand(const void* d, GemmDtype dt, int64_t n, const floa
     for (float& v : h) v *= t[1];
   }
   return h.data();
+}
+
+// f() timed into acc (seconds): where a --stats-every collection spends its time, split into
+// waiting for the device (queued GPU work and device→host copies) and host-side statistics.
+template <class F>
+auto timed(double& acc, F&& f) {
+  const auto t0 = std::chrono::steady_clock::now();
+  auto r = f();
+  acc += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  return r;
 }
 
 void merge(Json& into, const Json& more) {
@@ -184,17 +195,20 @@ void CudaLinear::forward(DevTensor x, const GemmOutput& y, int64_t t, const Step
     const GemmDtype dt = gemm_dtype(g);
     float* scal = ws.scalars.get<float>();
     // the GEMM's operands first: transformed_operand reuses the scratch they may live in
-    const float* ahat = download_operand(ops.a.op.p, dt, t * in_, scal, ops.a.scaled, ws.host[0], ws.host16);
-    const float* bhat = download_operand(ops.b.op.p, dt, out_ * in_, scal + 2, ops.b.scaled, ws.host[1], ws.host16);
+    stats_device_s_ = stats_host_s_ = 0;
+    double& dev = stats_device_s_;
+    double& host = stats_host_s_;
+    const float* ahat = timed(dev, [&] { return download_operand(ops.a.op.p, dt, t * in_, scal, ops.a.scaled, ws.host[0], ws.host16); });
+    const float* bhat = timed(dev, [&] { return download_operand(ops.b.op.p, dt, out_ * in_, scal + 2, ops.b.scaled, ws.host[1], ws.host16); });
     transformed_operand(a, ws.work_a, st);
     transformed_operand(b, ws.work_b, st);
-    const float* a0 = download_floats(ws.work_a.get<float>(), t * in_, ws.host[2]);
-    stats_.push_back({name_, "fprop", "x", error_stats(a0, ahat, t * in_).to_json()});
-    const float* b0 = download_floats(ws.work_b.get<float>(), out_ * in_, ws.host[0]);  // ahat is done with
-    stats_.push_back({name_, "fprop", "w", error_stats(b0, bhat, out_ * in_).to_json()});
-    const float* xh = download_floats(as_float(x.p, x.dtype, t * in_, ws.f32_a, st), t * in_, ws.host[1]);
+    const float* a0 = timed(dev, [&] { return download_floats(ws.work_a.get<float>(), t * in_, ws.host[2]); });
+    stats_.push_back({name_, "fprop", "x", timed(host, [&] { return error_stats(a0, ahat, t * in_); }).to_json()});
+    const float* b0 = timed(dev, [&] { return download_floats(ws.work_b.get<float>(), out_ * in_, ws.host[0]); });  // ahat is done with
+    stats_.push_back({name_, "fprop", "w", timed(host, [&] { return error_stats(b0, bhat, out_ * in_); }).to_json()});
+    const float* xh = timed(dev, [&] { return download_floats(as_float(x.p, x.dtype, t * in_, ws.f32_a, st), t * in_, ws.host[1]); });
     merge(stats_[stats_.size() - 2].stats,
-          anisotropy_stats(xh, t, in_, g.a.quant.block, kStatsEveryPowerIters).to_json());
+          timed(host, [&] { return anisotropy_stats(xh, t, in_, g.a.quant.block, kStatsEveryPowerIters); }).to_json());
   }
   if (g.a.center) {
     float* corr = ws.corr.as<float>(static_cast<size_t>(out_));
@@ -264,9 +278,10 @@ void CudaLinear::backward(DevTensor dy_in, void* dx, GemmDtype dx_type, int64_t 
     }
   }
   if (stats) {
-    const float* dyh = download_floats(as_float(dy.p, dy.dtype, t * out_, ws.f32_b, st), t * out_, ws.host[0]);
-    stats_.push_back({name_, "dgrad", "dy",
-                      anisotropy_stats(dyh, t, out_, r.dgrad.a.quant.block, kStatsEveryPowerIters).to_json()});
+    const float* dyh = timed(stats_device_s_, [&] { return download_floats(as_float(dy.p, dy.dtype, t * out_, ws.f32_b, st), t * out_, ws.host[0]); });
+    stats_.push_back({name_, "dgrad", "dy", timed(stats_host_s_, [&] {
+                        return anisotropy_stats(dyh, t, out_, r.dgrad.a.quant.block, kStatsEveryPowerIters);
+                      }).to_json()});
   }
   // ---- dgrad: dX[t, in] = dY[t, out] · W, reduction over out ----------------------------------
   if (dx) {
@@ -294,11 +309,13 @@ void CudaLinear::backward(DevTensor dy_in, void* dx, GemmDtype dx_type, int64_t 
     }
     const Operands ops = gemm(g, a, b, out.gemm_out, t, in_, out_, ws, st, w_ready, wq_tensor_.get<float>());
     if (stats) {
-      const float* ahat = download_operand(ops.a.op.p, gemm_dtype(g), t * out_, ws.scalars.get<float>(), ops.a.scaled,
-                                           ws.host[0], ws.host16);
+      const float* ahat = timed(stats_device_s_, [&] {
+        return download_operand(ops.a.op.p, gemm_dtype(g), t * out_, ws.scalars.get<float>(), ops.a.scaled, ws.host[0],
+                                ws.host16);
+      });
       transformed_operand(a, ws.work_a, st);
-      const float* a0 = download_floats(ws.work_a.get<float>(), t * out_, ws.host[1]);
-      merge(stats_.back().stats, error_stats(a0, ahat, t * out_).to_json());
+      const float* a0 = timed(stats_device_s_, [&] { return download_floats(ws.work_a.get<float>(), t * out_, ws.host[1]); });
+      merge(stats_.back().stats, timed(stats_host_s_, [&] { return error_stats(a0, ahat, t * out_); }).to_json());
     }
     if (g.a.center) {
       float* corr = ws.corr.as<float>(static_cast<size_t>(in_));
@@ -314,6 +331,13 @@ void CudaLinear::backward(DevTensor dy_in, void* dx, GemmDtype dx_type, int64_t 
       sgemm_rm(false, false, t, in_, k, 1.0f, us, k, vtw, in_, 1.0f, out.f32, in_, st);
     }
     out.finish(st);
+  }
+  if (stats && !stats_.empty()) {
+    // this layer's share of the collection's cost, on its first row (read by analyze stats)
+    Json cost = Json::object();
+    cost["stats_seconds_device"] = stats_device_s_;
+    cost["stats_seconds_host"] = stats_host_s_;
+    merge(stats_.front().stats, cost);
   }
   // ---- wgrad: dW[out, in] += dYᵀ · X, reduction over tokens --------------------------------
   {

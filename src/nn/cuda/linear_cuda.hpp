@@ -107,6 +107,8 @@ class CudaLinear {
   DeviceScratch us_, resid_, vtw_, vs_;
   bool mean_x_valid_ = false;
   std::vector<OperandStats> stats_;
+  // a --stats-every collection's seconds in this layer: waiting on the device (GPU work, copies), host math
+  double stats_device_s_ = 0, stats_host_s_ = 0;
   QuantLinear<float>::Capture capture_;
 };
 
