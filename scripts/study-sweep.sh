@@ -18,7 +18,7 @@
 #   results come back as study-MODEL-TOKENS.tgz):
 #     bash scripts/study-sweep.sh 124m:100000000:nvfp4-mean,ufp4:2 60m:50000000:bf16,nvfp4:1,2
 #   env: CALL_SECONDS (the device call's limit, default 560: a step that collects --stats-every or evaluates can run past the step boundary the time limit waits for), GPUS (default: all visible),
-#        GTEST_FILTER (run these GPU tests first, building them), BATCH, SEQ, LR, EVAL_EVERY,
+#        GTEST_FILTER (run these GPU tests first, building them), STATS_PROBE (see below), BATCH, SEQ, LR, EVAL_EVERY,
 #        EVAL_BATCHES, SAVE_EVERY, STATS_EVERY (the runs' --stats-every), ANALYZE (recipes whose
 #        finished runs `nibble analyze` studies on their GPU: checkpoint, formats, stats), DATA_FILES (default "english code-c": ../shared/corpus files
 #        copied to .corpus/, the last 1% of each held out for validation).
@@ -61,6 +61,22 @@ if [ ! -f "$DATA/meta.json" ]; then
     inputs="$inputs .corpus/$f.txt"
   done
   "$BUILD/nibble" data --input $inputs --tokenizer gpt2 --val-fraction 0.01 --out "$DATA" | tail -2
+fi
+
+# STATS_PROBE=MODEL[:RECIPE]: before the sweep, two steps of MODEL on GPU 0 collecting --stats-every
+# at both, then `analyze stats`'s cost table (where a collection's seconds go: device and copies,
+# host statistics). Its files stay on the device.
+if [ -n "${STATS_PROBE:-}" ]; then
+  IFS=: read -r pm pr <<<"$STATS_PROBE"
+  rm -rf /tmp/stats-probe
+  CUDA_VISIBLE_DEVICES=0 "$BUILD/nibble" train --model "$pm" --recipe "${pr:-nvfp4}" --data "$DATA" --steps 2 \
+    --batch "${BATCH:-16}" --seq "${SEQ:-1024}" --stats-every 1 --eval-every 0 --device "${DEVICE:-cuda}" \
+    --out /tmp/stats-probe --quiet >"$OUT/stats-probe.log" 2>&1 &&
+    "$BUILD/nibble" analyze stats /tmp/stats-probe --out /tmp/stats-probe/stats >>"$OUT/stats-probe.log" 2>&1 ||
+    { echo "stats probe failed:"; tail -5 "$OUT/stats-probe.log"; }
+  # (the CPU engine logs no seconds: no table there)
+  sed -n '/^## Cost of each collection/,/^## X per layer/p' /tmp/stats-probe/stats/results.md 2>/dev/null | grep '^|'
+  echo "stats probe done: $(( $(date +%s) - T0 )) s"
 fi
 
 # Relative cost of a run (docs/performance.md: a 124m step on an H100; 60m ≈ 0.6 of it), times
