@@ -82,6 +82,10 @@ ErrorStats error_stats(const float* x, const float* xhat, int64_t n) {
     sabs += part[c + 2];
     sdiff += part[c + 3];
   }
+  return error_stats_from_sums(sxx, see, sabs, sdiff);
+}
+
+ErrorStats error_stats_from_sums(double sxx, double see, double sabs, double sdiff) {
   ErrorStats s;
   // exact → +inf; x = 0 but x̂ ≠ 0 → -inf (10 log10 0).
   s.snr_db = see == 0.0 ? kInf : (sxx == 0.0 ? -kInf : 10.0 * std::log10(sxx / see));
@@ -233,29 +237,22 @@ void sum_chunks(const std::vector<double>& part, int64_t cols, double* dst) {
 // v₁ (ρ = σ₂²/σ₁²), far below the 3–4 decimals cos(μ, v₁) is read to, and σ₁² (second order
 // in that distance) within about 1e-16/(1 − ρ) relative; a tighter kTol (it was 1e-12) only
 // buys rounds that change nothing reported.
-double power_iteration(const float* x, int64_t rows, int64_t cols, int iters, std::vector<double>& v) {
+double power_iteration(const AnisotropyPasses& p, int iters, std::vector<double>& v) {
   constexpr double kTol = 1e-8;
-  const int64_t nc = chunk_count(rows, kChunkRows);
-  std::vector<double> part(static_cast<size_t>(nc * cols)), xv2(static_cast<size_t>(nc));
-  std::vector<double> w(static_cast<size_t>(cols));
+  std::vector<double> w(v.size());
   double nv = 0;
   for (double e : v) nv += e * e;
   nv = std::sqrt(nv);
   for (double& e : v) e /= nv;
   double sigma2 = 0;
   for (int it = 0; it < iters; ++it) {
-    for_each_chunk(rows, kChunkRows, [&](int64_t c, int64_t t0, int64_t t1) {
-      power_chunk(x, t0, t1, cols, v.data(), &part[static_cast<size_t>(c * cols)], &xv2[static_cast<size_t>(c)]);
-    });
-    sum_chunks(part, cols, w.data());
-    sigma2 = 0;
-    for (double d : xv2) sigma2 += d;  // Rayleigh quotient (‖v‖ = 1)
+    sigma2 = p.gram(v, w);  // Rayleigh quotient (‖v‖ = 1)
     double nw = 0;
     for (double e : w) nw += e * e;
     nw = std::sqrt(nw);
     if (nw == 0.0) break;  // v in the null space: σ₁ estimate stays 0
     double change = 0;
-    for (int64_t k = 0; k < cols; ++k) {
+    for (size_t k = 0; k < v.size(); ++k) {
       const double e = w[k] / nw;
       change += (e - v[k]) * (e - v[k]);
       v[k] = e;
@@ -267,22 +264,16 @@ double power_iteration(const float* x, int64_t rows, int64_t cols, int iters, st
 
 }  // namespace
 
-AnisotropyStats anisotropy_stats(const float* x, int64_t rows, int64_t cols, int block,
-                                 int power_iters, uint64_t seed) {
+AnisotropyStats anisotropy_stats_with(int64_t rows, int64_t cols, int block, int power_iters, uint64_t seed,
+                                      const AnisotropyPasses& passes) {
   if (rows < 1 || cols < 1) fail("anisotropy stats need a non-empty matrix, got [", rows, ", ", cols, "]");
   if (block < 1) fail("anisotropy stats: block must be >= 1, got ", block);
   if (power_iters < 1) fail("anisotropy stats: power_iters must be >= 1, got ", power_iters);
-  const int64_t nc = chunk_count(rows, kChunkRows);
 
   // μ (column means), ‖X‖²_F
-  std::vector<double> part(static_cast<size_t>(nc * cols)), fro2_part(static_cast<size_t>(nc));
-  for_each_chunk(rows, kChunkRows, [&](int64_t c, int64_t t0, int64_t t1) {
-    moments_chunk(x, t0, t1, cols, &part[static_cast<size_t>(c * cols)], &fro2_part[static_cast<size_t>(c)]);
-  });
   std::vector<double> mu(static_cast<size_t>(cols));
-  sum_chunks(part, cols, mu.data());
   double fro2 = 0;
-  for (double f : fro2_part) fro2 += f;
+  passes.moments(mu, fro2);
   double mu2 = 0;
   for (double& m : mu) {
     m /= static_cast<double>(rows);
@@ -303,10 +294,10 @@ AnisotropyStats anisotropy_stats(const float* x, int64_t rows, int64_t cols, int
     // μ's run would stay put.
     std::vector<double> v(static_cast<size_t>(cols));
     for (int64_t k = 0; k < cols; ++k) v[k] = philox_normal(seed, 0, static_cast<uint64_t>(k));
-    double sigma2 = power_iteration(x, rows, cols, power_iters, v);
+    double sigma2 = power_iteration(passes, power_iters, v);
     if (mu2 > 0) {
       std::vector<double> vm = mu;
-      const double sigma2_mu = power_iteration(x, rows, cols, power_iters, vm);
+      const double sigma2_mu = power_iteration(passes, power_iters, vm);
       if (sigma2_mu > sigma2) sigma2 = sigma2_mu, v.swap(vm);
     }
     s.top1_energy_share = sigma2 / fro2;
@@ -319,22 +310,54 @@ AnisotropyStats anisotropy_stats(const float* x, int64_t rows, int64_t cols, int
 
   // amax of X and of X_c = X − 1μᵀ, per tensor and per 1×block block along each row
   // (a last partial block when block does not divide cols).
-  std::vector<double> amax_part(static_cast<size_t>(4 * nc));
-  for_each_chunk(rows, kChunkRows, [&](int64_t c, int64_t t0, int64_t t1) {
-    amax_chunk(x, t0, t1, cols, block, mu.data(), &amax_part[static_cast<size_t>(4 * c)]);
-  });
-  double amax = 0, amax_c = 0, bsum = 0, bsum_c = 0;
-  for (int64_t c = 0; c < nc; ++c) {
-    const double* p = &amax_part[static_cast<size_t>(4 * c)];
-    amax = std::max(amax, p[0]);
-    amax_c = std::max(amax_c, p[1]);
-    bsum += p[2];
-    bsum_c += p[3];
-  }
+  const std::array<double, 4> a = passes.amax(mu);
   const double nblocks = static_cast<double>(rows * chunk_count(cols, block));
-  s.amax_inflation = ratio(amax, amax_c, 1.0);
-  s.block_amax_inflation = ratio(bsum / nblocks, bsum_c / nblocks, 1.0);
+  s.amax_inflation = ratio(a[0], a[1], 1.0);
+  s.block_amax_inflation = ratio(a[2] / nblocks, a[3] / nblocks, 1.0);
   return s;
+}
+
+AnisotropyStats anisotropy_stats(const float* x, int64_t rows, int64_t cols, int block,
+                                 int power_iters, uint64_t seed) {
+  if (rows < 1 || cols < 1) fail("anisotropy stats need a non-empty matrix, got [", rows, ", ", cols, "]");
+  const int64_t nc = chunk_count(rows, kChunkRows);
+  AnisotropyPasses p;
+  p.moments = [&](std::vector<double>& colsum, double& fro2) {
+    std::vector<double> part(static_cast<size_t>(nc * cols)), fro2_part(static_cast<size_t>(nc));
+    for_each_chunk(rows, kChunkRows, [&](int64_t c, int64_t t0, int64_t t1) {
+      moments_chunk(x, t0, t1, cols, &part[static_cast<size_t>(c * cols)], &fro2_part[static_cast<size_t>(c)]);
+    });
+    sum_chunks(part, cols, colsum.data());
+    fro2 = 0;
+    for (double f : fro2_part) fro2 += f;
+  };
+  // one pass over X a round (power_chunk)
+  std::vector<double> part(static_cast<size_t>(nc * cols)), xv2(static_cast<size_t>(nc));
+  p.gram = [&](const std::vector<double>& v, std::vector<double>& w) {
+    for_each_chunk(rows, kChunkRows, [&](int64_t c, int64_t t0, int64_t t1) {
+      power_chunk(x, t0, t1, cols, v.data(), &part[static_cast<size_t>(c * cols)], &xv2[static_cast<size_t>(c)]);
+    });
+    sum_chunks(part, cols, w.data());
+    double sigma2 = 0;
+    for (double d : xv2) sigma2 += d;
+    return sigma2;
+  };
+  p.amax = [&](const std::vector<double>& mu) {
+    std::vector<double> amax_part(static_cast<size_t>(4 * nc));
+    for_each_chunk(rows, kChunkRows, [&](int64_t c, int64_t t0, int64_t t1) {
+      amax_chunk(x, t0, t1, cols, block, mu.data(), &amax_part[static_cast<size_t>(4 * c)]);
+    });
+    std::array<double, 4> a{0, 0, 0, 0};
+    for (int64_t c = 0; c < nc; ++c) {
+      const double* q = &amax_part[static_cast<size_t>(4 * c)];
+      a[0] = std::max(a[0], q[0]);
+      a[1] = std::max(a[1], q[1]);
+      a[2] += q[2];
+      a[3] += q[3];
+    }
+    return a;
+  };
+  return anisotropy_stats_with(rows, cols, block, power_iters, seed, p);
 }
 
 Json AnisotropyStats::to_json() const {

@@ -105,26 +105,20 @@ std::string summary_tables(const report::MetricsLog& log, Json& summary) {
                f3(a.amax_inflation), f3(a.block_amax_inflation), has_dy ? f3(b.mean_share) : "—",
                has_dy ? f3(b.top1_share) : "—", has_dy ? f3(b.cos_mu_v1) : "—"});
   }
-  // What each collection cost the CUDA engine (its layers log the seconds on their fprop X row):
-  // waiting on the device (GPU work, device→host copies) and host-side statistics, summed.
-  report::MarkdownTable cost({"step", "layers", "device + copies (s)", "host statistics (s)"},
-                             std::vector<Align>(4, Align::Right));
+  // What each collection cost the CUDA engine: its layers log their statistics' wall time on
+  // their fprop X row; summed per step.
+  report::MarkdownTable cost({"step", "layers", "seconds"}, std::vector<Align>(3, Align::Right));
   for (Json& row : summary.as_array()) {
-    double dev = 0, host = 0;
+    double sec = 0;
     int n = 0;
     for (const Json* r : x.at(row.at("step").as_int64()))
-      if (r->contains("stats_seconds_device")) {
-        dev += r->at("stats_seconds_device").as_double();
-        host += key_or_nan(*r, "stats_seconds_host");
-        ++n;
-      }
+      if (r->contains("stats_seconds")) sec += r->at("stats_seconds").as_double(), ++n;
     if (n == 0) continue;
     Json c = Json::object();
     c["layers"] = n;
-    c["device_seconds"] = dev;
-    c["host_seconds"] = host;
+    c["seconds"] = sec;
     row["collection_cost"] = c;
-    cost.add_row({std::to_string(row.at("step").as_int64()), std::to_string(n), fmt_fixed(dev, 2), fmt_fixed(host, 2)});
+    cost.add_row({std::to_string(row.at("step").as_int64()), std::to_string(n), fmt_fixed(sec, 2)});
   }
   std::string md =
       "## Over training (mean over layers)\n\nShares are fractions of ‖X‖²_F: the rank-one mean's (T‖μ‖²) and "

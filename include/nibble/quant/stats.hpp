@@ -3,6 +3,8 @@
 // anisotropy_stats run on the OpenMP threads, with the same bits on any number of them).
 #include <array>
 #include <cstdint>
+#include <functional>
+#include <vector>
 
 #include "nibble/json.hpp"
 #include "nibble/quant/quantizer.hpp"
@@ -20,6 +22,9 @@ struct ErrorStats {
   Json to_json() const;
 };
 ErrorStats error_stats(const float* x, const float* xhat, int64_t n);
+// The same from its four float64 sums Σx², Σ(x − x̂)², Σ|x|, Σ(|x̂| − |x|), however they were
+// taken (the CUDA engine sums on the device).
+ErrorStats error_stats_from_sums(double sxx, double see, double sabs, double sdiff);
 
 // How many elements carry each 4-bit code (0..15). Reads the packed codes directly
 // (element 2i in the low nibble); throws when codes is too short for rows × cols.
@@ -48,6 +53,20 @@ struct AnisotropyStats {
   double amax_inflation = 1, block_amax_inflation = 1;
   Json to_json() const;
 };
+
+// anisotropy_stats with its passes over X supplied by the caller (the CPU loops below, or the
+// CUDA engine's kernels): the two power-iteration starts, normalisation, stopping rule and the
+// ratios are this one code for both.
+struct AnisotropyPasses {
+  // colsum[k] = Σ_t x[t, k] (colsum has cols entries); fro2 = ‖X‖²_F
+  std::function<void(std::vector<double>& colsum, double& fro2)> moments;
+  // w = XᵀX v (w has cols entries); returns ‖X v‖²
+  std::function<double(const std::vector<double>& v, std::vector<double>& w)> gram;
+  // {max|X|, max|X − 1μᵀ|, Σ over 1×block blocks of their amax in X, the same in X − 1μᵀ}
+  std::function<std::array<double, 4>(const std::vector<double>& mu)> amax;
+};
+AnisotropyStats anisotropy_stats_with(int64_t rows, int64_t cols, int block, int power_iters, uint64_t seed,
+                                      const AnisotropyPasses& passes);
 AnisotropyStats anisotropy_stats(const float* x, int64_t rows, int64_t cols, int block,
                                  int power_iters = 100, uint64_t seed = 0);
 // The rounds the trainer's --stats-every allows each operand (CPU and GPU engines alike).

@@ -44,27 +44,23 @@ bool tiled_w_shared(const Recipe& r) {
          gemm_dtype(r.fprop) == gemm_dtype(r.dgrad);
 }
 
-// The operand as the GEMM saw it, in fp32: the stored values times S_dec when scaled.
-const float* download_operand(const void* d, GemmDtype dt, int64_t n, const float* tensor, bool scaled,
-                              std::vector<float>& h, std::vector<uint16_t>& b16) {
-  h.resize(static_cast<size_t>(n));
-  if (dt == GemmDtype::BF16) {
-    b16.resize(static_cast<size_t>(n));
-    NIBBLE_CUDA_CHECK(cudaMemcpy(b16.data(), d, b16.size() * 2, cudaMemcpyDeviceToHost));
-    for (size_t i = 0; i < h.size(); ++i) h[i] = bf16_to_float(b16[i]);
-  } else {
-    NIBBLE_CUDA_CHECK(cudaMemcpy(h.data(), d, h.size() * 4, cudaMemcpyDeviceToHost));
-  }
-  if (scaled) {
-    float t[2];
-    NIBBLE_CUDA_CHECK(cudaMemcpy(t, tensor, sizeof t, cudaMemcpyDeviceToHost));
-    for (float& v : h) v *= t[1];
-  }
-  return h.data();
+// The GEMM's operand (and its decode scale, tensor[1]) copied aside on the device, because
+// transformed_operand reuses the scratch the operand may live in: scale first, then the values.
+struct SavedOperand {
+  const void* p;
+  GemmDtype dtype;
+  const float* scale;  // nullptr when the operand is not scaled
+};
+SavedOperand save_operand(const void* p, GemmDtype dt, int64_t n, const float* tensor, bool scaled, DeviceScratch& keep,
+                          cudaStream_t st) {
+  const size_t bytes = static_cast<size_t>(n) * dtype_bytes(dt);
+  float* base = keep.as<float>(4 + (bytes + 3) / 4);
+  if (scaled) NIBBLE_CUDA_CHECK(cudaMemcpyAsync(base, tensor, 2 * sizeof(float), cudaMemcpyDeviceToDevice, st));
+  NIBBLE_CUDA_CHECK(cudaMemcpyAsync(base + 4, p, bytes, cudaMemcpyDeviceToDevice, st));
+  return {base + 4, dt, scaled ? base : nullptr};
 }
 
-// f() timed into acc (seconds): where a --stats-every collection spends its time, split into
-// waiting for the device (queued GPU work and device→host copies) and host-side statistics.
+// f() timed into acc (seconds): what a --stats-every collection costs each layer.
 template <class F>
 auto timed(double& acc, F&& f) {
   const auto t0 = std::chrono::steady_clock::now();
@@ -148,8 +144,8 @@ void CudaLinear::forward(DevTensor x, const GemmOutput& y, int64_t t, const Step
   x_ = x;
   if (capture_) {
     NIBBLE_CUDA_CHECK(cudaStreamSynchronize(st));
-    capture_(name_, "x", download_floats(as_float(x.p, x.dtype, t * in_, ws.f32_a, st), t * in_, ws.host[0]), t, in_);
-    capture_(name_, "w", download_floats(w_, out_ * in_, ws.host[0]), out_, in_);
+    capture_(name_, "x", download_floats(as_float(x.p, x.dtype, t * in_, ws.f32_a, st), t * in_, ws.host), t, in_);
+    capture_(name_, "w", download_floats(w_, out_ * in_, ws.host), out_, in_);
   }
   const GemmSpec& g = recipe_.fprop;
   const bool stats = ctx.collect_stats;
@@ -194,21 +190,21 @@ void CudaLinear::forward(DevTensor x, const GemmOutput& y, int64_t t, const Step
     stats_.clear();
     const GemmDtype dt = gemm_dtype(g);
     float* scal = ws.scalars.get<float>();
-    // the GEMM's operands first: transformed_operand reuses the scratch they may live in
-    stats_device_s_ = stats_host_s_ = 0;
-    double& dev = stats_device_s_;
-    double& host = stats_host_s_;
-    const float* ahat = timed(dev, [&] { return download_operand(ops.a.op.p, dt, t * in_, scal, ops.a.scaled, ws.host[0], ws.host16); });
-    const float* bhat = timed(dev, [&] { return download_operand(ops.b.op.p, dt, out_ * in_, scal + 2, ops.b.scaled, ws.host[1], ws.host16); });
-    transformed_operand(a, ws.work_a, st);
-    transformed_operand(b, ws.work_b, st);
-    const float* a0 = timed(dev, [&] { return download_floats(ws.work_a.get<float>(), t * in_, ws.host[2]); });
-    stats_.push_back({name_, "fprop", "x", timed(host, [&] { return error_stats(a0, ahat, t * in_); }).to_json()});
-    const float* b0 = timed(dev, [&] { return download_floats(ws.work_b.get<float>(), out_ * in_, ws.host[0]); });  // ahat is done with
-    stats_.push_back({name_, "fprop", "w", timed(host, [&] { return error_stats(b0, bhat, out_ * in_); }).to_json()});
-    const float* xh = timed(dev, [&] { return download_floats(as_float(x.p, x.dtype, t * in_, ws.f32_a, st), t * in_, ws.host[1]); });
-    merge(stats_[stats_.size() - 2].stats,
-          timed(host, [&] { return anisotropy_stats(xh, t, in_, g.a.quant.block, kStatsEveryPowerIters); }).to_json());
+    stats_s_ = 0;
+    timed(stats_s_, [&] {
+      const SavedOperand ah = save_operand(ops.a.op.p, dt, t * in_, scal, ops.a.scaled, ws.stats_keep[0], st);
+      const SavedOperand bh = save_operand(ops.b.op.p, dt, out_ * in_, scal + 2, ops.b.scaled, ws.stats_keep[1], st);
+      transformed_operand(a, ws.work_a, st);
+      transformed_operand(b, ws.work_b, st);
+      stats_.push_back({name_, "fprop", "x",
+                        error_stats_device(ws.work_a.get<float>(), ah.p, ah.dtype, ah.scale, t * in_, ws.stats, st).to_json()});
+      stats_.push_back({name_, "fprop", "w",
+                        error_stats_device(ws.work_b.get<float>(), bh.p, bh.dtype, bh.scale, out_ * in_, ws.stats, st).to_json()});
+      const float* xf = as_float(x.p, x.dtype, t * in_, ws.f32_a, st);
+      merge(stats_[stats_.size() - 2].stats,
+            anisotropy_stats_device(xf, t, in_, g.a.quant.block, kStatsEveryPowerIters, ws.stats, st).to_json());
+      return 0;
+    });
   }
   if (g.a.center) {
     float* corr = ws.corr.as<float>(static_cast<size_t>(out_));
@@ -226,7 +222,7 @@ void CudaLinear::backward(DevTensor dy_in, void* dx, GemmDtype dx_type, int64_t 
   DevTensor dy = dy_in;
   if (capture_) {
     NIBBLE_CUDA_CHECK(cudaStreamSynchronize(st));
-    capture_(name_, "dy", download_floats(as_float(dy.p, dy.dtype, t * out_, ws.f32_b, st), t * out_, ws.host[0]), t,
+    capture_(name_, "dy", download_floats(as_float(dy.p, dy.dtype, t * out_, ws.f32_b, st), t * out_, ws.host), t,
              out_);
   }
   // Spectral split of dY (metis), computed once and shared by dgrad and wgrad: dY = U S Vᵀ + R.
@@ -278,10 +274,13 @@ void CudaLinear::backward(DevTensor dy_in, void* dx, GemmDtype dx_type, int64_t 
     }
   }
   if (stats) {
-    const float* dyh = timed(stats_device_s_, [&] { return download_floats(as_float(dy.p, dy.dtype, t * out_, ws.f32_b, st), t * out_, ws.host[0]); });
-    stats_.push_back({name_, "dgrad", "dy", timed(stats_host_s_, [&] {
-                        return anisotropy_stats(dyh, t, out_, r.dgrad.a.quant.block, kStatsEveryPowerIters);
-                      }).to_json()});
+    timed(stats_s_, [&] {
+      const float* dyf = as_float(dy.p, dy.dtype, t * out_, ws.f32_b, st);
+      stats_.push_back({name_, "dgrad", "dy",
+                        anisotropy_stats_device(dyf, t, out_, r.dgrad.a.quant.block, kStatsEveryPowerIters, ws.stats, st)
+                            .to_json()});
+      return 0;
+    });
   }
   // ---- dgrad: dX[t, in] = dY[t, out] · W, reduction over out ----------------------------------
   if (dx) {
@@ -309,13 +308,14 @@ void CudaLinear::backward(DevTensor dy_in, void* dx, GemmDtype dx_type, int64_t 
     }
     const Operands ops = gemm(g, a, b, out.gemm_out, t, in_, out_, ws, st, w_ready, wq_tensor_.get<float>());
     if (stats) {
-      const float* ahat = timed(stats_device_s_, [&] {
-        return download_operand(ops.a.op.p, gemm_dtype(g), t * out_, ws.scalars.get<float>(), ops.a.scaled, ws.host[0],
-                                ws.host16);
+      timed(stats_s_, [&] {
+        const SavedOperand ah = save_operand(ops.a.op.p, gemm_dtype(g), t * out_, ws.scalars.get<float>(), ops.a.scaled,
+                                             ws.stats_keep[0], st);
+        transformed_operand(a, ws.work_a, st);
+        merge(stats_.back().stats,
+              error_stats_device(ws.work_a.get<float>(), ah.p, ah.dtype, ah.scale, t * out_, ws.stats, st).to_json());
+        return 0;
       });
-      transformed_operand(a, ws.work_a, st);
-      const float* a0 = timed(stats_device_s_, [&] { return download_floats(ws.work_a.get<float>(), t * out_, ws.host[1]); });
-      merge(stats_.back().stats, timed(stats_host_s_, [&] { return error_stats(a0, ahat, t * out_); }).to_json());
     }
     if (g.a.center) {
       float* corr = ws.corr.as<float>(static_cast<size_t>(in_));
@@ -335,8 +335,7 @@ void CudaLinear::backward(DevTensor dy_in, void* dx, GemmDtype dx_type, int64_t 
   if (stats && !stats_.empty()) {
     // this layer's share of the collection's cost, on its first row (read by analyze stats)
     Json cost = Json::object();
-    cost["stats_seconds_device"] = stats_device_s_;
-    cost["stats_seconds_host"] = stats_host_s_;
+    cost["stats_seconds"] = stats_s_;
     merge(stats_.front().stats, cost);
   }
   // ---- wgrad: dW[out, in] += dYᵀ · X, reduction over tokens --------------------------------

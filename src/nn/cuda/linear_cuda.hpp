@@ -15,6 +15,7 @@
 #include "nibble/cuda.hpp"
 #include "nibble/nn/linear.hpp"
 #include "nibble/nn/recipe.hpp"
+#include "nn/cuda/stats_cuda.hpp"
 
 namespace nibble::cuda {
 
@@ -27,11 +28,13 @@ struct LinearWorkspace {
   DeviceScratch f32_a, f32_b;    // bf16 tensors widened for fp32-only consumers (SVD, statistics)
   DeviceScratch mean_a, mean_b, corr, partials;
   DeviceScratch scalars;         // tensor_a[2], tensor_b[2], alpha
-  // Host copies for --stats-every and capture, kept between layers and steps: a fresh vector per
-  // download faults in new pages each time (about 2 GB/s against 10 GB/s into a reused buffer;
-  // 124m downloads about 2.8 GB per block and collection).
-  std::vector<float> host[3];
-  std::vector<uint16_t> host16;
+  // --stats-every: the GEMM operands set aside (transformed_operand reuses the scratch they may
+  // live in) and the device statistics' own scratch (stats_cuda.hpp)
+  DeviceScratch stats_keep[2];
+  StatsScratch stats;
+  // a host copy for capture (analyze), kept between layers: a fresh vector per download faults
+  // in new pages each time
+  std::vector<float> host;
   QuantScratch* qs = nullptr;
   LinearWorkspace();
   ~LinearWorkspace();
@@ -107,8 +110,8 @@ class CudaLinear {
   DeviceScratch us_, resid_, vtw_, vs_;
   bool mean_x_valid_ = false;
   std::vector<OperandStats> stats_;
-  // a --stats-every collection's seconds in this layer: waiting on the device (GPU work, copies), host math
-  double stats_device_s_ = 0, stats_host_s_ = 0;
+  // the wall time of this layer's --stats-every statistics in the current collection
+  double stats_s_ = 0;
   QuantLinear<float>::Capture capture_;
 };
 

@@ -603,7 +603,8 @@ TEST(SM90_Engine, AnalyzeCheckpointOnTheGpuMatchesTheCpu) {
 }
 
 // --stats-every on the GPU: the SPEC §6 statistics of step 0 (same weights, same batch) match
-// the CPU's row for row. W is the same tensor on both: its rows agree exactly. The activations
+// the CPU's row for row. W is the same tensor on both: its rows agree up to the order of the
+// float64 sums (the device sums on the device). The activations
 // agree to an ulp at first (the GEMMs' summation order), but in a 4-bit model an ulp can flip a
 // round-to-nearest decision — a whole grid step on that element — and nvfp4's SR on dY flips
 // draws; the flips then travel to later layers' X and earlier layers' dY, and a 4-bit SNR moves
@@ -639,7 +640,7 @@ TEST(SM90_Engine, StatsEveryMatchesCpu) {
   }
   std::printf("  --stats-every: %zu rows; w: |d snr| %.2e dB; x, dy: |d snr| %.2e dB, |d mean share| %.2e\n",
               a.rows.size(), worst[0][0], worst[1][0], worst[1][1]);
-  EXPECT_EQ(worst[0][0], 0.0);
+  EXPECT_LT(worst[0][0], 1e-9);  // the same W: only the order of the float64 sums differs
   EXPECT_LT(worst[1][0], 0.5);
   EXPECT_LT(worst[1][1], 5e-3);
 }
