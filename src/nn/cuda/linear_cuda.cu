@@ -44,25 +44,11 @@ bool tiled_w_shared(const Recipe& r) {
          gemm_dtype(r.fprop) == gemm_dtype(r.dgrad);
 }
 
-// The GEMM's operand (and its decode scale, tensor[1]) copied aside on the device, because
-// transformed_operand reuses the scratch the operand may live in: scale first, then the values.
-struct SavedOperand {
-  const void* p;
-  GemmDtype dtype;
-  const float* scale;  // nullptr when the operand is not scaled
-};
-SavedOperand save_operand(const void* p, GemmDtype dt, int64_t n, const float* tensor, bool scaled, DeviceScratch& keep,
-                          cudaStream_t st) {
-  const size_t bytes = static_cast<size_t>(n) * dtype_bytes(dt);
-  float* base = keep.as<float>(4 + (bytes + 3) / 4);
-  if (scaled) NIBBLE_CUDA_CHECK(cudaMemcpyAsync(base, tensor, 2 * sizeof(float), cudaMemcpyDeviceToDevice, st));
-  NIBBLE_CUDA_CHECK(cudaMemcpyAsync(base + 4, p, bytes, cudaMemcpyDeviceToDevice, st));
-  return {base + 4, dt, scaled ? base : nullptr};
-}
-
-// f() timed into acc (seconds): what a --stats-every collection costs each layer.
+// f() timed into acc (seconds): what a --stats-every collection costs each layer. The stream is
+// drained first, so the layer's own GEMMs and whatever was queued before are not counted.
 template <class F>
-auto timed(double& acc, F&& f) {
+auto timed(double& acc, cudaStream_t st, F&& f) {
+  NIBBLE_CUDA_CHECK(cudaStreamSynchronize(st));
   const auto t0 = std::chrono::steady_clock::now();
   auto r = f();
   acc += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
@@ -188,18 +174,21 @@ void CudaLinear::forward(DevTensor x, const GemmOutput& y, int64_t t, const Step
   const Operands ops = gemm(g, a, b, out.gemm_out, t, out_, in_, ws, st, w_ready, wq_tensor_.get<float>());
   if (stats) {
     stats_.clear();
-    const GemmDtype dt = gemm_dtype(g);
     float* scal = ws.scalars.get<float>();
     stats_s_ = 0;
-    timed(stats_s_, [&] {
-      const SavedOperand ah = save_operand(ops.a.op.p, dt, t * in_, scal, ops.a.scaled, ws.stats_keep[0], st);
-      const SavedOperand bh = save_operand(ops.b.op.p, dt, out_ * in_, scal + 2, ops.b.scaled, ws.stats_keep[1], st);
+    // The GEMM's operands live in ws.op_a/op_b (materialized for the statistics) and their decode
+    // scales in ws.scalars; transformed_operand writes only ws.work_a/work_b.
+    timed(stats_s_, st, [&] {
       transformed_operand(a, ws.work_a, st);
       transformed_operand(b, ws.work_b, st);
       stats_.push_back({name_, "fprop", "x",
-                        error_stats_device(ws.work_a.get<float>(), ah.p, ah.dtype, ah.scale, t * in_, ws.stats, st).to_json()});
+                        error_stats_device(ws.work_a.get<float>(), ops.a.op.p, ops.a.op.dtype, ops.a.scaled ? scal : nullptr, t * in_,
+                                           ws.stats, st)
+                            .to_json()});
       stats_.push_back({name_, "fprop", "w",
-                        error_stats_device(ws.work_b.get<float>(), bh.p, bh.dtype, bh.scale, out_ * in_, ws.stats, st).to_json()});
+                        error_stats_device(ws.work_b.get<float>(), ops.b.op.p, ops.b.op.dtype, ops.b.scaled ? scal + 2 : nullptr,
+                                           out_ * in_, ws.stats, st)
+                            .to_json()});
       const float* xf = as_float(x.p, x.dtype, t * in_, ws.f32_a, st);
       merge(stats_[stats_.size() - 2].stats,
             anisotropy_stats_device(xf, t, in_, g.a.quant.block, kStatsEveryPowerIters, ws.stats, st).to_json());
@@ -274,7 +263,7 @@ void CudaLinear::backward(DevTensor dy_in, void* dx, GemmDtype dx_type, int64_t 
     }
   }
   if (stats) {
-    timed(stats_s_, [&] {
+    timed(stats_s_, st, [&] {
       const float* dyf = as_float(dy.p, dy.dtype, t * out_, ws.f32_b, st);
       stats_.push_back({name_, "dgrad", "dy",
                         anisotropy_stats_device(dyf, t, out_, r.dgrad.a.quant.block, kStatsEveryPowerIters, ws.stats, st)
@@ -308,12 +297,12 @@ void CudaLinear::backward(DevTensor dy_in, void* dx, GemmDtype dx_type, int64_t 
     }
     const Operands ops = gemm(g, a, b, out.gemm_out, t, in_, out_, ws, st, w_ready, wq_tensor_.get<float>());
     if (stats) {
-      timed(stats_s_, [&] {
-        const SavedOperand ah = save_operand(ops.a.op.p, gemm_dtype(g), t * out_, ws.scalars.get<float>(), ops.a.scaled,
-                                             ws.stats_keep[0], st);
+      timed(stats_s_, st, [&] {
         transformed_operand(a, ws.work_a, st);
-        merge(stats_.back().stats,
-              error_stats_device(ws.work_a.get<float>(), ah.p, ah.dtype, ah.scale, t * out_, ws.stats, st).to_json());
+        float* scal = ws.scalars.get<float>();
+        merge(stats_.back().stats, error_stats_device(ws.work_a.get<float>(), ops.a.op.p, ops.a.op.dtype,
+                                                      ops.a.scaled ? scal : nullptr, t * out_, ws.stats, st)
+                                       .to_json());
         return 0;
       });
     }

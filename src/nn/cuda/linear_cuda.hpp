@@ -28,9 +28,7 @@ struct LinearWorkspace {
   DeviceScratch f32_a, f32_b;    // bf16 tensors widened for fp32-only consumers (SVD, statistics)
   DeviceScratch mean_a, mean_b, corr, partials;
   DeviceScratch scalars;         // tensor_a[2], tensor_b[2], alpha
-  // --stats-every: the GEMM operands set aside (transformed_operand reuses the scratch they may
-  // live in) and the device statistics' own scratch (stats_cuda.hpp)
-  DeviceScratch stats_keep[2];
+  // --stats-every: the device statistics' scratch (stats_cuda.hpp)
   StatsScratch stats;
   // a host copy for capture (analyze), kept between layers: a fresh vector per download faults
   // in new pages each time

@@ -153,6 +153,8 @@ AnisotropyStats anisotropy_stats_device(const float* x, int64_t rows, int64_t co
                                         StatsScratch& s, cudaStream_t st, uint64_t seed) {
   if (rows < 1 || cols < 1) fail("anisotropy stats need a non-empty matrix, got [", rows, ", ", cols, "]");
   const int64_t chunks = (rows + kChunkRows - 1) / kChunkRows;
+  // the chunks are the column kernels' grid y (at most 65535)
+  if (chunks > 65535) fail("anisotropy stats on the device: ", rows, " rows is more than ", 65535 * kChunkRows);
   const dim3 col_grid(static_cast<unsigned>((cols + kThreads - 1) / kThreads), static_cast<unsigned>(chunks));
   const unsigned col_blocks = static_cast<unsigned>((cols + kThreads - 1) / kThreads);
   // part: two [chunks, cols] arrays; vec: v and the column results (2 × cols); rowvec: Xv

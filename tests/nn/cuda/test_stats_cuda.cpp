@@ -37,6 +37,8 @@ double rel(double a, double b) { return a == b ? 0.0 : std::fabs(a - b) / std::m
 TEST(SM90_Stats, AnisotropyOnTheDeviceMatchesTheCpu) {
   REQUIRE_GPU();
   cuda::StatsScratch scratch;
+  cudaStream_t stream = nullptr;  // a stream of its own, as the engine's
+  ASSERT_EQ(cudaStreamCreate(&stream), cudaSuccess);
   struct Case {
     SyntheticKind kind;
     int64_t rows, cols;
@@ -45,7 +47,8 @@ TEST(SM90_Stats, AnisotropyOnTheDeviceMatchesTheCpu) {
   // a rank-one mean plus heavy tails (converges early), plain Gaussian (runs to the round cap),
   // odd shapes: rows not a multiple of the chunk, cols not a multiple of the block or a warp
   for (const Case c : {Case{SyntheticKind::Activations, 4096, 768, 16}, Case{SyntheticKind::Gaussian, 1000, 300, 16},
-                       Case{SyntheticKind::StudentT3, 777, 770, 32}, Case{SyntheticKind::Laplace, 130, 33, 16}}) {
+                       Case{SyntheticKind::StudentT3, 777, 770, 32}, Case{SyntheticKind::Laplace, 130, 33, 16},
+                       Case{SyntheticKind::Gaussian, 5, 1, 16}}) {  // one column: the amax partials outgrow the rest
     SyntheticSpec s;
     s.kind = c.kind;
     s.rows = c.rows;
@@ -55,7 +58,7 @@ TEST(SM90_Stats, AnisotropyOnTheDeviceMatchesTheCpu) {
     float* dx = to_device(x);
     const AnisotropyStats h = anisotropy_stats(x.data(), c.rows, c.cols, c.block, kStatsEveryPowerIters, 3);
     const AnisotropyStats g = cuda::anisotropy_stats_device(dx, c.rows, c.cols, c.block, kStatsEveryPowerIters, scratch,
-                                                            nullptr, 3);
+                                                            stream, 3);
     std::printf("  %4lld x %4lld: mean share %.6f / %.6f, top-1 %.6f / %.6f, cos %.6f / %.6f, amax %.4f / %.4f\n",
                 static_cast<long long>(c.rows), static_cast<long long>(c.cols), h.mean_energy_share,
                 g.mean_energy_share, h.top1_energy_share, g.top1_energy_share, h.cos_mu_v1, g.cos_mu_v1,
@@ -68,6 +71,7 @@ TEST(SM90_Stats, AnisotropyOnTheDeviceMatchesTheCpu) {
     EXPECT_GT(g.mean_energy_share, 0.0);
     cudaFree(dx);
   }
+  cudaStreamDestroy(stream);
 }
 
 TEST(SM90_Stats, ErrorStatisticsOnTheDeviceMatchTheCpu) {
@@ -104,6 +108,10 @@ TEST(SM90_Stats, ErrorStatisticsOnTheDeviceMatchTheCpu) {
   const ErrorStats g2 = cuda::error_stats_device(dx, dqf, cuda::GemmDtype::FP32, nullptr, n, scratch, nullptr);
   EXPECT_LT(std::fabs(h2.snr_db - g2.snr_db), 1e-9);
   EXPECT_LT(std::fabs(h2.shrinkage - g2.shrinkage), 1e-12);
+  // fp32 x̂ with a scale: the stored values are the decoded bf16 ones, so x̂ is xhat again
+  const ErrorStats g4 = cuda::error_stats_device(dx, dqf, cuda::GemmDtype::FP32, dt, n, scratch, nullptr);
+  EXPECT_LT(std::fabs(h.snr_db - g4.snr_db), 1e-9);
+  EXPECT_LT(std::fabs(h.shrinkage - g4.shrinkage), 1e-12);
   // an exact x̂: +inf dB on both
   const ErrorStats g3 = cuda::error_stats_device(dx, dx, cuda::GemmDtype::FP32, nullptr, n, scratch, nullptr);
   EXPECT_TRUE(std::isinf(g3.snr_db) && g3.snr_db > 0);
