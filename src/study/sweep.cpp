@@ -3,6 +3,7 @@
 #include "nibble/study/sweep.hpp"
 
 #include <algorithm>
+#include <map>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -104,13 +105,42 @@ SweepRun read_run(const std::string& recipe, uint64_t seed, const std::string& d
 
 namespace {
 
-std::vector<double> mean_curve(const std::vector<const SweepRun*>& runs, bool eval) {
-  size_t n = std::numeric_limits<size_t>::max();
-  for (const SweepRun* r : runs) n = std::min(n, (eval ? r->eval_val : r->curve_train).size());
-  std::vector<double> m(n == std::numeric_limits<size_t>::max() ? 0 : n, 0.0);
-  for (const SweepRun* r : runs)
-    for (size_t i = 0; i < m.size(); ++i) m[i] += (eval ? r->eval_val : r->curve_train)[i] / static_cast<double>(runs.size());
-  return m;
+// training loss per log window, or validation loss per evaluation (`eval`)
+using Curve = SweepCurve;
+Curve curve_of(const SweepRun& r, bool eval) {
+  return eval ? Curve{r.eval_tokens, r.eval_val} : Curve{r.curve_tokens, r.curve_train};
+}
+
+// f(the curves' values at x, in the curves' order) at every x that all the curves have, in
+// increasing x. Rows of different runs do not line up by index: a run stopped by a time limit
+// logs an extra row at its stop step (and resumes on the usual schedule), so curves are matched
+// by their token counts (exact: steps × tokens per step).
+template <class F>
+Curve combine(const std::vector<Curve>& cs, F f) {
+  std::map<double, std::vector<double>> at;
+  for (size_t c = 0; c < cs.size(); ++c)
+    for (size_t i = 0; i < cs[c].x.size() && i < cs[c].y.size(); ++i) {
+      std::vector<double>& v = at[cs[c].x[i]];
+      if (std::isfinite(cs[c].y[i]) && v.size() == c) v.push_back(cs[c].y[i]);  // a curve's first value at x
+    }
+  Curve out;
+  for (const auto& [x, v] : at)
+    if (!cs.empty() && v.size() == cs.size()) {
+      out.x.push_back(x);
+      out.y.push_back(f(v));
+    }
+  return out;
+}
+
+// The mean over runs (seeds) of their curves.
+Curve mean_curve(const std::vector<const SweepRun*>& runs, bool eval) {
+  std::vector<Curve> cs;
+  for (const SweepRun* r : runs) cs.push_back(curve_of(*r, eval));
+  return combine(cs, [](const std::vector<double>& v) {
+    double m = 0;
+    for (double y : v) m += y / static_cast<double>(v.size());
+    return m;
+  });
 }
 
 // The (recipe run, bf16 run) pairs of `recipe` that share a seed: what every gap is taken over
@@ -124,47 +154,32 @@ std::vector<std::pair<const SweepRun*, const SweepRun*>> seed_pairs(const std::v
   return pairs;
 }
 
-// The gap curve of `recipe` (training loss per log window, or validation loss per evaluation
-// with `eval`): per seed (loss − bf16 of that seed) / bf16 · 100 over the points both runs
-// have, averaged over the seed pairs.
-std::vector<double> paired_gap_curve(const std::vector<SweepRun>& runs, const std::string& recipe, bool eval) {
-  const auto curve = [eval](const SweepRun* r) -> const std::vector<double>& { return eval ? r->eval_val : r->curve_train; };
-  const auto pairs = seed_pairs(runs, recipe);
-  if (pairs.empty()) return {};
-  size_t n = std::numeric_limits<size_t>::max();
-  for (const auto& [r, b] : pairs) n = std::min({n, curve(r).size(), curve(b).size()});
-  std::vector<double> gap(n, 0.0);
-  for (const auto& [r, b] : pairs)
-    for (size_t k = 0; k < n; ++k)
-      gap[k] += 100.0 * (curve(r)[k] - curve(b)[k]) / curve(b)[k] / static_cast<double>(pairs.size());
-  return gap;
-}
-
 // The paired validation gap at the last evaluations (up to four): whether a recipe's place
 // holds over the end of training or is one evaluation's noise.
 std::string late_gap_table(const SweepResult& r) {
-  const SweepRun* bf16 = nullptr;
-  for (const SweepRun& x : r.runs)
-    if (x.recipe == "bf16" && (!bf16 || x.eval_tokens.size() < bf16->eval_tokens.size())) bf16 = &x;
-  if (!bf16 || bf16->eval_tokens.empty()) return "";
-  std::vector<std::pair<std::string, std::vector<double>>> rows;
-  size_t n = bf16->eval_tokens.size();
+  std::vector<std::pair<std::string, Curve>> rows;
   for (const SweepRecipe& s : r.recipes) {
     if (s.recipe == "bf16" || s.gap_seeds == 0) continue;
     rows.emplace_back(s.recipe, paired_gap_curve(r.runs, s.recipe, true));
-    n = std::min(n, rows.back().second.size());
   }
+  // the last (up to four) evaluations every row has
+  std::vector<Curve> cs;
+  for (const auto& row : rows) cs.push_back(row.second);
+  const Curve common = combine(cs, [](const std::vector<double>&) { return 0.0; });
+  const size_t n = common.x.size();
   if (rows.empty() || n == 0) return "";
   const size_t first = n > 4 ? n - 4 : 0;
   std::vector<std::string> header = {"recipe"};
-  for (size_t k = first; k < n; ++k) header.push_back(report::fmt_si(bf16->eval_tokens[k]) + " tokens");
+  for (size_t k = first; k < n; ++k) header.push_back(report::fmt_si(common.x[k]) + " tokens");
   std::vector<report::Align> align(header.size(), report::Align::Right);
   align[0] = report::Align::Left;
   report::MarkdownTable t(header, align);
   for (const auto& [name, gap] : rows) {
     std::vector<std::string> cells = {name};
-    for (size_t k = first; k < n; ++k)
-      cells.push_back((gap[k] >= 0 ? "+" : "") + report::fmt_fixed(gap[k], 2) + "%");
+    for (size_t k = first; k < n; ++k) {
+      const size_t i = static_cast<size_t>(std::lower_bound(gap.x.begin(), gap.x.end(), common.x[k]) - gap.x.begin());
+      cells.push_back((gap.y[i] >= 0 ? "+" : "") + report::fmt_fixed(gap.y[i], 2) + "%");
+    }
     t.add_row(cells);
   }
   return "Validation gap to bf16 (paired by seed, mean over the gap seeds) at the last evaluations:\n\n" + t.str() +
@@ -172,6 +187,21 @@ std::string late_gap_table(const SweepResult& r) {
 }
 
 }  // namespace
+
+SweepCurve paired_gap_curve(const std::vector<SweepRun>& runs, const std::string& recipe, bool eval) {
+  const auto pairs = seed_pairs(runs, recipe);
+  if (pairs.empty()) return {};
+  std::vector<Curve> cs;  // recipe, bf16, recipe, bf16, ...
+  for (const auto& [r, b] : pairs) {
+    cs.push_back(curve_of(*r, eval));
+    cs.push_back(curve_of(*b, eval));
+  }
+  return combine(cs, [](const std::vector<double>& v) {
+    double g = 0;
+    for (size_t k = 0; k + 1 < v.size(); k += 2) g += 100.0 * (v[k] - v[k + 1]) / v[k + 1] / static_cast<double>(v.size() / 2);
+    return g;
+  });
+}
 
 std::string sweep_run_dir(const std::string& out, const std::string& recipe, uint64_t seed) {
   std::string safe = recipe;
@@ -358,22 +388,18 @@ void write_sweep_report(const SweepConfig& cfg, const SweepResult& r) {
   }
   md += t.str() + "\n" + late_gap_table(r) + "![training loss](loss.svg)\n\n![validation loss](val_loss.svg)\n\n";
 
-  // Plots: per recipe the mean over its seeds (same schedule, so rows line up).
+  // Plots: per recipe the mean over its seeds, at the token counts all of them logged.
   std::vector<report::Series> train_s, val_s, gap_s;
   for (const SweepRecipe& s : r.recipes) {
     std::vector<const SweepRun*> runs;
     for (const SweepRun& x : r.runs)
       if (x.recipe == s.recipe) runs.push_back(&x);
-    const std::vector<double> tr = mean_curve(runs, false), va = mean_curve(runs, true);
-    std::vector<double> tx(runs[0]->curve_tokens.begin(), runs[0]->curve_tokens.begin() + static_cast<std::ptrdiff_t>(tr.size()));
-    std::vector<double> vx(runs[0]->eval_tokens.begin(), runs[0]->eval_tokens.begin() + static_cast<std::ptrdiff_t>(va.size()));
-    train_s.push_back({s.recipe, tx, tr});
-    val_s.push_back({s.recipe, vx, va});
+    const Curve tr = mean_curve(runs, false), va = mean_curve(runs, true);
+    train_s.push_back({s.recipe, tr.x, tr.y});
+    val_s.push_back({s.recipe, va.x, va.y});
     if (s.recipe != "bf16" && s.gap_seeds > 0) {
-      std::vector<double> gy = paired_gap_curve(r.runs, s.recipe, false);
-      const size_t n = std::min(tx.size(), gy.size());
-      gy.resize(n);
-      gap_s.push_back({s.recipe, std::vector<double>(tx.begin(), tx.begin() + static_cast<std::ptrdiff_t>(n)), gy});
+      const Curve g = paired_gap_curve(r.runs, s.recipe, false);
+      gap_s.push_back({s.recipe, g.x, g.y});
     }
   }
   if (!gap_s.empty()) md += "![gap to bf16](gap.svg)\n";

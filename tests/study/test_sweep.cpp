@@ -244,3 +244,30 @@ TEST(Report, FirstReachInterpolatesBetweenEvaluations) {
   EXPECT_DOUBLE_EQ(first_reach(x, y, 5.0), 0.0);     // from the start
   EXPECT_TRUE(std::isnan(first_reach(x, y, 1.9)));  // never
 }
+
+// Runs stopped by a time limit log an extra row at their stop step, so a recipe's rows and
+// bf16's do not line up by index after it. The gap curve matches them by tokens: hand-made runs
+// with a known gap of 1% (seed 1) and 3% (seed 2) at every shared point, one with a stop row.
+TEST(Sweep, GapCurvesMatchRowsByTokensNotByIndex) {
+  const auto run = [](const std::string& recipe, uint64_t seed, std::vector<double> x, double scale) {
+    SweepRun r;
+    r.recipe = recipe;
+    r.seed = seed;
+    r.curve_tokens = x;
+    for (double t : x) r.curve_train.push_back(scale * (5.0 - t / 100.0));  // a falling loss
+    r.eval_tokens = {100, 200};
+    r.eval_val = {scale * 4.0, scale * 3.0};
+    return r;
+  };
+  const std::vector<double> every = {20, 40, 60, 80, 100, 120, 140, 160, 180, 200};
+  std::vector<double> stopped = {20, 40, 60, 71, 80, 100, 120, 140, 160, 180, 200};  // stopped at 71, resumed
+  const std::vector<SweepRun> runs = {run("bf16", 1, every, 1.0), run("nvfp4", 1, stopped, 1.01),
+                                      run("bf16", 2, stopped, 1.0), run("nvfp4", 2, every, 1.03)};
+  const SweepCurve g = paired_gap_curve(runs, "nvfp4", false);
+  ASSERT_EQ(g.x, every);  // 71 is in only two of the four runs
+  for (double y : g.y) EXPECT_NEAR(y, 2.0, 1e-12);  // (1% + 3%) / 2 at every point
+  const SweepCurve v = paired_gap_curve(runs, "nvfp4", true);
+  ASSERT_EQ(v.x, (std::vector<double>{100, 200}));
+  EXPECT_NEAR(v.y[1], 2.0, 1e-12);
+  EXPECT_TRUE(paired_gap_curve(runs, "mxfp4", false).x.empty());
+}

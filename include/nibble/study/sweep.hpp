@@ -51,6 +51,16 @@ struct SweepRun {
   std::vector<double> curve_tokens, curve_train, eval_tokens, eval_val;
 };
 
+// A curve as (tokens, value) points.
+struct SweepCurve {
+  std::vector<double> x, y;
+};
+// The gap curve of `recipe` against bf16 in % (training loss per log window, or validation loss
+// per evaluation with `eval`): per seed (loss − bf16 of that seed) / bf16 · 100, averaged over
+// the seed pairs, at the token counts every run of the pairs logged. Rows are matched by tokens,
+// not by index: a run stopped by a time limit logs an extra row at its stop step.
+SweepCurve paired_gap_curve(const std::vector<SweepRun>& runs, const std::string& recipe, bool eval);
+
 // Per recipe, over its seeds.
 struct SweepRecipe {
   std::string recipe;
