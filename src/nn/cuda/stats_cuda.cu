@@ -184,8 +184,7 @@ AnisotropyStats anisotropy_stats_device(const float* x, int64_t rows, int64_t co
     NIBBLE_CUDA_CHECK_LAUNCH();
     sum_chunks_kernel<<<col_blocks, kThreads, 0, st>>>(part, chunks, cols, dw);
     NIBBLE_CUDA_CHECK_LAUNCH();
-    // w (cols) and Xv (rows) back: ‖Xv‖² summed here in row order
-    w.resize(static_cast<size_t>(cols));
+    // w (cols entries, as anisotropy_stats_with sized it) and Xv (rows) back: ‖Xv‖² summed here in row order
     NIBBLE_CUDA_CHECK(cudaMemcpyAsync(w.data(), dw, static_cast<size_t>(cols) * sizeof(double), cudaMemcpyDeviceToHost, st));
     const double* y = fetch(xv, rows, s, st);
     double sigma2 = 0;
