@@ -5,7 +5,6 @@
 
 #include <algorithm>
 #include <cmath>
-#include <mutex>
 #include <vector>
 
 #include "core/cuda/check.cuh"
@@ -62,69 +61,107 @@ __global__ void scale_columns_kernel(const float* x, const float* s, float* out,
 
 unsigned grid_for(int64_t n) { return static_cast<unsigned>(std::max<int64_t>((n + 255) / 256, 1)); }
 
-// Upper-triangular R with RᵀR = G (l×l, row-major), by Cholesky; a pivot that is not safely
-// positive (a rank-deficient subspace, e.g. an all-zero gradient) is replaced by a tiny one so
-// that the null directions come out as (near-)zero columns, which carry σ = 0.
-std::vector<double> cholesky_upper(std::vector<double> g, int64_t l) {
-  double tr = 0;
-  for (int64_t i = 0; i < l; ++i) tr += g[i * l + i];
-  const double floor = std::max(tr, 1e-300) * 1e-14;
-  std::vector<double> r(static_cast<size_t>(l * l), 0.0);
-  for (int64_t j = 0; j < l; ++j) {
-    double d = g[j * l + j];
-    for (int64_t p = 0; p < j; ++p) d -= r[p * l + j] * r[p * l + j];
-    d = d > floor ? std::sqrt(d) : std::sqrt(floor);
-    r[j * l + j] = d;
-    for (int64_t c = j + 1; c < l; ++c) {
-      double v = g[j * l + c];
-      for (int64_t p = 0; p < j; ++p) v -= r[p * l + j] * r[p * l + c];
-      r[j * l + c] = v / d;
-    }
+// Upper-triangular R with RᵀR = G (l×l, row-major), by Cholesky in one block, in shared memory;
+// a pivot that is not safely positive (a rank-deficient subspace, e.g. an all-zero gradient) is
+// replaced by a tiny one so that the null directions come out as (near-)zero columns, which
+// carry σ = 0. Right-looking: step p subtracts r[p,i]·r[p,c] from every trailing entry, so each
+// entry sees its subtractions in the order p = 0, 1, ... as the CPU's left-looking loop does, and
+// the explicit round-to-nearest intrinsics keep them unfused: the same R, bit for bit.
+// It runs on the device so that an orthonormalisation needs no host round trip (those round
+// trips and the host arithmetic between them were most of a metis step).
+__global__ void cholesky_upper_kernel(const double* g, int l, double* r) {
+  extern __shared__ double a[];
+  __shared__ double floor_s, pivot_s;
+  const int tid = threadIdx.x, nt = blockDim.x;
+  for (int idx = tid; idx < l * l; idx += nt) a[idx] = idx % l >= idx / l ? g[idx] : 0.0;
+  if (tid == 0) {
+    double tr = 0;
+    for (int i = 0; i < l; ++i) tr = __dadd_rn(tr, g[i * l + i]);
+    floor_s = __dmul_rn(fmax(tr, 1e-300), 1e-14);
   }
-  return r;
+  __syncthreads();
+  for (int j = 0; j < l; ++j) {
+    if (tid == 0) {
+      const double d = a[j * l + j];
+      pivot_s = d > floor_s ? sqrt(d) : sqrt(floor_s);
+      a[j * l + j] = pivot_s;
+    }
+    __syncthreads();
+    for (int c = j + 1 + tid; c < l; c += nt) a[j * l + c] = __ddiv_rn(a[j * l + c], pivot_s);
+    __syncthreads();
+    const int n = l - j - 1;
+    for (int idx = tid; idx < n * n; idx += nt) {
+      const int i = j + 1 + idx / n, c = j + 1 + idx % n;
+      if (c >= i) a[i * l + c] = __dsub_rn(a[i * l + c], __dmul_rn(a[j * l + i], a[j * l + c]));
+    }
+    __syncthreads();
+  }
+  for (int idx = tid; idx < l * l; idx += nt) r[idx] = a[idx];
 }
 
-// Inverse of an upper-triangular l×l matrix (row-major), by back substitution.
-std::vector<double> inverse_upper(const std::vector<double>& r, int64_t l) {
-  std::vector<double> inv(static_cast<size_t>(l * l), 0.0);
-  for (int64_t c = 0; c < l; ++c) {
-    inv[c * l + c] = 1.0 / r[c * l + c];
-    for (int64_t i = c - 1; i >= 0; --i) {
-      double v = 0;
-      for (int64_t p = i + 1; p <= c; ++p) v += r[i * l + p] * inv[p * l + c];
-      inv[i * l + c] = -v / r[i * l + i];
-    }
-  }
-  return inv;
+// The shared memory of cholesky_upper_kernel for l×l: checked (a clear error when the device
+// cannot give it) and, beyond the default 48 KiB, granted. Called before any work of a call.
+void ensure_cholesky_fits(int64_t l) {
+  const size_t bytes = static_cast<size_t>(l * l) * sizeof(double);
+  if (bytes <= 48 * 1024) return;
+  int dev = 0, optin = 0;
+  NIBBLE_CUDA_CHECK(cudaGetDevice(&dev));
+  NIBBLE_CUDA_CHECK(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev));
+  if (bytes + 64 > static_cast<size_t>(optin))  // + the kernel's two static doubles
+    fail("spectral split: rank + oversample = ", l, " needs its ", l, "x", l,
+         " float64 Cholesky factor in one block's shared memory (", bytes, " bytes; this GPU allows ", optin,
+         "): use a smaller spectral_rank");
+  NIBBLE_CUDA_CHECK(cudaFuncSetAttribute(cholesky_upper_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                         static_cast<int>(bytes)));
 }
 
-// CholeskyQR2 of y [m, l] (device, row-major) into q; returns R (row-major, upper) with y = q R.
-std::vector<double> orth(cudaStream_t st, const double* y, int64_t m, int64_t l, double* q, double* tmp, double* small) {
-  std::vector<double> rtot(static_cast<size_t>(l * l), 0.0);
-  for (int64_t i = 0; i < l; ++i) rtot[i * l + i] = 1.0;
+void cholesky_upper_device(cudaStream_t st, const double* g, int64_t l, double* r) {
+  cholesky_upper_kernel<<<1, 256, static_cast<size_t>(l * l) * sizeof(double), st>>>(g, static_cast<int>(l), r);
+  NIBBLE_CUDA_CHECK_LAUNCH();
+}
+
+// dst = src R⁻¹ for row-major src, dst [m, l] and R upper [l, l]: in column-major terms
+// dstᵀ = R⁻ᵀ srcᵀ, and the row-major R read column-major is Rᵀ (lower): one triangular solve.
+void solve_upper_right(cudaStream_t st, const double* src, int64_t m, int64_t l, const double* r, double* dst) {
+  if (dst != src)
+    NIBBLE_CUDA_CHECK(cudaMemcpyAsync(dst, src, static_cast<size_t>(m * l) * sizeof(double), cudaMemcpyDeviceToDevice, st));
+  const double one = 1.0;
+  NIBBLE_CUBLAS_V2_CHECK(cublasDtrsm(handle(st), CUBLAS_SIDE_LEFT, CUBLAS_FILL_MODE_LOWER, CUBLAS_OP_N,
+                                     CUBLAS_DIAG_NON_UNIT, static_cast<int>(l), static_cast<int>(m), &one, r,
+                                     static_cast<int>(l), dst, static_cast<int>(l)));
+}
+
+// Device buffers of one orthonormalisation: the Gram matrix and each pass's R (l×l each).
+struct OrthScratch {
+  double* gram;
+  double* r[2];
+};
+
+// CholeskyQR2 of y [m, l] (device, row-major) into q, on the stream without host round trips.
+// With want_r, also returns R (row-major, upper) with y = q R: the one sync of the call.
+std::vector<double> orth(cudaStream_t st, const double* y, int64_t m, int64_t l, double* q, double* tmp,
+                         const OrthScratch& sc, bool want_r) {
   const double* src = y;
   for (int pass = 0; pass < 2; ++pass) {
-    dgemm_rm(st, true, false, l, l, m, src, l, src, l, small, l);  // G = srcᵀ src
-    std::vector<double> g(static_cast<size_t>(l * l));
-    NIBBLE_CUDA_CHECK(cudaMemcpyAsync(g.data(), small, g.size() * 8, cudaMemcpyDeviceToHost, st));
-    NIBBLE_CUDA_CHECK(cudaStreamSynchronize(st));
-    const std::vector<double> r = cholesky_upper(g, l);
-    const std::vector<double> ri = inverse_upper(r, l);
-    NIBBLE_CUDA_CHECK(cudaMemcpyAsync(small, ri.data(), ri.size() * 8, cudaMemcpyHostToDevice, st));
+    dgemm_rm(st, true, false, l, l, m, src, l, src, l, sc.gram, l);  // G = srcᵀ src
+    cholesky_upper_device(st, sc.gram, l, sc.r[pass]);
     double* dst = pass == 0 ? tmp : q;
-    dgemm_rm(st, false, false, m, l, l, src, l, small, l, dst, l);  // dst = src R⁻¹
-    NIBBLE_CUDA_CHECK(cudaStreamSynchronize(st));  // ri must outlive the copy
+    solve_upper_right(st, src, m, l, sc.r[pass], dst);
     src = dst;
-    // rtot = r · rtot
-    std::vector<double> nr(static_cast<size_t>(l * l), 0.0);
-    for (int64_t i = 0; i < l; ++i)
-      for (int64_t j = i; j < l; ++j) {
-        double v = 0;
-        for (int64_t p = i; p <= j; ++p) v += r[i * l + p] * rtot[p * l + j];
-        nr[i * l + j] = v;
-      }
-    rtot = nr;
   }
+  if (!want_r) return {};
+  std::vector<double> r0(static_cast<size_t>(l * l)), r1(static_cast<size_t>(l * l));
+  NIBBLE_CUDA_CHECK(cudaMemcpyAsync(r0.data(), sc.r[0], r0.size() * 8, cudaMemcpyDeviceToHost, st));
+  NIBBLE_CUDA_CHECK(cudaMemcpyAsync(r1.data(), sc.r[1], r1.size() * 8, cudaMemcpyDeviceToHost, st));
+  NIBBLE_CUDA_CHECK(cudaStreamSynchronize(st));
+  // R = R₁ R₀ (both upper triangular)
+  std::vector<double> rtot(static_cast<size_t>(l * l), 0.0);
+  for (int64_t i = 0; i < l; ++i)
+    for (int64_t j = i; j < l; ++j) {
+      double v = 0;
+      for (int64_t p = i; p <= j; ++p) v += r1[i * l + p] * r0[p * l + j];
+      rtot[i * l + j] = v;
+    }
   return rtot;
 }
 
@@ -135,29 +172,31 @@ void randomized_svd_device(const float* g, int64_t rows, int64_t cols, const Spe
   const int64_t mn = std::min(rows, cols);
   if (spec.rank < 1 || spec.rank > mn) fail("spectral rank ", spec.rank, " must be between 1 and min(rows, cols) = ", mn);
   const int64_t k = spec.rank, l = std::min<int64_t>(k + spec.oversample, mn);
+  ensure_cholesky_fits(l);
   double* gd = lr.work[0].as<double>(static_cast<size_t>(rows * cols));
   // Ω [cols, l]; later the same buffer holds Q [rows, l]
   double* omega = lr.work[1].as<double>(static_cast<size_t>(std::max(rows, cols) * l));
   double* y = lr.work[2].as<double>(static_cast<size_t>(rows * l));
   double* z = lr.work[3].as<double>(static_cast<size_t>(cols * l));
   double* q = lr.work[4].as<double>(static_cast<size_t>(std::max(rows, cols) * l));
-  double* tmp = lr.work[5].as<double>(static_cast<size_t>(std::max(rows, cols) * l + l * l + std::max(rows, cols) * k));
-  double* small = tmp + std::max(rows, cols) * l;
-  double* prod = small + l * l;
+  double* tmp = lr.work[5].as<double>(static_cast<size_t>(std::max(rows, cols) * l + 3 * l * l + std::max(rows, cols) * k));
+  double* small = tmp + std::max(rows, cols) * l;  // the Gram matrix, later the small factors
+  const OrthScratch sc{small, {small + l * l, small + 2 * l * l}};
+  double* prod = small + 3 * l * l;
   to_double_kernel<<<grid_for(rows * cols), 256, 0, st>>>(g, gd, rows * cols);
   omega_kernel<<<grid_for(cols * l), 256, 0, st>>>(omega, cols * l, spec.seed, spec.stream);
   NIBBLE_CUDA_CHECK_LAUNCH();
   dgemm_rm(st, false, false, rows, l, cols, gd, cols, omega, l, y, l);  // Y = G Ω
   for (int it = 0; it < spec.power_iters; ++it) {
-    orth(st, y, rows, l, q, tmp, small);
+    orth(st, y, rows, l, q, tmp, sc, false);
     dgemm_rm(st, true, false, cols, l, rows, gd, cols, q, l, z, l);  // Z = Gᵀ Q
-    orth(st, z, cols, l, q, tmp, small);
+    orth(st, z, cols, l, q, tmp, sc, false);
     dgemm_rm(st, false, false, rows, l, cols, gd, cols, q, l, y, l);  // Y = G Z
   }
-  orth(st, y, rows, l, omega, tmp, small);                          // Q [rows, l] (Ω's buffer is free)
+  orth(st, y, rows, l, omega, tmp, sc, false);                     // Q [rows, l] (Ω's buffer is free)
   double* qy = omega;
   dgemm_rm(st, true, false, cols, l, rows, gd, cols, qy, l, z, l);  // Bᵀ = Gᵀ Q [cols, l]
-  const std::vector<double> r = orth(st, z, cols, l, q, tmp, small);  // Bᵀ = Q_z R
+  const std::vector<double> r = orth(st, z, cols, l, q, tmp, sc, true);  // Bᵀ = Q_z R
   // r row-major upper → column-major for the small SVD
   std::vector<double> rc(static_cast<size_t>(l * l));
   for (int64_t i = 0; i < l; ++i)

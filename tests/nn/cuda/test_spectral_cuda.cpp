@@ -1,0 +1,154 @@
+// SM90_Spectral: metis's randomized SVD on the device (nn/cuda/spectral_cuda.cu: CholeskyQR2 with
+// the Cholesky factor in shared memory and triangular solves, no host round trip until the small
+// SVD) against the CPU's (quant/spectral.cpp: Householder QR). Both use the same Ω and the same
+// subspace iterations, so in exact arithmetic they span the same subspace and give the same
+// U S Vᵀ; the float32 factors bound the agreement at ~1e-6. Skipped, not passed, without a GPU.
+#include <gtest/gtest.h>
+
+#include "support/gpu.hpp"
+
+#include <cuda_runtime.h>
+
+#include <cmath>
+#include <cstdio>
+#include <random>
+#include <vector>
+
+#include "nibble/error.hpp"
+#include "nibble/quant/spectral.hpp"
+#include "nn/cuda/spectral_cuda.hpp"
+
+using namespace nibble;
+
+namespace {
+
+// Σ_t σ_t a_t b_tᵀ with σ_t ≈ 2^(−t/4) (a and b have near-unit columns; σ = 0 beyond `signal` terms)
+// plus Gaussian noise of standard deviation `noise`, whose top singular value is about
+// noise·(√rows + √cols).
+std::vector<float> low_rank_plus_noise(int64_t rows, int64_t cols, int signal, double noise, uint32_t seed) {
+  std::mt19937 gen(seed);
+  std::normal_distribution<double> n01(0.0, 1.0);
+  std::vector<double> a(static_cast<size_t>(rows * signal)), b(static_cast<size_t>(cols * signal));
+  for (double& v : a) v = n01(gen) / std::sqrt(static_cast<double>(rows));
+  for (double& v : b) v = n01(gen) / std::sqrt(static_cast<double>(cols));
+  std::vector<float> g(static_cast<size_t>(rows * cols));
+  for (int64_t i = 0; i < rows; ++i)
+    for (int64_t j = 0; j < cols; ++j) {
+      double v = noise * n01(gen);
+      for (int t = 0; t < signal; ++t) v += std::pow(2.0, -0.25 * t) * a[i * signal + t] * b[j * signal + t];
+      g[i * cols + j] = static_cast<float>(v);
+    }
+  return g;
+}
+
+std::vector<float> download(const cuda::DeviceScratch& d, size_t n) {
+  std::vector<float> h(n);
+  EXPECT_EQ(cudaMemcpy(h.data(), d.get<float>(), n * sizeof(float), cudaMemcpyDeviceToHost), cudaSuccess);
+  return h;
+}
+
+struct Agreement {
+  double recon_rel = 0;  // ‖U S Vᵀ (GPU) − U S Vᵀ (CPU)‖_F / ‖U S Vᵀ (CPU)‖_F
+  double sigma_rel = 0;  // max_t |σ_t(GPU) − σ_t(CPU)| / σ_0(CPU)
+  bool finite = true;
+  LowRank gpu;
+};
+
+Agreement compare(const std::vector<float>& g, int64_t rows, int64_t cols, const SpectralSpec& spec) {
+  const LowRank cpu = randomized_svd(g.data(), rows, cols, spec);
+  float* dg = nullptr;
+  EXPECT_EQ(cudaMalloc(&dg, g.size() * sizeof(float)), cudaSuccess);
+  EXPECT_EQ(cudaMemcpy(dg, g.data(), g.size() * sizeof(float), cudaMemcpyHostToDevice), cudaSuccess);
+  cuda::DeviceLowRank dlr;
+  cudaStream_t st = nullptr;
+  EXPECT_EQ(cudaStreamCreate(&st), cudaSuccess);
+  cuda::randomized_svd_device(dg, rows, cols, spec, dlr, st);
+  EXPECT_EQ(cudaStreamSynchronize(st), cudaSuccess);
+  Agreement a;
+  a.gpu.rows = rows;
+  a.gpu.cols = cols;
+  a.gpu.rank = dlr.rank;
+  a.gpu.u = download(dlr.u, static_cast<size_t>(rows * dlr.rank));
+  a.gpu.v = download(dlr.v, static_cast<size_t>(cols * dlr.rank));
+  a.gpu.s = download(dlr.s, static_cast<size_t>(dlr.rank));
+  cudaStreamDestroy(st);
+  cudaFree(dg);
+  EXPECT_EQ(a.gpu.rank, cpu.rank);
+  for (const auto* vec : {&a.gpu.u, &a.gpu.v, &a.gpu.s})
+    for (float x : *vec) a.finite = a.finite && std::isfinite(x);
+  std::vector<float> rc(g.size(), 0.0f), rg(g.size(), 0.0f);
+  cpu.add_to(rc.data());
+  a.gpu.add_to(rg.data());
+  double num = 0, den = 0;
+  for (size_t i = 0; i < g.size(); ++i) {
+    num += (static_cast<double>(rg[i]) - rc[i]) * (static_cast<double>(rg[i]) - rc[i]);
+    den += static_cast<double>(rc[i]) * rc[i];
+  }
+  a.recon_rel = den > 0 ? std::sqrt(num / den) : std::sqrt(num);
+  const double s0 = cpu.s.empty() ? 0.0 : cpu.s[0];
+  for (int t = 0; t < cpu.rank; ++t)
+    a.sigma_rel = std::max(a.sigma_rel, std::fabs(static_cast<double>(a.gpu.s[t]) - cpu.s[t]) / std::max(s0, 1e-300));
+  return a;
+}
+
+SpectralSpec spec_of(int rank, int power_iters = 2, int oversample = 8) {
+  SpectralSpec s;
+  s.rank = rank;
+  s.power_iters = power_iters;
+  s.oversample = oversample;
+  s.seed = 5;
+  s.stream = 9;
+  return s;
+}
+
+}  // namespace
+
+TEST(SM90_Spectral, DeviceFactorsMatchTheCpu) {
+  REQUIRE_GPU();
+  struct Case {
+    const char* what;
+    int64_t rows, cols;
+    int signal, rank;
+    double noise;
+  };
+  // tall and wide dY shapes; a rank below the signal's and one above it (l beyond the signal's
+  // rank: the Cholesky pivots of the null directions are floored); l = 128 needs more than the
+  // default 48 KiB of shared memory
+  for (const Case c : {Case{"tall, gap at k", 4096, 384, 16, 16, 1e-4}, Case{"wide, gap at k", 300, 1000, 8, 8, 1e-4},
+                       Case{"k inside the signal", 2048, 512, 40, 16, 1e-4},
+                       Case{"exact rank 3 < l", 1000, 200, 3, 8, 0.0}, Case{"l = 128", 2000, 600, 64, 120, 1e-2}}) {
+    const std::vector<float> g = low_rank_plus_noise(c.rows, c.cols, c.signal, c.noise, 3);
+    const Agreement a = compare(g, c.rows, c.cols, spec_of(c.rank));
+    std::printf("  %-22s %5lld x %4lld k %3d: |USVᵀ gpu − cpu| / |USVᵀ| %.2e, max |Δσ| / σ₀ %.2e\n", c.what,
+                static_cast<long long>(c.rows), static_cast<long long>(c.cols), c.rank, a.recon_rel, a.sigma_rel);
+    EXPECT_TRUE(a.finite) << c.what;
+    EXPECT_LT(a.recon_rel, 1e-5) << c.what;
+    EXPECT_LT(a.sigma_rel, 1e-5) << c.what;
+  }
+}
+
+TEST(SM90_Spectral, ZeroGradientGivesZeroValuesWithoutNaN) {
+  REQUIRE_GPU();
+  const std::vector<float> g(static_cast<size_t>(512 * 256), 0.0f);
+  const Agreement a = compare(g, 512, 256, spec_of(16));
+  EXPECT_TRUE(a.finite);
+  for (float s : a.gpu.s) EXPECT_EQ(s, 0.0f);
+  EXPECT_EQ(a.recon_rel, 0.0);
+}
+
+TEST(SM90_Spectral, ARankTooLargeForSharedMemoryIsAClearError) {
+  REQUIRE_GPU();
+  // l = 300 needs 720 KB for its Cholesky factor: refused with the reason, before any work
+  const std::vector<float> g = low_rank_plus_noise(400, 400, 4, 1e-3, 4);
+  float* dg = nullptr;
+  ASSERT_EQ(cudaMalloc(&dg, g.size() * sizeof(float)), cudaSuccess);
+  ASSERT_EQ(cudaMemcpy(dg, g.data(), g.size() * sizeof(float), cudaMemcpyHostToDevice), cudaSuccess);
+  cuda::DeviceLowRank dlr;
+  try {
+    cuda::randomized_svd_device(dg, 400, 400, spec_of(292), dlr, nullptr);
+    ADD_FAILURE() << "no error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("spectral_rank"), std::string::npos) << e.what();
+  }
+  cudaFree(dg);
+}
