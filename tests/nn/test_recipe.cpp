@@ -85,6 +85,21 @@ TEST(NnRecipe, JsonOverridesAndRoundTrip) {
   }
 }
 
+// recipes/metis-base.json, the study's ablation of metis: the preset with only the split removed.
+TEST(NnRecipe, MetisBaseFileIsMetisWithoutTheSplit) {
+  const Recipe b = Recipe::resolve(std::string(NIBBLE_SOURCE_DIR) + "/recipes/metis-base.json");
+  Recipe expect = Recipe::preset("metis");
+  expect.name = "metis-base";
+  expect.dgrad.a.spectral_rank = 0;
+  expect.wgrad.a.spectral_rank = 0;
+  EXPECT_EQ(b.to_json().dump(), expect.to_json().dump());
+  // and it is not nvfp4: metis's other two changes stay
+  EXPECT_EQ(b.wgrad.rht, 0);
+  EXPECT_EQ(Recipe::preset("nvfp4").wgrad.rht, 16);
+  EXPECT_FALSE(b.block_in_high_precision(11, 12));
+  EXPECT_TRUE(Recipe::preset("nvfp4").block_in_high_precision(11, 12));
+}
+
 TEST(NnRecipe, UnknownFieldsAndBadValuesNameTheirPath) {
   auto err = [](const char* text) {
     try {
