@@ -18,7 +18,7 @@
 #   results come back as study-MODEL-TOKENS.tgz):
 #     bash scripts/study-sweep.sh 124m:100000000:nvfp4-mean,ufp4:2 60m:50000000:bf16,nvfp4:1,2
 #   env: CALL_SECONDS (the device call's limit, default 560: a step that collects --stats-every or evaluates can run past the step boundary the time limit waits for), GPUS (default: all visible),
-#        GTEST_FILTER (run these GPU tests first, building them), STATS_PROBE (see below), BATCH, SEQ, LR, EVAL_EVERY,
+#        GTEST_FILTER (run these GPU tests first, building them), STATS_PROBE and STEP_PROBE (see below), BATCH, SEQ, LR, EVAL_EVERY,
 #        EVAL_BATCHES, SAVE_EVERY, STATS_EVERY (the runs' --stats-every), ANALYZE (recipes whose
 #        finished runs `nibble analyze` studies on their GPU: checkpoint, formats, stats), DATA_FILES (default "english code-c": ../shared/corpus files
 #        copied to .corpus/, the last 1% of each held out for validation).
@@ -77,6 +77,18 @@ if [ -n "${STATS_PROBE:-}" ]; then
   # (the CPU engine logs no seconds: no table there)
   sed -n '/^## Cost of each collection/,/^## X per layer/p' /tmp/stats-probe/stats/results.md 2>/dev/null | grep '^|'
   echo "stats probe done: $(( $(date +%s) - T0 )) s"
+fi
+
+# STEP_PROBE=MODELS:RECIPES (lists with commas): before the sweep, `nibble bench` times a few
+# training steps of each recipe on GPU 0, one after another on the same device: the step-time
+# ratios (claim 2's cost of metis against centring) without mixing devices or sessions.
+if [ -n "${STEP_PROBE:-}" ]; then
+  IFS=: read -r bm br <<<"$STEP_PROBE"
+  CUDA_VISIBLE_DEVICES=0 "$BUILD/nibble" bench --device "${DEVICE:-cuda}" --only train --models "$bm" --recipes "$br" \
+    --batch "${BATCH:-16}" --seq "${SEQ:-1024}" --steps "${PROBE_STEPS:-6}" >"$OUT/step-probe.log" 2>&1 ||
+    echo "step probe failed: $(tail -3 "$OUT/step-probe.log")"
+  sed -n '/^model/,$p' "$OUT/step-probe.log"
+  echo "step probe done: $(( $(date +%s) - T0 )) s"
 fi
 
 # Relative cost of a run (docs/performance.md: a 124m step on an H100; 60m ≈ 0.6 of it), times
