@@ -1,4 +1,5 @@
 // nibble analyze --checkpoint (see analyze.hpp).
+#include <array>
 #include <cmath>
 #include <filesystem>
 #include <map>
@@ -48,6 +49,48 @@ bool applies(const Transform& t, const Captured& c) {
   if (t.center && c.operand == "w") return false;      // the mean is over tokens
   if (t.spectral && c.operand != "dy") return false;   // Metis splits the gradient
   return true;
+}
+
+// Means over layers of each (operand, format, transform)'s rows, in first-seen order; a mean with
+// an infinite or missing SNR (an exact reconstruction) is null.
+Json operand_summary(const Json& rows) {
+  struct Acc {
+    int64_t n = 0;
+    double snr = 0, shrink = 0, grid = 0;
+    bool snr_finite = true;
+  };
+  std::vector<std::string> order;
+  std::map<std::string, Acc> acc;
+  std::map<std::string, std::array<std::string, 3>> parts;
+  for (const Json& r : rows.as_array()) {
+    const std::array<std::string, 3> k3 = {r.at("operand").as_string(), r.at("format").as_string(), r.at("transform").as_string()};
+    const std::string key = k3[0] + " " + k3[1] + " " + k3[2];
+    if (!acc.count(key)) {
+      order.push_back(key);
+      parts[key] = k3;
+    }
+    Acc& a = acc[key];
+    ++a.n;
+    const Json& snr = r.at("snr_db");
+    if (snr.is_null() || !std::isfinite(snr.as_double())) a.snr_finite = false;
+    else a.snr += snr.as_double();
+    a.shrink += r.at("shrinkage").as_double();
+    a.grid += r.at("grid_shrinkage").as_double();
+  }
+  Json out = Json::array();
+  for (const std::string& key : order) {
+    const Acc& a = acc[key];
+    Json x = Json::object();
+    x["operand"] = parts[key][0];
+    x["format"] = parts[key][1];
+    x["transform"] = parts[key][2];
+    x["tensors"] = a.n;
+    x["snr_db"] = a.snr_finite ? Json(a.snr / a.n) : Json();
+    x["shrinkage"] = a.shrink / a.n;
+    x["grid_shrinkage"] = a.grid / a.n;
+    out.push_back(x);
+  }
+  return out;
 }
 
 }  // namespace
@@ -103,6 +146,10 @@ Json analyze_checkpoint(const CheckpointAnalysisConfig& cfg) {
         }
         const PipelineResult r = quantize_pipeline(cap.x.data(), cap.rows, cap.cols, q, ts);
         const ErrorStats e = error_stats(cap.x.data(), r.reconstruction.data(), cap.rows * cap.cols);
+        // The grid's own shrinkage is measured where the rounding happened (after the RHT, on the
+        // centred or residual operand): back in X's coordinates the inverse RHT spreads the error
+        // over every element, and noise added to small values raises Σ|x̂| whatever the grid does.
+        const ErrorStats eg = error_stats(r.operand.data(), r.operand_hat.data(), cap.rows * cap.cols);
         Json row = Json::object();
         row["layer"] = cap.layer;
         row["operand"] = cap.operand;
@@ -111,6 +158,7 @@ Json analyze_checkpoint(const CheckpointAnalysisConfig& cfg) {
         row["snr_db"] = e.snr_db;
         row["rel_err"] = e.rel_err;
         row["shrinkage"] = e.shrinkage;
+        row["grid_shrinkage"] = eg.shrinkage;
         rows.push_back(row);
       }
     }
@@ -132,6 +180,7 @@ Json analyze_checkpoint(const CheckpointAnalysisConfig& cfg) {
     x["snr_db"] = best[k].first;
     bests.push_back(x);
   }
+  const Json summary = operand_summary(rows);
   Json out = Json::object();
   out["checkpoint"] = ck;
   out["device"] = m->device();
@@ -139,6 +188,7 @@ Json analyze_checkpoint(const CheckpointAnalysisConfig& cfg) {
   out["operands"] = rows;
   out["anisotropy"] = aniso;
   out["best"] = bests;
+  out["summary"] = summary;
 
   if (!cfg.out.empty()) {
     fs::create_directories(cfg.out);
@@ -153,7 +203,20 @@ Json analyze_checkpoint(const CheckpointAnalysisConfig& cfg) {
       at.add_row({a.at("layer").as_string(), a.at("operand").as_string(), report::fmt_fixed(a.at("mean_energy_share").as_double(), 3),
                   report::fmt_fixed(a.at("top1_energy_share").as_double(), 3), report::fmt_fixed(a.at("cos_mu_v1").as_double(), 3),
                   a.at("amax_inflation").is_null() ? "inf" : report::fmt_fixed(a.at("amax_inflation").as_double(), 2)});
-    md += "## Anisotropy (SPEC §6)\n\n" + at.str() + "\n## Best transform per tensor (by SNR)\n\n";
+    md += "## Mean over layers\n\nPer operand, format and transform, the mean over the layers' tensors of the SNR and "
+          "of the shrinkage Σ(|x̂| − |x|)/Σ|x| twice: in X's own coordinates (what the GEMM sees; after an RHT it "
+          "includes the noise that the inverse transform spreads over small values) and in the quantized domain "
+          "(the values the rounding saw: the grid's own bias).\n\n";
+    report::MarkdownTable st({"operand", "format", "transform", "tensors", "SNR dB", "shrinkage", "grid shrinkage"},
+                             {report::Align::Left, report::Align::Left, report::Align::Left, report::Align::Right,
+                              report::Align::Right, report::Align::Right, report::Align::Right});
+    auto pct = [](const Json& v) { return v.is_null() ? std::string("—") : report::fmt_fixed(100.0 * v.as_double(), 2) + "%"; };
+    for (const Json& x : summary.as_array())
+      st.add_row({x.at("operand").as_string(), x.at("format").as_string(), x.at("transform").as_string(),
+                  std::to_string(x.at("tensors").as_int64()),
+                  x.at("snr_db").is_null() ? "—" : report::fmt_fixed(x.at("snr_db").as_double(), 2), pct(x.at("shrinkage")),
+                  pct(x.at("grid_shrinkage"))});
+    md += st.str() + "\n## Anisotropy (SPEC §6)\n\n" + at.str() + "\n## Best transform per tensor (by SNR)\n\n";
     report::MarkdownTable bt({"tensor", "best transform", "SNR dB"}, {report::Align::Left, report::Align::Left, report::Align::Right});
     for (const Json& x : bests.as_array())
       bt.add_row({x.at("tensor").as_string(), x.at("best_transform").as_string(), report::fmt_fixed(x.at("snr_db").as_double(), 2)});

@@ -11,7 +11,9 @@
 #include "nibble/data/loader.hpp"
 #include "nibble/data/tokenizer.hpp"
 #include "nibble/fileio.hpp"
+#include "nibble/quant/pipeline.hpp"
 #include "nibble/quant/quantizer.hpp"
+#include "nibble/quant/rht.hpp"
 #include "nibble/quant/stats.hpp"
 #include "nibble/study/analyze.hpp"
 #include "nibble/train/checkpoint.hpp"
@@ -72,14 +74,44 @@ TEST(AnalyzeCheckpoint, OperandsTransformsAndAnIndependentRow) {
   std::vector<float> hat(x.size());
   quantize_dequantize(x.data(), 64, 128, q, hat.data());
   const double snr = error_stats(x.data(), hat.data(), static_cast<int64_t>(x.size())).snr_db;
-  bool found = false;
-  for (const Json& r : j.at("operands").as_array())
-    if (r.at("layer").as_string() == "model.layers.0.self_attn.qkv_proj" && r.at("operand").as_string() == "x" &&
-        r.at("format").as_string() == "nvfp4" && r.at("transform").as_string() == "none") {
+  // the grid's shrinkage under RHT16: in the rotated coordinates, where the rounding happened
+  std::vector<float> y = x, yhat(x.size());
+  const std::vector<float> signs = rht_signs(16, 5, TransformSpec{}.rht_stream);
+  rht_forward(y.data(), 64, 128, 16, signs.data());
+  quantize_dequantize(y.data(), 64, 128, q, yhat.data());
+  const double grid_rht = error_stats(y.data(), yhat.data(), static_cast<int64_t>(y.size())).shrinkage;
+  int found = 0;
+  for (const Json& r : j.at("operands").as_array()) {
+    if (r.at("layer").as_string() != "model.layers.0.self_attn.qkv_proj" || r.at("operand").as_string() != "x" ||
+        r.at("format").as_string() != "nvfp4")
+      continue;
+    if (r.at("transform").as_string() == "none") {
       EXPECT_DOUBLE_EQ(r.at("snr_db").as_double(), snr);
-      found = true;
+      // no transform: the quantized domain is X's own
+      EXPECT_EQ(r.at("grid_shrinkage").as_double(), r.at("shrinkage").as_double());
+      ++found;
     }
-  EXPECT_TRUE(found);
+    if (r.at("transform").as_string() == "rht16") {
+      EXPECT_NEAR(r.at("grid_shrinkage").as_double(), grid_rht, 1e-6);
+      EXPECT_NE(r.at("grid_shrinkage").as_double(), r.at("shrinkage").as_double());
+      ++found;
+    }
+  }
+  EXPECT_EQ(found, 2);
+  // the summary: one row per (operand, format, transform), each the mean of its layers' rows
+  EXPECT_EQ(j.at("summary").as_array().size(), 3u * (6u + 4u + 7u));
+  for (const Json& sm : j.at("summary").as_array()) {
+    double sum = 0;
+    int64_t n = 0;
+    for (const Json& r : j.at("operands").as_array())
+      if (r.at("operand").as_string() == sm.at("operand").as_string() && r.at("format").as_string() == sm.at("format").as_string() &&
+          r.at("transform").as_string() == sm.at("transform").as_string()) {
+        sum += r.at("grid_shrinkage").as_double();
+        ++n;
+      }
+    EXPECT_EQ(sm.at("tensors").as_int64(), n);
+    EXPECT_NEAR(sm.at("grid_shrinkage").as_double(), sum / static_cast<double>(n), 1e-15);
+  }
   // the best transform has the highest SNR of its tensor and format
   for (const Json& best : j.at("best").as_array()) {
     for (const Json& r : j.at("operands").as_array()) {
