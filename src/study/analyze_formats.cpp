@@ -98,17 +98,55 @@ std::vector<Tensor2D> checkpoint_weights(const std::string& dir, TrainConfig& cf
   return out;
 }
 
-// Residual-stream error per depth of each recipe's forward against bf16's, same weights/tokens.
-Json depth_effect(const std::string& dir, const TrainConfig& cfg, const FormatsConfig& fc) {
-  const std::string ck = resolve_checkpoint_dir(dir);
-  Transformer<float> m(cfg.model);
-  const Checkpoint c = load_checkpoint(ck, m.params(), false);
+// The checkpoint's weights in a CPU model, and the first batch of its validation data (the
+// training data when it has none): what the depth effect and the captured operands run on.
+void load_weights(Transformer<float>& m, const std::string& dir) {
+  const Checkpoint c = load_checkpoint(resolve_checkpoint_dir(dir), m.params(), false);
   std::copy(c.weights.begin(), c.weights.end(), m.weights());
+}
+Batch first_batch(const TrainConfig& cfg, const FormatsConfig& fc) {
   const std::unique_ptr<Tokenizer> tok = make_tokenizer(cfg.model.tokenizer);
   const TokenDataset ds = open_run_data(cfg.data_dir, cfg.text_file, *tok, cfg.val_fraction);
   const int64_t seq = fc.depth_seq > 0 ? fc.depth_seq : cfg.seq;
   DataLoader loader(ds.val.empty() ? ds.train : ds.val, fc.depth_batch, seq, cfg.seed, false);
-  const Batch batch = loader.next();
+  return loader.next();
+}
+
+// X and dY of the first, middle and last block's projections, from one bf16 forward + backward
+// of the checkpoint: the real activations and gradients the recipes quantize (their first
+// fc.operand_rows tokens, which keeps the analysis to seconds on a 60m model).
+std::vector<Tensor2D> checkpoint_operands(const std::string& dir, const TrainConfig& cfg, const FormatsConfig& fc) {
+  Transformer<float> m(cfg.model);
+  load_weights(m, dir);
+  m.set_recipe(Recipe::preset("bf16"));
+  const Batch batch = first_batch(cfg, fc);
+  const int L = cfg.model.n_layers;
+  std::vector<Tensor2D> out;
+  m.set_capture([&](const std::string& layer, const std::string& op, const float* p, int64_t rows, int64_t cols) {
+    if (op != "x" && op != "dy") return;
+    const int l = std::stoi(layer.substr(std::string("model.layers.").size()));
+    if (l != 0 && l != L / 2 && l != L - 1) return;
+    Tensor2D t;
+    t.name = layer + ":" + op;
+    t.rows = std::min(rows, fc.operand_rows);
+    t.cols = cols;
+    t.x.assign(p, p + t.rows * cols);
+    out.push_back(std::move(t));
+  });
+  StepContext ctx;
+  ctx.seed = cfg.seed;
+  m.zero_grad();
+  m.forward(batch.inputs.data(), batch.targets.data(), batch.batch_size, batch.seq_len, ctx);
+  m.backward(ctx);
+  m.set_capture(nullptr);
+  return out;
+}
+
+// Residual-stream error per depth of each recipe's forward against bf16's, same weights/tokens.
+Json depth_effect(const std::string& dir, const TrainConfig& cfg, const FormatsConfig& fc) {
+  Transformer<float> m(cfg.model);
+  load_weights(m, dir);
+  const Batch batch = first_batch(cfg, fc);
   StepContext ctx;
   ctx.seed = cfg.seed;
   const int L = cfg.model.n_layers;
@@ -135,6 +173,58 @@ Json depth_effect(const std::string& dir, const TrainConfig& cfg, const FormatsC
     r["recipe"] = rn;
     r["rel_err"] = errs;
     out.push_back(r);
+  }
+  return out;
+}
+
+// A checkpoint tensor's kind from its name ("" for the synthetic samples).
+std::string tensor_kind(const std::string& name) {
+  auto ends = [&](const std::string& suf) {
+    return name.size() > suf.size() && name.compare(name.size() - suf.size(), suf.size(), suf) == 0;
+  };
+  if (name.rfind("model.layers.", 0) != 0) return "";
+  if (ends(":x")) return "X";
+  if (ends(":dy")) return "dY";
+  return "W";
+}
+
+// Round-to-nearest rows of the checkpoint's tensors averaged by (kind, format, rht): whether
+// the grid's shrinkage seen on samples holds for the tensors a model really quantizes.
+Json means_by_kind(const Json& rows) {
+  struct Acc {
+    int64_t n = 0;
+    double shrink = 0, snr = 0, entropy = 0;
+  };
+  std::vector<std::string> order;
+  std::map<std::string, Acc> acc;
+  std::map<std::string, Json> keys;
+  for (const Json& r : rows.as_array()) {
+    const std::string kind = tensor_kind(r.at("tensor").as_string());
+    if (kind.empty() || r.at("rounding").as_string() != "rne") continue;
+    const std::string key = kind + "|" + r.at("format").as_string() + "|" + std::to_string(r.at("rht").as_int64());
+    if (!acc.count(key)) {
+      order.push_back(key);
+      Json k = Json::object();
+      k["kind"] = kind;
+      k["format"] = r.at("format").as_string();
+      k["rht"] = r.at("rht").as_int64();
+      keys[key] = k;
+    }
+    Acc& a = acc[key];
+    ++a.n;
+    a.shrink += r.at("shrinkage").as_double();
+    a.snr += r.at("snr_db").as_double();
+    a.entropy += r.at("code_entropy_bits").as_double();
+  }
+  Json out = Json::array();
+  for (const std::string& key : order) {
+    Json x = keys[key];
+    const Acc& a = acc[key];
+    x["tensors"] = a.n;
+    x["shrinkage"] = a.shrink / a.n;
+    x["snr_db"] = a.snr / a.n;
+    x["code_entropy_bits"] = a.entropy / a.n;
+    out.push_back(x);
   }
   return out;
 }
@@ -169,6 +259,36 @@ void write_report(const FormatsConfig& cfg, const Json& j) {
       row.push_back(shrink[key].count(rht) ? report::fmt_fixed(100.0 * shrink[key][rht], 2) + "%" : "—");
     for (int rht : kRhtSizes) row.push_back(snr[key].count(rht) ? report::fmt_fixed(snr[key][rht], 2) : "—");
     t.add_row(row);
+  }
+  if (j.contains("by_kind") && !j.at("by_kind").as_array().empty()) {
+    // kind × format rows, RHT columns: shrinkage and code entropy averaged over the tensors
+    std::map<std::string, std::map<int, Json>> byk;
+    std::vector<std::string> korder;
+    for (const Json& x : j.at("by_kind").as_array()) {
+      const std::string key = x.at("kind").as_string() + "|" + x.at("format").as_string();
+      if (!byk.count(key)) korder.push_back(key);
+      byk[key][static_cast<int>(x.at("rht").as_int64())] = x;
+    }
+    report::MarkdownTable k({"kind", "format", "tensors", "shrinkage, no RHT", "RHT16", "RHT32", "RHT128",
+                             "code entropy, no RHT", "RHT16"},
+                            {report::Align::Left, report::Align::Left, report::Align::Right, report::Align::Right,
+                             report::Align::Right, report::Align::Right, report::Align::Right, report::Align::Right,
+                             report::Align::Right});
+    for (const std::string& key : korder) {
+      const size_t bar = key.find('|');
+      const auto& m = byk[key];
+      std::vector<std::string> row = {key.substr(0, bar), key.substr(bar + 1),
+                                      std::to_string(m.begin()->second.at("tensors").as_int64())};
+      for (int rht : kRhtSizes)
+        row.push_back(m.count(rht) ? report::fmt_fixed(100.0 * m.at(rht).at("shrinkage").as_double(), 2) + "%" : "—");
+      for (int rht : {0, 16})
+        row.push_back(m.count(rht) ? report::fmt_fixed(m.at(rht).at("code_entropy_bits").as_double(), 2) : "—");
+      k.add_row(row);
+    }
+    md += "## The checkpoint's tensors, mean by kind (round-to-nearest)\n\nW: the 2-D weights of the first, middle "
+          "and last block; X and dY: those blocks' projection inputs and output gradients from one bf16 forward + "
+          "backward (first " + std::to_string(cfg.operand_rows) + " tokens each). An RHT size that does not divide "
+          "a tensor's width skips it, so the columns may average different tensors.\n\n" + k.str() + "\n";
   }
   md += "## Shrinkage and SNR under round-to-nearest\n\n" + t.str() + "\n";
   md += "Every row (SR included) is in results.json.\n";
@@ -214,13 +334,19 @@ Json analyze_formats(const FormatsConfig& cfg) {
     tensors.push_back(std::move(t));
   }
   TrainConfig ck_cfg;
-  if (!cfg.checkpoint.empty())
+  if (!cfg.checkpoint.empty()) {
     for (Tensor2D& t : checkpoint_weights(cfg.checkpoint, ck_cfg)) tensors.push_back(std::move(t));
+    if (cfg.operand_rows > 0)
+      for (Tensor2D& t : checkpoint_operands(cfg.checkpoint, ck_cfg, cfg)) tensors.push_back(std::move(t));
+  }
   Json rows = Json::array();
   for (const Tensor2D& t : tensors) analyze_tensor(t, cfg.seed, rows);
   Json j = Json::object();
   j["formats"] = rows;
-  if (!cfg.checkpoint.empty()) j["depth"] = depth_effect(cfg.checkpoint, ck_cfg, cfg);
+  if (!cfg.checkpoint.empty()) {
+    j["by_kind"] = means_by_kind(rows);
+    j["depth"] = depth_effect(cfg.checkpoint, ck_cfg, cfg);
+  }
   if (!cfg.out.empty()) write_report(cfg, j);
   return j;
 }

@@ -6,6 +6,11 @@
 #include <filesystem>
 
 #include "nibble/data/corpus.hpp"
+#include "nibble/data/dataset.hpp"
+#include "nibble/data/loader.hpp"
+#include "nibble/data/tokenizer.hpp"
+#include "nibble/nn/model.hpp"
+#include "nibble/train/checkpoint.hpp"
 #include "nibble/error.hpp"
 #include "nibble/fileio.hpp"
 #include "nibble/quant/quantizer.hpp"
@@ -92,7 +97,70 @@ TEST(AnalyzeFormats, DepthEffectIsZeroForBf16AgainstItselfAndWritesTheReport) {
   size_t weight_rows = 0;
   for (const Json& r : j.at("formats").as_array())
     if (r.at("tensor").as_string().rfind("model.layers.", 0) == 0) ++weight_rows;
-  EXPECT_EQ(weight_rows, 3u * 7u * 24u);
+  EXPECT_EQ(weight_rows, 3u * 7u * 24u + 3u * 4u * 2u * 24u);  // + X and dY of 4 projections
+  // a captured X, recomputed from our own capture of the same batch: layer 1's qkv input
+  {
+    Transformer<float> m(c.model);
+    const Checkpoint ck = load_checkpoint(resolve_checkpoint_dir(d.file("run")), m.params(), false);
+    std::copy(ck.weights.begin(), ck.weights.end(), m.weights());
+    m.set_recipe(Recipe::preset("bf16"));
+    const auto tok = make_tokenizer(c.model.tokenizer);
+    const TokenDataset ds = open_run_data(c.data_dir, c.text_file, *tok, c.val_fraction);
+    DataLoader loader(ds.val.empty() ? ds.train : ds.val, 2, c.seq, c.seed, false);
+    const Batch b = loader.next();
+    std::vector<float> x;
+    int64_t cols = 0;
+    m.set_capture([&](const std::string& layer, const std::string& op, const float* p, int64_t r, int64_t k) {
+      if (layer == "model.layers.1.self_attn.qkv_proj" && op == "x") {
+        x.assign(p, p + r * k);
+        cols = k;
+      }
+    });
+    StepContext ctx;
+    ctx.seed = c.seed;
+    m.forward(b.inputs.data(), b.targets.data(), b.batch_size, b.seq_len, ctx);
+    ASSERT_EQ(cols, 128);
+    const int64_t rows = static_cast<int64_t>(x.size()) / cols;  // fewer than the 1024 kept
+    QuantSpec q = QuantSpec::for_format(Format::INT4);
+    q.seed = f.seed;
+    std::vector<float> op = x, hat(x.size());
+    const std::vector<float> signs = rht_signs(16, f.seed, 0);
+    rht_forward(op.data(), rows, cols, 16, signs.data());
+    quantize_dequantize(op.data(), rows, cols, q, hat.data());
+    double num = 0, den = 0;
+    for (size_t i = 0; i < op.size(); ++i) {
+      num += std::fabs(hat[i]) - std::fabs(op[i]);
+      den += std::fabs(op[i]);
+    }
+    int found = 0;
+    for (const Json& r : j.at("formats").as_array())
+      if (r.at("tensor").as_string() == "model.layers.1.self_attn.qkv_proj:x" && r.at("format").as_string() == "int4" &&
+          r.at("rht").as_int64() == 16 && r.at("rounding").as_string() == "rne") {
+        EXPECT_NEAR(r.at("shrinkage").as_double(), num / den, 1e-10);
+        ++found;
+      }
+    EXPECT_EQ(found, 1);
+  }
+  // the means by kind: each the mean of its RNE rows
+  ASSERT_FALSE(j.at("by_kind").as_array().empty());
+  for (const Json& k : j.at("by_kind").as_array()) {
+    double sum = 0;
+    int64_t n = 0;
+    for (const Json& r : j.at("formats").as_array()) {
+      const std::string t = r.at("tensor").as_string();
+      if (t.rfind("model.layers.", 0) != 0 || r.at("rounding").as_string() != "rne" ||
+          r.at("format").as_string() != k.at("format").as_string() || r.at("rht").as_int64() != k.at("rht").as_int64())
+        continue;
+      const std::string kind = t.size() > 3 && t.substr(t.size() - 3) == ":dy" ? "dY"
+                               : t.size() > 2 && t.substr(t.size() - 2) == ":x" ? "X"
+                                                                                  : "W";
+      if (kind != k.at("kind").as_string()) continue;
+      sum += r.at("shrinkage").as_double();
+      ++n;
+    }
+    EXPECT_EQ(k.at("tensors").as_int64(), n) << k.dump();
+    EXPECT_NEAR(k.at("shrinkage").as_double(), sum / static_cast<double>(n), 1e-15) << k.dump();
+  }
   for (const char* file : {"results.md", "results.json", "depth.svg"}) EXPECT_TRUE(fs::exists(f.out + "/" + file)) << file;
   const auto bad = nibble::testing::run_nibble("analyze --out " + d.file("x"));
   EXPECT_NE(bad.code, 0);

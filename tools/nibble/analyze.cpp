@@ -23,7 +23,9 @@ int run_analyze(const std::vector<std::string>& argv) {
          "formats: shrinkage, SNR, relative error and code use of nvfp4, mxfp4 (e2m1) and int4 (the\n"
          "uniform grid of UFP4), each without RHT and with RHT 16/32/128, under RNE and SR, on\n"
          "Gaussian, Laplace, Student-t(3) and LLM-like activation samples; with --checkpoint also on\n"
-         "its weights (first, middle and last block) and the depth effect: how far each block's\n"
+         "its weights and, from one bf16 forward + backward on its data, its projections' inputs X\n"
+         "and output gradients dY (first, middle and last block each; means by kind in a table), and\n"
+         "the depth effect: how far each block's\n"
          "output drifts from the bf16 forward under each 4-bit recipe. Writes DIR/results.md,\n"
          "DIR/results.json (every row) and DIR/depth.svg.");
   a.allow_positionals("WHAT", "formats | stats RUN_DIR (heatmaps of a run's --stats-every log)");
@@ -33,7 +35,8 @@ int run_analyze(const std::vector<std::string>& argv) {
   a.option("seed", "N", "seed of the samples, SR and RHT signs", "1");
   a.option("distributions", "LIST", "gaussian, laplace, student-t3, activations", "gaussian,laplace,student-t3,activations");
   a.option("depth-recipes", "LIST", "recipes of the depth effect", "nvfp4,mxfp4,ufp4,nvfp4-mean,ufp4-mean");
-  a.option("depth-batch", "B", "sequences of the depth forward", "4");
+  a.option("depth-batch", "B", "sequences of the depth forward (and of the captured X and dY)", "4");
+  a.option("operand-rows", "N", "tokens kept of each captured X and dY (0: weights only)", "1024");
   a.option("data", "DIR", "token shards for the checkpoint analysis [default: the run's data]");
   a.option("text", "FILE", "a text file for the checkpoint analysis");
   a.option("batch", "B", "sequences of the checkpoint analysis' batch", "4");
@@ -75,6 +78,8 @@ int run_analyze(const std::vector<std::string>& argv) {
   c.distributions = split_list(a.str("distributions"));
   c.depth_recipes = split_list(a.str("depth-recipes"));
   c.depth_batch = a.integer("depth-batch");
+  c.operand_rows = a.integer("operand-rows");
+  if (c.operand_rows < 0) fail("--operand-rows must be 0 or more");
   if (a.has("checkpoint")) c.checkpoint = a.str("checkpoint");
   c.out = a.required("out");
   analyze_formats(c);

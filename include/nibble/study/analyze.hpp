@@ -2,8 +2,10 @@
 // `nibble analyze formats`: how each 4-bit format treats a distribution (SPEC §6 statistics).
 //  - shrinkage, SNR, relative error and code utilisation of nvfp4, mxfp4 (e2m1) and int4 (the
 //    uniform grid of UFP4), each without RHT and with RHT 16/32/128, under RNE and SR, on
-//    Gaussian, Laplace, Student-t(3) and LLM-like activation samples, and optionally on the
-//    2-D weight tensors of a checkpoint;
+//    Gaussian, Laplace, Student-t(3) and LLM-like activation samples, and optionally on a
+//    checkpoint's tensors: the 2-D weights and, from one bf16 forward + backward on its data,
+//    the projections' inputs X and output gradients dY (first, middle and last block each;
+//    named "LAYER:x" and "LAYER:dy"), with a table of means by kind (W, X, dY);
 //  - the depth effect: the relative error of each block's output (the residual stream) under a
 //    4-bit recipe's forward against the bf16 forward of the same checkpoint on the same tokens.
 #include <cstdint>
@@ -18,7 +20,8 @@ struct FormatsConfig {
   int64_t rows = 1024, cols = 1024;   // synthetic sample size
   uint64_t seed = 1;
   std::vector<std::string> distributions = {"gaussian", "laplace", "student-t3", "activations"};
-  std::string checkpoint;             // optional: also its 2-D weights (and the depth effect)
+  std::string checkpoint;             // optional: also its 2-D weights, its operands and the depth effect
+  int64_t operand_rows = 1024;        // captured X and dY: the first rows (tokens) of each; 0 = none
   std::vector<std::string> depth_recipes = {"nvfp4", "mxfp4", "ufp4", "nvfp4-mean", "ufp4-mean"};
   int64_t depth_batch = 4, depth_seq = 0;  // depth_seq 0: the checkpoint's training seq
   std::string out;                    // results.json, results.md, plots
