@@ -73,6 +73,32 @@ double tail_mean(const std::vector<double>& step, const std::vector<double>& los
   return weight > 0 ? sum / weight : kNaN;
 }
 
+std::string short_hardware(const std::string& device) {
+  std::string s = device.substr(0, std::min(device.find(" ("), device.find(',')));
+  const std::string vendor = "NVIDIA ";
+  if (s.rfind(vendor, 0) == 0) s = s.substr(vendor.size());
+  return s;
+}
+
+double paired_step_time(const std::vector<SweepRun>& runs, const std::string& recipe) {
+  double sum = 0;
+  int n = 0;
+  for (const SweepRun& r : runs) {
+    if (r.recipe != recipe || !(r.tokens_per_s > 0)) continue;
+    double b = 0;
+    int nb = 0;
+    for (const SweepRun& x : runs)
+      if (x.recipe == "bf16" && x.hardware == r.hardware && x.tokens_per_s > 0) {
+        b += x.tokens_per_s;
+        ++nb;
+      }
+    if (nb == 0) continue;
+    sum += (b / nb) / r.tokens_per_s;
+    ++n;
+  }
+  return n > 0 ? sum / n : kNaN;
+}
+
 SweepRun read_run(const std::string& recipe, uint64_t seed, const std::string& dir) {
   SweepRun r;
   r.recipe = recipe;
@@ -82,6 +108,11 @@ SweepRun read_run(const std::string& recipe, uint64_t seed, const std::string& d
   if (fs::exists(config)) {
     const Json c = Json::parse(read_file(config.string()), config.string());
     if (c.contains("device") && c.at("device").is_string()) r.device = c.at("device").as_string();
+  }
+  const fs::path trainer = fs::path(dir) / "final" / "trainer.json";
+  if (fs::exists(trainer)) {
+    const Json t = Json::parse(read_file(trainer.string()), trainer.string());
+    if (t.contains("device_name") && t.at("device_name").is_string()) r.hardware = short_hardware(t.at("device_name").as_string());
   }
   const report::MetricsLog log = report::read_metrics_jsonl((fs::path(dir) / "metrics.jsonl").string());
   const std::vector<double> step = log.column("step"), tokens = log.column("tokens"), train = log.column("loss_avg"),
@@ -104,6 +135,13 @@ SweepRun read_run(const std::string& recipe, uint64_t seed, const std::string& d
 }
 
 namespace {
+
+// "H100 80GB HBM3 + H200" (— when no run recorded its hardware)
+std::string hardware_list(const std::vector<std::string>& hw) {
+  std::string out;
+  for (const std::string& h : hw) out += (out.empty() ? "" : " + ") + (h.empty() ? std::string("?") : h);
+  return hw.empty() || (hw.size() == 1 && hw[0].empty()) ? "—" : out;
+}
 
 // training loss per log window, or validation loss per evaluation (`eval`)
 using Curve = SweepCurve;
@@ -224,6 +262,7 @@ Json SweepResult::to_json() const {
     x["final_train_loss"] = r.final_train_loss;
     x["final_val_loss"] = r.final_val_loss;
     x["tokens_per_s"] = r.tokens_per_s;
+    x["hardware"] = r.hardware;
     rs.push_back(x);
   }
   j["runs"] = rs;
@@ -242,6 +281,9 @@ Json SweepResult::to_json() const {
     x["gap_seeds"] = r.gap_seeds;
     x["tokens_per_s"] = r.tokens_per_s;
     x["step_time_vs_bf16"] = r.step_time_vs_bf16;
+    Json hw = Json::array();
+    for (const std::string& h : r.hardware) hw.push_back(h);
+    x["hardware"] = hw;
     rc.push_back(x);
   }
   j["recipes"] = rc;
@@ -302,7 +344,6 @@ SweepResult summarize(const SweepConfig& cfg) {
       res.runs.push_back(read_run(name, seed, dir));
     }
   }
-  const SweepRecipe* bf16 = nullptr;
   for (const std::string& spec : cfg.recipes) {
     const std::string name = recipe_name(spec);
     SweepRecipe s;
@@ -314,6 +355,7 @@ SweepResult summarize(const SweepConfig& cfg) {
       s.train_mean += r.final_train_loss;
       s.val_mean += r.final_val_loss;
       s.tokens_per_s += r.tokens_per_s;
+      if (std::find(s.hardware.begin(), s.hardware.end(), r.hardware) == s.hardware.end()) s.hardware.push_back(r.hardware);
       tmin = std::min(tmin, r.final_train_loss);
       tmax = std::max(tmax, r.final_train_loss);
       vmin = std::min(vmin, r.final_val_loss);
@@ -327,11 +369,9 @@ SweepResult summarize(const SweepConfig& cfg) {
     s.val_spread = vmax - vmin;
     res.recipes.push_back(s);
   }
-  for (const SweepRecipe& s : res.recipes)
-    if (s.recipe == "bf16") bf16 = &s;
   for (SweepRecipe& s : res.recipes) {
     pair_gaps_with_bf16(res.runs, s);
-    s.step_time_vs_bf16 = bf16 && s.tokens_per_s > 0 ? bf16->tokens_per_s / s.tokens_per_s : kNaN;
+    s.step_time_vs_bf16 = paired_step_time(res.runs, s.recipe);
   }
   return res;
 }
@@ -368,13 +408,15 @@ void write_sweep_report(const SweepConfig& cfg, const SweepResult& r) {
         "the same batches (both follow the seed). Loss: cross-entropy in nats/token; train = mean over the last 5% of " +
         "the steps; val = the final evaluation. ± = max − min over seeds. Gap = (recipe − bf16) / bf16, taken per " +
         "seed against the bf16 run of the same seed and averaged over the seeds both have (gap seeds); its ± is the " +
-        "max − min of those paired gaps.\n\n";
+        "max − min of those paired gaps. tokens/s: the mean over seeds; step time vs bf16: each run against the " +
+        "bf16 runs on the same hardware (— when there are none).\n\n";
   if (!r.complete) md += "**Incomplete:** some runs have not finished; the table shows the finished ones.\n\n";
   report::MarkdownTable t({"recipe", "seeds", "train loss", "±", "val loss", "±", "val gap to bf16", "±",
-                           "gap seeds", "train gap", "tokens/s", "step time vs bf16"},
+                           "gap seeds", "train gap", "tokens/s", "step time vs bf16", "hardware"},
                           {report::Align::Left, report::Align::Right, report::Align::Right, report::Align::Right,
                            report::Align::Right, report::Align::Right, report::Align::Right, report::Align::Right,
-                           report::Align::Right, report::Align::Right, report::Align::Right, report::Align::Right});
+                           report::Align::Right, report::Align::Right, report::Align::Right, report::Align::Right,
+                           report::Align::Left});
   const auto pct = [](double v, int digits) {
     return std::isfinite(v) ? (v >= 0 ? "+" : "") + report::fmt_fixed(v, digits) + "%" : std::string("—");
   };
@@ -384,7 +426,8 @@ void write_sweep_report(const SweepConfig& cfg, const SweepResult& r) {
                fmt_fixed(s.val_mean, 4), multi ? fmt_fixed(s.val_spread, 4) : "—",
                pct(s.val_gap_pct, 2), s.gap_seeds > 1 ? fmt_fixed(s.val_gap_spread, 2) + " pp" : "—",
                std::to_string(s.gap_seeds), pct(s.train_gap_pct, 2),
-               fmt_si(s.tokens_per_s), std::isfinite(s.step_time_vs_bf16) ? fmt_fixed(s.step_time_vs_bf16, 2) + "×" : "—"});
+               fmt_si(s.tokens_per_s), std::isfinite(s.step_time_vs_bf16) ? fmt_fixed(s.step_time_vs_bf16, 2) + "×" : "—",
+               hardware_list(s.hardware)});
   }
   md += t.str() + "\n" + late_gap_table(r) + "![training loss](loss.svg)\n\n![validation loss](val_loss.svg)\n\n";
 

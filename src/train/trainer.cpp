@@ -173,6 +173,7 @@ TrainResult train(const TrainConfig& cfg_in, const TrainOptions& opts) {
     t["tokens"] = tokens_seen;
     t["loader"] = train_loader.state().to_json();
     t["seed"] = cfg.seed;
+    t["device_name"] = model.device();  // the hardware: what the run's tokens/s were measured on
     return t;
   };
   std::string last_good = fs::exists(fs::path(cfg.out) / "latest") ? read_file((fs::path(cfg.out) / "latest").string()) : "";

@@ -95,6 +95,9 @@ TEST(Sweep, ComparesEveryRecipeWithBf16FromTheRunsOwnLogs) {
   EXPECT_NE(md.find("| nvfp4"), std::string::npos) << md;
   EXPECT_NE(md.find("val gap to bf16"), std::string::npos);
   EXPECT_NE(md.find("device `cpu`"), std::string::npos) << md;  // read back from the runs' config.json
+  // the hardware, from each finished run's final/trainer.json
+  for (const SweepRun& run : r.runs) EXPECT_EQ(run.hardware, "cpu") << run.dir;
+  EXPECT_EQ(j.at("recipes").as_array()[1].at("hardware").as_array().size(), 1u);
   // the late-gap table: its last column is the final evaluation's paired gap
   const size_t late = md.find("at the last evaluations");
   ASSERT_NE(late, std::string::npos) << md;
@@ -270,4 +273,27 @@ TEST(Sweep, GapCurvesMatchRowsByTokensNotByIndex) {
   ASSERT_EQ(v.x, (std::vector<double>{100, 200}));
   EXPECT_NEAR(v.y[1], 2.0, 1e-12);
   EXPECT_TRUE(paired_gap_curve(runs, "mxfp4", false).x.empty());
+}
+
+// Step times compare a run with bf16 on its own hardware: a sweep merged from an H200 (seed 1)
+// and an H100 (seed 2) must not divide one machine's bf16 by the other's recipe.
+TEST(Sweep, StepTimeIsPairedWithBf16OnTheSameHardware) {
+  const auto run = [](const std::string& recipe, uint64_t seed, const std::string& hw, double tps) {
+    SweepRun r;
+    r.recipe = recipe;
+    r.seed = seed;
+    r.hardware = hw;
+    r.tokens_per_s = tps;
+    return r;
+  };
+  const std::vector<SweepRun> runs = {run("bf16", 1, "H200", 700e3), run("bf16", 2, "H100 80GB HBM3", 600e3),
+                                      run("metis", 1, "H100 80GB HBM3", 60e3), run("nvfp4", 1, "H200", 350e3),
+                                      run("nvfp4", 2, "H100 80GB HBM3", 400e3), run("mxfp4", 1, "A100", 100e3)};
+  EXPECT_NEAR(paired_step_time(runs, "metis"), 10.0, 1e-12);             // 600K / 60K, not 650K / 60K
+  EXPECT_NEAR(paired_step_time(runs, "nvfp4"), (2.0 + 1.5) / 2, 1e-12);  // each seed on its own machine
+  EXPECT_TRUE(std::isnan(paired_step_time(runs, "mxfp4")));             // no bf16 on that hardware
+  EXPECT_NEAR(paired_step_time(runs, "bf16"), 1.0, 1e-12);
+  EXPECT_EQ(short_hardware("NVIDIA H100 80GB HBM3 (sm_90, 132 SMs, 79.2 GiB), bf16 activations"), "H100 80GB HBM3");
+  EXPECT_EQ(short_hardware("NVIDIA H200, fp32 activations"), "H200");
+  EXPECT_EQ(short_hardware("cpu"), "cpu");
 }

@@ -43,6 +43,9 @@ struct SweepRun {
   uint64_t seed = 0;
   std::string dir;
   std::string device;  // as the run's config.json records it ("" when absent)
+  // The hardware, short ("H100 80GB HBM3", "cpu"), from final/trainer.json's device_name ("" for
+  // runs from before it was recorded): tokens/s compare only between runs on the same hardware.
+  std::string hardware;
   int64_t steps = 0;
   double tokens = 0;
   double final_train_loss = 0;  // training loss over the last 5% of the steps (tail_mean)
@@ -61,6 +64,16 @@ struct SweepCurve {
 // not by index: a run stopped by a time limit logs an extra row at its stop step.
 SweepCurve paired_gap_curve(const std::vector<SweepRun>& runs, const std::string& recipe, bool eval);
 
+// The step time of `recipe` relative to bf16, device by device: for each of the recipe's runs,
+// bf16's mean tokens/s over the bf16 runs on the same hardware ÷ the run's tokens/s, averaged
+// over the runs that have such bf16 runs (NaN when none does). A sweep merged from machines of
+// different kinds would otherwise divide an H200's bf16 by an H100's recipe.
+double paired_step_time(const std::vector<SweepRun>& runs, const std::string& recipe);
+
+// The short hardware name of an engine's device() string: "NVIDIA H100 80GB HBM3 (sm_90, ...),
+// bf16 activations" → "H100 80GB HBM3"; "cpu" → "cpu".
+std::string short_hardware(const std::string& device);
+
 // Per recipe, over its seeds.
 struct SweepRecipe {
   std::string recipe;
@@ -76,7 +89,8 @@ struct SweepRecipe {
   double train_gap_pct = 0;
   int gap_seeds = 0;          // how many seeds the gap is paired over
   double tokens_per_s = 0;    // mean over seeds
-  double step_time_vs_bf16 = 0;  // bf16 tokens/s ÷ this recipe's; NaN without bf16
+  double step_time_vs_bf16 = 0;  // paired_step_time: against bf16 on the same hardware; NaN without
+  std::vector<std::string> hardware;  // the runs' hardware, distinct, in run order ("" = not recorded)
 };
 
 struct SweepResult {
