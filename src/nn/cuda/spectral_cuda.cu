@@ -65,10 +65,10 @@ unsigned grid_for(int64_t n) { return static_cast<unsigned>(std::max<int64_t>((n
 // a pivot that is not safely positive (a rank-deficient subspace, e.g. an all-zero gradient) is
 // replaced by a tiny one so that the null directions come out as (near-)zero columns, which
 // carry σ = 0. Right-looking: step p subtracts r[p,i]·r[p,c] from every trailing entry, so each
-// entry sees its subtractions in the order p = 0, 1, ... as the CPU's left-looking loop does, and
-// the explicit round-to-nearest intrinsics keep them unfused: the same R, bit for bit.
-// It runs on the device so that an orthonormalisation needs no host round trip (those round
-// trips and the host arithmetic between them were most of a metis step).
+// entry sees its subtractions in the order p = 0, 1, ... as a sequential left-looking loop does
+// (the host loop this replaced; unfused, as everywhere here: the same R bit for bit, checked on
+// the host). It runs on the device so that an orthonormalisation needs no host round trip (those
+// round trips and the host arithmetic between them were most of a metis step).
 __global__ void cholesky_upper_kernel(const double* g, int l, double* r) {
   extern __shared__ double a[];
   __shared__ double floor_s, pivot_s;
