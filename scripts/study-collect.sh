@@ -5,7 +5,7 @@
 # RECIPES x SEEDS that are missing, e.g. a second seed only some recipes have, leave the report
 # marked incomplete, with the finished runs in the table).
 # Tarballs are applied in the order given, so list them oldest first: a later call's copy of a run
-# has more of it.
+# has more of it. Unfinished runs are skipped (and named).
 #
 #   bash scripts/study-collect.sh DEST MODEL TOKENS RECIPES SEEDS study.tgz...
 #   e.g. bash scripts/study-collect.sh docs/study/124m-100M 124m 100000000 bf16,nvfp4 1,2 /work/.device/*/study.tgz
@@ -18,7 +18,22 @@ shift 5
 NIBBLE=${NIBBLE:-build-main/nibble}
 [ -x "$NIBBLE" ] || { echo "no $NIBBLE: build nibble first (or set NIBBLE)" >&2; exit 2; }
 mkdir -p "$DEST"
-for t in "$@"; do tar xzf "$t" -C "$DEST"; done
+# Only finished runs (with final/trainer.json) are merged: a run a call stopped half-way restarts
+# from step 0 on the next machine (its checkpoint stays behind), so its partial log is not kept.
+STAGE=$(mktemp -d)
+trap 'rm -rf "$STAGE"' EXIT
+for t in "$@"; do
+  rm -rf "${STAGE:?}"/*
+  tar xzf "$t" -C "$STAGE"
+  for r in "$STAGE"/runs/*; do
+    [ -d "$r" ] || continue
+    if [ -f "$r/final/trainer.json" ]; then
+      mkdir -p "$DEST/runs" && rm -rf "$DEST/runs/$(basename "$r")" && cp -r "$r" "$DEST/runs/"
+    else
+      echo "skipped unfinished run $(basename "$r") from $t"
+    fi
+  done
+done
 # the sweep's own summary is rewritten below from all the runs (the runs' analyses stay)
 rm -f "$DEST"/results.* "$DEST"/*.svg
 "$NIBBLE" sweep --model "$MODEL" --data /tmp/study-data --tokens "$TOKENS" --batch "${BATCH:-16}" --seq "${SEQ:-1024}" \
