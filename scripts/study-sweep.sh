@@ -143,6 +143,18 @@ analyze_run() {
     "$BUILD/nibble" analyze stats "$run" --out "$run/stats"
   fi
 }
+# A run directory is named by the recipe's name: a preset's own, or a recipe file's "name" field
+# (without one, Recipe::from_json's: BASE-custom, or custom).
+run_name() {
+  local r=$1 n b
+  if [[ "$r" == */* || "$r" == *.json ]]; then
+    n=$(sed -n 's/.*"name"[[:space:]]*:[[:space:]]*"\([^"]*\)".*/\1/p' "$r" | head -1)
+    b=$(sed -n 's/.*"base"[[:space:]]*:[[:space:]]*"\([^"]*\)".*/\1/p' "$r" | head -1)
+    if [ -n "$n" ]; then echo "$n"; elif [ -n "$b" ]; then echo "$b-custom"; else echo custom; fi
+  else
+    echo "$r"
+  fi
+}
 worker() {
   local g=$1 common
   for job in ${queue[$g]}; do
@@ -157,7 +169,7 @@ worker() {
     # an analysis takes a minute or two on 124m and cannot stop half-way: only with time to spare
     [ $(( CALL_SECONDS - MARGIN - ($(date +%s) - T0) )) -gt 150 ] || continue
     case ",${ANALYZE:-}," in
-      *",$r,"*) analyze_run "$g" "${S_DIR[$i]}/runs/$r-seed$s" >>"$OUT/analyze$g.log" 2>&1 || echo "gpu $g: analysis of $job failed" ;;
+      *",$r,"*) analyze_run "$g" "${S_DIR[$i]}/runs/$(run_name "$r")-seed$s" >>"$OUT/analyze$g.log" 2>&1 || echo "gpu $g: analysis of $job failed" ;;
     esac
   done
 }
