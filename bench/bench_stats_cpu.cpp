@@ -31,15 +31,6 @@ namespace {
 
 using bench::best_of;
 
-std::vector<float> matrix(SyntheticKind kind, int64_t rows, int64_t cols, uint64_t seed) {
-  SyntheticSpec s;
-  s.kind = kind;
-  s.rows = rows;
-  s.cols = cols;
-  s.seed = seed;
-  return synthetic_matrix(s);
-}
-
 // x̂: x with a relative perturbation of about 2^-4, what a 4-bit quantizer leaves.
 std::vector<float> perturbed(const std::vector<float>& x) {
   std::vector<float> y(x.size());
@@ -74,7 +65,7 @@ int main(int argc, char** argv) {
   std::printf("|---|---:|---:|---:|---:|---:|---:|\n");
   for (const SyntheticKind kind : {SyntheticKind::Activations, SyntheticKind::Gaussian})
     for (const int64_t cols : {int64_t{768}, int64_t{3072}}) {
-      const std::vector<float> x = matrix(kind, rows, cols, 7), xh = perturbed(x);
+      const std::vector<float> x = synthetic_matrix(kind, rows, cols, 7), xh = perturbed(x);
       AnisotropyStats a;
       ErrorStats e;
       const double ta = best_of(reps, [&] { a = anisotropy_stats(x.data(), rows, cols, 16, iters); });
@@ -91,9 +82,9 @@ int main(int argc, char** argv) {
   const Linear block[] = {{768, 2304}, {768, 768}, {768, 4096}, {2048, 768}};
   double total = 0;
   for (const Linear& l : block) {
-    const std::vector<float> x = matrix(SyntheticKind::Activations, rows, l.in, 11), xh = perturbed(x);
-    const std::vector<float> dy = matrix(SyntheticKind::Gaussian, rows, l.out, 12), dyh = perturbed(dy);
-    const std::vector<float> w = matrix(SyntheticKind::Gaussian, l.out, l.in, 13), wh = perturbed(w);
+    const std::vector<float> x = synthetic_matrix(SyntheticKind::Activations, rows, l.in, 11), xh = perturbed(x);
+    const std::vector<float> dy = synthetic_matrix(SyntheticKind::Gaussian, rows, l.out, 12), dyh = perturbed(dy);
+    const std::vector<float> w = synthetic_matrix(SyntheticKind::Gaussian, l.out, l.in, 13), wh = perturbed(w);
     total += best_of(reps, [&] {
       anisotropy_stats(x.data(), rows, l.in, 16, iters);
       error_stats(x.data(), xh.data(), rows * l.in);

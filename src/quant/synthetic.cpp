@@ -72,4 +72,13 @@ std::vector<float> synthetic_matrix(const SyntheticSpec& s) {
   return x;
 }
 
+std::vector<float> synthetic_matrix(SyntheticKind kind, int64_t rows, int64_t cols, uint64_t seed) {
+  SyntheticSpec s;
+  s.kind = kind;
+  s.rows = rows;
+  s.cols = cols;
+  s.seed = seed;
+  return synthetic_matrix(s);
+}
+
 }  // namespace nibble

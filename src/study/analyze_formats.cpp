@@ -3,6 +3,8 @@
 #include <cstdio>
 #include <filesystem>
 #include <map>
+#include <memory>
+#include <optional>
 
 #include "nibble/data/corpus.hpp"
 #include "nibble/data/dataset.hpp"
@@ -76,56 +78,60 @@ void analyze_tensor(const Tensor2D& t, uint64_t seed, Json& rows) {
   }
 }
 
-std::vector<Tensor2D> checkpoint_weights(const std::string& dir, TrainConfig& cfg_out) {
+// The first, middle and last block: enough to see depth trends without every tensor.
+bool sampled_block(const std::string& name, int n_layers) {
+  const std::string prefix = "model.layers.";
+  if (name.rfind(prefix, 0) != 0) return false;
+  const int l = std::stoi(name.substr(prefix.size()));
+  return l == 0 || l == n_layers / 2 || l == n_layers - 1;
+}
+
+// A checkpoint loaded once into a CPU model, with the first batch of its validation data (the
+// training data when it has none): what the weights, the captured operands and the depth effect
+// all read.
+struct LoadedCheckpoint {
+  TrainConfig cfg;
+  std::unique_ptr<Transformer<float>> model;
+  Batch batch;
+};
+LoadedCheckpoint load_for_formats(const std::string& dir, const FormatsConfig& fc) {
+  LoadedCheckpoint lc;
   const std::string ck = resolve_checkpoint_dir(dir);
-  cfg_out = TrainConfig::from_json(read_checkpoint_config(ck), ck + "/config.json");
-  const std::vector<ParamInfo> params = transformer_param_layout(cfg_out.model);
-  const Checkpoint c = load_checkpoint(ck, params, false);
-  const int L = cfg_out.model.n_layers;
+  lc.cfg = TrainConfig::from_json(read_checkpoint_config(ck), ck + "/config.json");
+  lc.model = std::make_unique<Transformer<float>>(lc.cfg.model);
+  const Checkpoint c = load_checkpoint(ck, lc.model->params(), false);
+  std::copy(c.weights.begin(), c.weights.end(), lc.model->weights());
+  const std::unique_ptr<Tokenizer> tok = make_tokenizer(lc.cfg.model.tokenizer);
+  const TokenDataset ds = open_run_data(lc.cfg.data_dir, lc.cfg.text_file, *tok, lc.cfg.val_fraction);
+  const int64_t seq = fc.depth_seq > 0 ? fc.depth_seq : lc.cfg.seq;
+  DataLoader loader(ds.val.empty() ? ds.train : ds.val, fc.depth_batch, seq, lc.cfg.seed, false);
+  lc.batch = loader.next();
+  return lc;
+}
+
+std::vector<Tensor2D> checkpoint_weights(const LoadedCheckpoint& lc) {
   std::vector<Tensor2D> out;
-  for (const ParamInfo& p : params) {
-    if (p.shape.size() != 2 || p.name.find("model.layers.") == std::string::npos) continue;
-    // first, middle and last block: enough to see depth trends without every tensor
-    const int l = std::stoi(p.name.substr(std::string("model.layers.").size()));
-    if (l != 0 && l != L / 2 && l != L - 1) continue;
+  for (const ParamInfo& p : lc.model->params()) {
+    if (p.shape.size() != 2 || !sampled_block(p.name, lc.cfg.model.n_layers)) continue;
     Tensor2D t;
     t.name = p.name;
     t.rows = p.shape[0];
     t.cols = p.shape[1];
-    t.x.assign(c.weights.begin() + p.offset, c.weights.begin() + p.offset + p.numel);
+    t.x.assign(lc.model->weights() + p.offset, lc.model->weights() + p.offset + p.numel);
     out.push_back(std::move(t));
   }
   return out;
 }
 
-// The checkpoint's weights in a CPU model, and the first batch of its validation data (the
-// training data when it has none): what the depth effect and the captured operands run on.
-void load_weights(Transformer<float>& m, const std::string& dir) {
-  const Checkpoint c = load_checkpoint(resolve_checkpoint_dir(dir), m.params(), false);
-  std::copy(c.weights.begin(), c.weights.end(), m.weights());
-}
-Batch first_batch(const TrainConfig& cfg, const FormatsConfig& fc) {
-  const std::unique_ptr<Tokenizer> tok = make_tokenizer(cfg.model.tokenizer);
-  const TokenDataset ds = open_run_data(cfg.data_dir, cfg.text_file, *tok, cfg.val_fraction);
-  const int64_t seq = fc.depth_seq > 0 ? fc.depth_seq : cfg.seq;
-  DataLoader loader(ds.val.empty() ? ds.train : ds.val, fc.depth_batch, seq, cfg.seed, false);
-  return loader.next();
-}
-
-// X and dY of the first, middle and last block's projections, from one bf16 forward + backward
-// of the checkpoint: the real activations and gradients the recipes quantize (their first
+// X and dY of the sampled blocks' projections, from one bf16 forward + backward of the
+// checkpoint: the real activations and gradients the recipes quantize (their first
 // fc.operand_rows tokens, which keeps the analysis to seconds on a 60m model).
-std::vector<Tensor2D> checkpoint_operands(const std::string& dir, const TrainConfig& cfg, const FormatsConfig& fc) {
-  Transformer<float> m(cfg.model);
-  load_weights(m, dir);
+std::vector<Tensor2D> checkpoint_operands(LoadedCheckpoint& lc, const FormatsConfig& fc) {
+  Transformer<float>& m = *lc.model;
   m.set_recipe(Recipe::preset("bf16"));
-  const Batch batch = first_batch(cfg, fc);
-  const int L = cfg.model.n_layers;
   std::vector<Tensor2D> out;
   m.set_capture([&](const std::string& layer, const std::string& op, const float* p, int64_t rows, int64_t cols) {
-    if (op != "x" && op != "dy") return;
-    const int l = std::stoi(layer.substr(std::string("model.layers.").size()));
-    if (l != 0 && l != L / 2 && l != L - 1) return;
+    if ((op != "x" && op != "dy") || !sampled_block(layer, lc.cfg.model.n_layers)) return;
     Tensor2D t;
     t.name = layer + ":" + op;
     t.rows = std::min(rows, fc.operand_rows);
@@ -134,19 +140,19 @@ std::vector<Tensor2D> checkpoint_operands(const std::string& dir, const TrainCon
     out.push_back(std::move(t));
   });
   StepContext ctx;
-  ctx.seed = cfg.seed;
+  ctx.seed = lc.cfg.seed;
   m.zero_grad();
-  m.forward(batch.inputs.data(), batch.targets.data(), batch.batch_size, batch.seq_len, ctx);
+  m.forward(lc.batch.inputs.data(), lc.batch.targets.data(), lc.batch.batch_size, lc.batch.seq_len, ctx);
   m.backward(ctx);
   m.set_capture(nullptr);
   return out;
 }
 
 // Residual-stream error per depth of each recipe's forward against bf16's, same weights/tokens.
-Json depth_effect(const std::string& dir, const TrainConfig& cfg, const FormatsConfig& fc) {
-  Transformer<float> m(cfg.model);
-  load_weights(m, dir);
-  const Batch batch = first_batch(cfg, fc);
+Json depth_effect(LoadedCheckpoint& lc, const FormatsConfig& fc) {
+  Transformer<float>& m = *lc.model;
+  const TrainConfig& cfg = lc.cfg;
+  const Batch& batch = lc.batch;
   StepContext ctx;
   ctx.seed = cfg.seed;
   const int L = cfg.model.n_layers;
@@ -321,23 +327,19 @@ void write_report(const FormatsConfig& cfg, const Json& j) {
 Json analyze_formats(const FormatsConfig& cfg) {
   std::vector<Tensor2D> tensors;
   for (const std::string& d : cfg.distributions) {
-    SyntheticSpec s;
-    s.kind = synthetic_kind_from_name(d);
-    s.rows = cfg.rows;
-    s.cols = cfg.cols;
-    s.seed = cfg.seed;
     Tensor2D t;
     t.name = d;
     t.rows = cfg.rows;
     t.cols = cfg.cols;
-    t.x = synthetic_matrix(s);
+    t.x = synthetic_matrix(synthetic_kind_from_name(d), cfg.rows, cfg.cols, cfg.seed);
     tensors.push_back(std::move(t));
   }
-  TrainConfig ck_cfg;
+  std::optional<LoadedCheckpoint> lc;
   if (!cfg.checkpoint.empty()) {
-    for (Tensor2D& t : checkpoint_weights(cfg.checkpoint, ck_cfg)) tensors.push_back(std::move(t));
+    lc = load_for_formats(cfg.checkpoint, cfg);
+    for (Tensor2D& t : checkpoint_weights(*lc)) tensors.push_back(std::move(t));
     if (cfg.operand_rows > 0)
-      for (Tensor2D& t : checkpoint_operands(cfg.checkpoint, ck_cfg, cfg)) tensors.push_back(std::move(t));
+      for (Tensor2D& t : checkpoint_operands(*lc, cfg)) tensors.push_back(std::move(t));
   }
   Json rows = Json::array();
   for (const Tensor2D& t : tensors) analyze_tensor(t, cfg.seed, rows);
@@ -345,7 +347,7 @@ Json analyze_formats(const FormatsConfig& cfg) {
   j["formats"] = rows;
   if (!cfg.checkpoint.empty()) {
     j["by_kind"] = means_by_kind(rows);
-    j["depth"] = depth_effect(cfg.checkpoint, ck_cfg, cfg);
+    j["depth"] = depth_effect(*lc, cfg);
   }
   if (!cfg.out.empty()) write_report(cfg, j);
   return j;

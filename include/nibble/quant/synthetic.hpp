@@ -23,5 +23,7 @@ struct SyntheticSpec {
 };
 
 std::vector<float> synthetic_matrix(const SyntheticSpec& s);
+// The same with the other fields at their defaults.
+std::vector<float> synthetic_matrix(SyntheticKind kind, int64_t rows, int64_t cols, uint64_t seed);
 
 }  // namespace nibble

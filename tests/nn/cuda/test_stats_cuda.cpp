@@ -30,15 +30,6 @@ T* to_device(const std::vector<T>& h) {
   return d;
 }
 
-std::vector<float> sample(SyntheticKind kind, int64_t rows, int64_t cols, uint64_t seed) {
-  SyntheticSpec s;
-  s.kind = kind;
-  s.rows = rows;
-  s.cols = cols;
-  s.seed = seed;
-  return synthetic_matrix(s);
-}
-
 double rel(double a, double b) { return a == b ? 0.0 : std::fabs(a - b) / std::max(std::fabs(a), std::fabs(b)); }
 
 }  // namespace
@@ -58,7 +49,7 @@ TEST(SM90_Stats, AnisotropyOnTheDeviceMatchesTheCpu) {
   for (const Case c : {Case{SyntheticKind::Activations, 4096, 768, 16}, Case{SyntheticKind::Gaussian, 1000, 300, 16},
                        Case{SyntheticKind::StudentT3, 777, 770, 32}, Case{SyntheticKind::Laplace, 130, 33, 16},
                        Case{SyntheticKind::Gaussian, 5, 1, 16}}) {  // one column: the amax partials outgrow the rest
-    const std::vector<float> x = sample(c.kind, c.rows, c.cols, 7);
+    const std::vector<float> x = synthetic_matrix(c.kind, c.rows, c.cols, 7);
     float* dx = to_device(x);
     const AnisotropyStats h = anisotropy_stats(x.data(), c.rows, c.cols, c.block, kStatsEveryPowerIters, 3);
     const AnisotropyStats g = cuda::anisotropy_stats_device(dx, c.rows, c.cols, c.block, kStatsEveryPowerIters, scratch,
@@ -82,7 +73,7 @@ TEST(SM90_Stats, ErrorStatisticsOnTheDeviceMatchTheCpu) {
   REQUIRE_GPU();
   cuda::StatsScratch scratch;
   const int64_t n = 1000 * 777;
-  const std::vector<float> x = sample(SyntheticKind::StudentT3, 1000, 777, 11);
+  const std::vector<float> x = synthetic_matrix(SyntheticKind::StudentT3, 1000, 777, 11);
   // x̂ stored as bf16 with a decode scale in tensor[1] (as the GEMM's operands are), and as fp32
   const float tensor[2] = {0.0f, 0.375f};
   std::vector<uint16_t> q(static_cast<size_t>(n));
