@@ -1,5 +1,4 @@
 // nibble analyze --checkpoint (see analyze.hpp).
-#include <array>
 #include <cmath>
 #include <filesystem>
 #include <map>
@@ -20,6 +19,7 @@
 #include "nibble/train/checkpoint.hpp"
 #include "nibble/train/engine.hpp"
 #include "nibble/train/train_config.hpp"
+#include "study/group_means.hpp"
 
 namespace nibble {
 namespace fs = std::filesystem;
@@ -49,48 +49,6 @@ bool applies(const Transform& t, const Captured& c) {
   if (t.center && c.operand == "w") return false;      // the mean is over tokens
   if (t.spectral && c.operand != "dy") return false;   // Metis splits the gradient
   return true;
-}
-
-// Means over layers of each (operand, format, transform)'s rows, in first-seen order; a mean with
-// an infinite or missing SNR (an exact reconstruction) is null.
-Json operand_summary(const Json& rows) {
-  struct Acc {
-    int64_t n = 0;
-    double snr = 0, shrink = 0, grid = 0;
-    bool snr_finite = true;
-  };
-  std::vector<std::string> order;
-  std::map<std::string, Acc> acc;
-  std::map<std::string, std::array<std::string, 3>> parts;
-  for (const Json& r : rows.as_array()) {
-    const std::array<std::string, 3> k3 = {r.at("operand").as_string(), r.at("format").as_string(), r.at("transform").as_string()};
-    const std::string key = k3[0] + " " + k3[1] + " " + k3[2];
-    if (!acc.count(key)) {
-      order.push_back(key);
-      parts[key] = k3;
-    }
-    Acc& a = acc[key];
-    ++a.n;
-    const Json& snr = r.at("snr_db");
-    if (snr.is_null() || !std::isfinite(snr.as_double())) a.snr_finite = false;
-    else a.snr += snr.as_double();
-    a.shrink += r.at("shrinkage").as_double();
-    a.grid += r.at("grid_shrinkage").as_double();
-  }
-  Json out = Json::array();
-  for (const std::string& key : order) {
-    const Acc& a = acc[key];
-    Json x = Json::object();
-    x["operand"] = parts[key][0];
-    x["format"] = parts[key][1];
-    x["transform"] = parts[key][2];
-    x["tensors"] = a.n;
-    x["snr_db"] = a.snr_finite ? Json(a.snr / a.n) : Json();
-    x["shrinkage"] = a.shrink / a.n;
-    x["grid_shrinkage"] = a.grid / a.n;
-    out.push_back(x);
-  }
-  return out;
 }
 
 }  // namespace
@@ -180,7 +138,8 @@ Json analyze_checkpoint(const CheckpointAnalysisConfig& cfg) {
     x["snr_db"] = best[k].first;
     bests.push_back(x);
   }
-  const Json summary = operand_summary(rows);
+  // means over layers of each (operand, format, transform)
+  const Json summary = group_means(rows.as_array(), {"operand", "format", "transform"}, {"snr_db", "shrinkage", "grid_shrinkage"});
   Json out = Json::object();
   out["checkpoint"] = ck;
   out["device"] = m->device();

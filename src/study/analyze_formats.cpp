@@ -21,6 +21,7 @@
 #include "nibble/study/analyze.hpp"
 #include "nibble/train/checkpoint.hpp"
 #include "nibble/train/train_config.hpp"
+#include "study/group_means.hpp"
 
 namespace nibble {
 namespace fs = std::filesystem;
@@ -197,42 +198,14 @@ std::string tensor_kind(const std::string& name) {
 // Round-to-nearest rows of the checkpoint's tensors averaged by (kind, format, rht): whether
 // the grid's shrinkage seen on samples holds for the tensors a model really quantizes.
 Json means_by_kind(const Json& rows) {
-  struct Acc {
-    int64_t n = 0;
-    double shrink = 0, snr = 0, entropy = 0;
-  };
-  std::vector<std::string> order;
-  std::map<std::string, Acc> acc;
-  std::map<std::string, Json> keys;
+  std::vector<Json> tagged;
   for (const Json& r : rows.as_array()) {
     const std::string kind = tensor_kind(r.at("tensor").as_string());
     if (kind.empty() || r.at("rounding").as_string() != "rne") continue;
-    const std::string key = kind + "|" + r.at("format").as_string() + "|" + std::to_string(r.at("rht").as_int64());
-    if (!acc.count(key)) {
-      order.push_back(key);
-      Json k = Json::object();
-      k["kind"] = kind;
-      k["format"] = r.at("format").as_string();
-      k["rht"] = r.at("rht").as_int64();
-      keys[key] = k;
-    }
-    Acc& a = acc[key];
-    ++a.n;
-    a.shrink += r.at("shrinkage").as_double();
-    a.snr += r.at("snr_db").as_double();
-    a.entropy += r.at("code_entropy_bits").as_double();
+    tagged.push_back(r);
+    tagged.back()["kind"] = kind;
   }
-  Json out = Json::array();
-  for (const std::string& key : order) {
-    Json x = keys[key];
-    const Acc& a = acc[key];
-    x["tensors"] = a.n;
-    x["shrinkage"] = a.shrink / a.n;
-    x["snr_db"] = a.snr / a.n;
-    x["code_entropy_bits"] = a.entropy / a.n;
-    out.push_back(x);
-  }
-  return out;
+  return group_means(tagged, {"kind", "format", "rht"}, {"shrinkage", "snr_db", "code_entropy_bits"});
 }
 
 void write_report(const FormatsConfig& cfg, const Json& j) {
@@ -285,10 +258,13 @@ void write_report(const FormatsConfig& cfg, const Json& j) {
       const auto& m = byk[key];
       std::vector<std::string> row = {key.substr(0, bar), key.substr(bar + 1),
                                       std::to_string(m.begin()->second.at("tensors").as_int64())};
-      for (int rht : kRhtSizes)
-        row.push_back(m.count(rht) ? report::fmt_fixed(100.0 * m.at(rht).at("shrinkage").as_double(), 2) + "%" : "—");
-      for (int rht : {0, 16})
-        row.push_back(m.count(rht) ? report::fmt_fixed(m.at(rht).at("code_entropy_bits").as_double(), 2) : "—");
+      // a cell: the group's mean, — where the RHT size fits none of the tensors or the mean is null
+      auto cell = [&](int rht, const char* field, double scale, const char* unit) {
+        const Json* v = m.count(rht) ? m.at(rht).find(field) : nullptr;
+        return v && v->is_number() ? report::fmt_fixed(scale * v->as_double(), 2) + unit : std::string("—");
+      };
+      for (int rht : kRhtSizes) row.push_back(cell(rht, "shrinkage", 100.0, "%"));
+      for (int rht : {0, 16}) row.push_back(cell(rht, "code_entropy_bits", 1.0, ""));
       k.add_row(row);
     }
     md += "## The checkpoint's tensors, mean by kind (round-to-nearest)\n\nW: the 2-D weights of the first, middle "
