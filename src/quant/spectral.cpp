@@ -6,7 +6,7 @@
 //   Y  = G Ω                                   [rows, l]
 //   q times:  Q = orth(Y);  Z = orth(Gᵀ Q);  Y = G Z
 //   Q  = orth(Y);  Bᵀ = Gᵀ Q                   [cols, l]
-//   Bᵀ = Q_z R (Householder);  R = U_r Σ V_rᵀ (one-sided Jacobi)
+//   Bᵀ = Q_z R (Householder);  R = U_r Σ V_rᵀ (Golub–Kahan–Reinsch, small_svd.hpp)
 //   ⇒  B = V_r Σ (Q_z U_r)ᵀ,  U = Q V_r,  V = Q_z U_r;  keep the top k triplets.
 #include "nibble/quant/spectral.hpp"
 
@@ -17,6 +17,7 @@
 
 #include "nibble/error.hpp"
 #include "nibble/philox.hpp"
+#include "nibble/quant/small_svd.hpp"
 
 namespace nibble {
 
@@ -243,103 +244,15 @@ std::vector<double> orth(const std::vector<double>& y, int64_t m, int64_t n) {
   return to_row_major(householder_qr(a, m, n, nullptr), m, n);
 }
 
-// ---- one-sided Jacobi SVD ------------------------------------------------------------
-// a: [n, n] column-major, overwritten by U Σ; v: [n, n] column-major, set to V, with
-// A = U Σ Vᵀ. Columns are rotated pairwise until every pair is orthogonal to within
-// kTol relative to its norms, or kMaxSweeps sweeps have run.
-constexpr double kJacobiTol = 1e-15;
-constexpr int kMaxSweeps = 60;
-
-void jacobi_svd(std::vector<double>& a, int64_t n, std::vector<double>& v) {
-  v.assign(static_cast<size_t>(n * n), 0.0);
-  for (int64_t i = 0; i < n; ++i) v[i * n + i] = 1.0;
-  for (int sweep = 0; sweep < kMaxSweeps; ++sweep) {
-    bool rotated = false;
-    for (int64_t p = 0; p + 1 < n; ++p) {
-      for (int64_t q = p + 1; q < n; ++q) {
-        double* ap = a.data() + p * n;
-        double* aq = a.data() + q * n;
-        double alpha = 0, beta = 0, gamma = 0;
-        for (int64_t i = 0; i < n; ++i) {
-          alpha += ap[i] * ap[i];
-          beta += aq[i] * aq[i];
-          gamma += ap[i] * aq[i];
-        }
-        if (gamma == 0.0 || std::abs(gamma) <= kJacobiTol * std::sqrt(alpha * beta)) continue;
-        rotated = true;
-        const double zeta = (beta - alpha) / (2.0 * gamma);
-        const double t = (zeta >= 0 ? 1.0 : -1.0) / (std::abs(zeta) + std::sqrt(1.0 + zeta * zeta));
-        const double c = 1.0 / std::sqrt(1.0 + t * t);
-        const double s = c * t;
-        for (int64_t i = 0; i < n; ++i) {
-          const double x = ap[i], y = aq[i];
-          ap[i] = c * x - s * y;
-          aq[i] = s * x + c * y;
-        }
-        double* vp = v.data() + p * n;
-        double* vq = v.data() + q * n;
-        for (int64_t i = 0; i < n; ++i) {
-          const double x = vp[i], y = vq[i];
-          vp[i] = c * x - s * y;
-          vq[i] = s * x + c * y;
-        }
-      }
-    }
-    if (!rotated) break;
-  }
-}
-
 }  // namespace
 
 void spectral_small_svd(std::vector<double> r, int64_t l, int64_t k, std::vector<double>& ur, std::vector<double>& vk,
                         std::vector<float>& s) {
-  std::vector<double> vr;
-  jacobi_svd(r, l, vr);  // r := U_r Σ (col-major), vr := V_r
-
-  std::vector<double> sig(static_cast<size_t>(l));
-  for (int64_t c = 0; c < l; ++c) {
-    double s2 = 0;
-    for (int64_t i = 0; i < l; ++i) s2 += r[c * l + i] * r[c * l + i];
-    sig[c] = std::sqrt(s2);
-  }
-  std::vector<int64_t> order(static_cast<size_t>(l));
-  std::iota(order.begin(), order.end(), int64_t{0});
-  std::stable_sort(order.begin(), order.end(), [&](int64_t a, int64_t b) { return sig[a] > sig[b]; });
-
-  // U_r columns, normalised; an exactly zero σ leaves an empty column, completed below by
-  // Gram–Schmidt against the others so that V keeps orthonormal columns.
-  ur.assign(static_cast<size_t>(l * k), 0.0);  // [l, k] col-major, sorted
-  vk.assign(static_cast<size_t>(l * k), 0.0);  // V_r columns, sorted
-  for (int64_t c = 0; c < k; ++c) {
-    const int64_t src = order[c];
-    for (int64_t i = 0; i < l; ++i) vk[c * l + i] = vr[src * l + i];
-    if (sig[src] > 0)
-      for (int64_t i = 0; i < l; ++i) ur[c * l + i] = r[src * l + i] / sig[src];
-  }
-  for (int64_t c = 0; c < k; ++c) {
-    if (sig[order[c]] > 0) continue;
-    for (int64_t e = 0; e < l; ++e) {
-      std::vector<double> cand(static_cast<size_t>(l), 0.0);
-      cand[e] = 1.0;
-      for (int pass = 0; pass < 2; ++pass)
-        for (int64_t o = 0; o < k; ++o) {
-          if (o == c || (sig[order[o]] == 0 && o > c)) continue;
-          double d = 0;
-          for (int64_t i = 0; i < l; ++i) d += ur[o * l + i] * cand[i];
-          for (int64_t i = 0; i < l; ++i) cand[i] -= d * ur[o * l + i];
-        }
-      double nn = 0;
-      for (double x : cand) nn += x * x;
-      if (nn > 0.25) {
-        const double inv = 1.0 / std::sqrt(nn);
-        for (int64_t i = 0; i < l; ++i) ur[c * l + i] = cand[i] * inv;
-        break;
-      }
-    }
-  }
-
+  const SmallSvd svd = small_svd(r, l);  // r = U_r Σ V_rᵀ, σ descending
+  ur.assign(svd.u.begin(), svd.u.begin() + l * k);
+  vk.assign(svd.v.begin(), svd.v.begin() + l * k);
   s.resize(static_cast<size_t>(k));
-  for (int64_t c = 0; c < k; ++c) s[static_cast<size_t>(c)] = static_cast<float>(sig[order[c]]);
+  for (int64_t c = 0; c < k; ++c) s[static_cast<size_t>(c)] = static_cast<float>(svd.sigma[static_cast<size_t>(c)]);
 }
 
 LowRank randomized_svd(const float* g, int64_t rows, int64_t cols, const SpectralSpec& spec) {

@@ -28,15 +28,15 @@ struct LowRank {
 
 // Throws a user-facing error when rank < 1 or rank > min(rows, cols). The oversampling is
 // capped so that rank + oversample <= min(rows, cols). Ω [cols, l] holds the normals
-// philox_normal(seed, stream, j*l + t). Float64 throughout (Householder QR, one-sided
-// Jacobi SVD of the small projected matrix); deterministic for a given spec whatever the
+// philox_normal(seed, stream, j*l + t). Float64 throughout (Householder QR, Golub–Kahan–Reinsch
+// SVD of the small projected matrix); deterministic for a given spec whatever the
 // thread count. Keeps an fp32 transposed copy of g while it runs.
 LowRank randomized_svd(const float* g, int64_t rows, int64_t cols, const SpectralSpec& spec);
 
 // The small end of randomized_svd, shared with the CUDA version: given B's triangular factor
-// r ([l, l] column-major, from Bᵀ = Q_z r), its SVD r = U_r Σ V_rᵀ by one-sided Jacobi, the k
-// largest σ in descending order (s), V_r's matching columns (vk [l, k] col-major) and U_r's
-// columns normalised (ur [l, k] col-major, a zero σ's column completed to an orthonormal set).
+// r ([l, l] column-major, from Bᵀ = Q_z r), its SVD r = U_r Σ V_rᵀ (small_svd), the k largest
+// σ in descending order (s) and the matching columns of V_r (vk [l, k] col-major) and of U_r
+// (ur [l, k] col-major); both sets orthonormal even where σ = 0.
 // Then U = Q·vk and V = Q_z·ur.
 void spectral_small_svd(std::vector<double> r, int64_t l, int64_t k, std::vector<double>& ur,
                         std::vector<double>& vk, std::vector<float>& s);
