@@ -42,16 +42,6 @@ void rotate(double* x, double* y, int64_t len, int64_t stride, double c, double 
   }
 }
 
-// The same on whole columns of U or V (contiguous, so the compiler vectorizes it): most of the
-// QR iteration's arithmetic.
-void rotate_columns(double* __restrict x, double* __restrict y, int64_t len, double c, double s) {
-  for (int64_t t = 0; t < len; ++t) {
-    const double a = x[t], b = y[t];
-    x[t] = c * a + s * b;
-    y[t] = -s * a + c * b;
-  }
-}
-
 // The rotation that maps (y, z) to (r, 0) under rotate(): c = y / r, s = z / r.
 void givens(double y, double z, double& c, double& s) {
   const double r = std::hypot(y, z);
@@ -70,12 +60,12 @@ struct Reduction {
   // Rows p and q of B over columns [c0, c1], and columns p and q of U.
   void rotate_rows(int64_t p, int64_t q, int64_t c0, int64_t c1, double c, double s) {
     rotate(&b(p, c0), &b(q, c0), c1 - c0 + 1, b.n, c, s);
-    rotate_columns(u.col(p), u.col(q), u.n, c, s);
+    rotate(u.col(p), u.col(q), u.n, 1, c, s);
   }
   // Columns p and q of B over rows [r0, r1], and columns p and q of V.
   void rotate_cols(int64_t p, int64_t q, int64_t r0, int64_t r1, double c, double s) {
     rotate(&b(r0, p), &b(r0, q), r1 - r0 + 1, 1, c, s);
-    rotate_columns(v.col(p), v.col(q), v.n, c, s);
+    rotate(v.col(p), v.col(q), v.n, 1, c, s);
   }
 
   // Householder reflector (I − β w wᵀ) that maps x [m] onto a multiple of e₁; w overwrites x.

@@ -246,7 +246,7 @@ std::vector<double> orth(const std::vector<double>& y, int64_t m, int64_t n) {
 
 }  // namespace
 
-void spectral_small_svd(std::vector<double> r, int64_t l, int64_t k, std::vector<double>& ur, std::vector<double>& vk,
+void spectral_small_svd(const std::vector<double>& r, int64_t l, int64_t k, std::vector<double>& ur, std::vector<double>& vk,
                         std::vector<float>& s) {
   const SmallSvd svd = small_svd(r, l);  // r = U_r Σ V_rᵀ, σ descending
   ur.assign(svd.u.begin(), svd.u.begin() + l * k);

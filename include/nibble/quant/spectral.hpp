@@ -38,7 +38,7 @@ LowRank randomized_svd(const float* g, int64_t rows, int64_t cols, const Spectra
 // σ in descending order (s) and the matching columns of V_r (vk [l, k] col-major) and of U_r
 // (ur [l, k] col-major); both sets orthonormal even where σ = 0.
 // Then U = Q·vk and V = Q_z·ur.
-void spectral_small_svd(std::vector<double> r, int64_t l, int64_t k, std::vector<double>& ur,
+void spectral_small_svd(const std::vector<double>& r, int64_t l, int64_t k, std::vector<double>& ur,
                         std::vector<double>& vk, std::vector<float>& s);
 
 // Standard normal deviates from Philox (Box–Muller on pairs of uniforms), element-indexed:
