@@ -81,10 +81,12 @@ std::string short_hardware(const std::string& device) {
 }
 
 double paired_step_time(const std::vector<SweepRun>& runs, const std::string& recipe) {
+  const bool any_known = std::any_of(runs.begin(), runs.end(), [](const SweepRun& r) { return !r.hardware.empty(); });
   double sum = 0;
   int n = 0;
   for (const SweepRun& r : runs) {
     if (r.recipe != recipe || !(r.tokens_per_s > 0)) continue;
+    if (r.hardware.empty() && any_known) continue;  // it may have run on any of the sweep's machines
     double b = 0;
     int nb = 0;
     for (const SweepRun& x : runs)

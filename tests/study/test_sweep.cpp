@@ -293,6 +293,16 @@ TEST(Sweep, StepTimeIsPairedWithBf16OnTheSameHardware) {
   EXPECT_NEAR(paired_step_time(runs, "nvfp4"), (2.0 + 1.5) / 2, 1e-12);  // each seed on its own machine
   EXPECT_TRUE(std::isnan(paired_step_time(runs, "mxfp4")));             // no bf16 on that hardware
   EXPECT_NEAR(paired_step_time(runs, "bf16"), 1.0, 1e-12);
+  // runs without a hardware record: paired with each other in a sweep that has no record at
+  // all, never in one that mixes them with recorded runs (their machine is unknown)
+  const std::vector<SweepRun> old_sweep = {run("bf16", 1, "", 700e3), run("nvfp4", 1, "", 350e3)};
+  EXPECT_NEAR(paired_step_time(old_sweep, "nvfp4"), 2.0, 1e-12);
+  std::vector<SweepRun> mixed = old_sweep;
+  mixed.push_back(run("bf16", 2, "H100 80GB HBM3", 600e3));
+  mixed.push_back(run("nvfp4", 2, "H100 80GB HBM3", 400e3));
+  EXPECT_NEAR(paired_step_time(mixed, "nvfp4"), 1.5, 1e-12);  // seed 2 only, not (2 + 1.5) / 2
+  mixed.push_back(run("metis", 1, "", 60e3));
+  EXPECT_TRUE(std::isnan(paired_step_time(mixed, "metis")));
   EXPECT_EQ(short_hardware("NVIDIA H100 80GB HBM3 (sm_90, 132 SMs, 79.2 GiB), bf16 activations"), "H100 80GB HBM3");
   EXPECT_EQ(short_hardware("NVIDIA H200, fp32 activations"), "H200");
   EXPECT_EQ(short_hardware("cpu"), "cpu");

@@ -67,7 +67,9 @@ SweepCurve paired_gap_curve(const std::vector<SweepRun>& runs, const std::string
 // The step time of `recipe` relative to bf16, device by device: for each of the recipe's runs,
 // bf16's mean tokens/s over the bf16 runs on the same hardware ÷ the run's tokens/s, averaged
 // over the runs that have such bf16 runs (NaN when none does). A sweep merged from machines of
-// different kinds would otherwise divide an H200's bf16 by an H100's recipe.
+// different kinds would otherwise divide an H200's bf16 by an H100's recipe. Runs that predate
+// the hardware record (hardware "") pair with each other only in a sweep where no run has one:
+// next to recorded runs, they may have run on any of the machines.
 double paired_step_time(const std::vector<SweepRun>& runs, const std::string& recipe);
 
 // The short hardware name of an engine's device() string: "NVIDIA H100 80GB HBM3 (sm_90, ...),
