@@ -82,10 +82,12 @@ fi
 # STEP_PROBE=MODELS:RECIPES (lists with commas): before the sweep, `nibble bench` times a few
 # training steps of each recipe on GPU 0, one after another on the same device: the step-time
 # ratios (claim 2's cost of metis against centring) without mixing devices or sessions.
+# PROBE_PROFILE=1 also times every op of two more steps (`bench --profile`); the per-op tables
+# are in $OUT/step-probe.log.
 if [ -n "${STEP_PROBE:-}" ]; then
   IFS=: read -r bm br <<<"$STEP_PROBE"
   CUDA_VISIBLE_DEVICES=0 "$BUILD/nibble" bench --device "${DEVICE:-cuda}" --only train --models "$bm" --recipes "$br" \
-    --batch "${BATCH:-16}" --seq "${SEQ:-1024}" --steps "${PROBE_STEPS:-6}" >"$OUT/step-probe.log" 2>&1 ||
+    --batch "${BATCH:-16}" --seq "${SEQ:-1024}" --steps "${PROBE_STEPS:-6}" ${PROBE_PROFILE:+--profile} >"$OUT/step-probe.log" 2>&1 ||
     echo "step probe failed: $(tail -3 "$OUT/step-probe.log")"
   sed -n '/^model/,$p' "$OUT/step-probe.log"
   echo "step probe done: $(( $(date +%s) - T0 )) s"
