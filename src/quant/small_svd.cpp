@@ -224,13 +224,19 @@ SmallSvd small_svd(const std::vector<double>& a, int64_t n) {
     out.sigma.assign(static_cast<size_t>(n), nan);
     return out;
   }
+  // Work on a scaled by a power of two (exact) that brings its largest entry near 1: the shift
+  // squares entries, which would overflow above ~1e154 and underflow below ~1e-154.
+  double amax = 0;
+  for (double t : a) amax = std::max(amax, std::abs(t));
+  const int exponent = amax > 0 ? std::ilogb(amax) : 0;
   Reduction r{Dense{n, a}, identity(n), identity(n)};
+  for (double& t : r.b.x) t = std::scalbn(t, -exponent);
   r.bidiagonalize();
   r.diagonalize();
   // σ ≥ 0 (a negative diagonal entry flips its column of V), then descending order
   std::vector<double> sig(static_cast<size_t>(n));
   for (int64_t i = 0; i < n; ++i) {
-    sig[i] = r.b(i, i);
+    sig[i] = std::scalbn(r.b(i, i), exponent);
     if (sig[i] < 0) {
       sig[i] = -sig[i];
       for (int64_t t = 0; t < n; ++t) r.v(t, i) = -r.v(t, i);

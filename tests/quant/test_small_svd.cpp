@@ -5,6 +5,7 @@
 
 #include <cmath>
 #include <random>
+#include <string>
 #include <vector>
 
 #include "nibble/quant/small_svd.hpp"
@@ -202,6 +203,49 @@ TEST(SmallSvd, FrobeniusNormIsKeptOnATriangularFactor) {
   double s2 = 0;
   for (double v : s.sigma) s2 += v * v;
   EXPECT_NEAR(s2, f2, 1e-12 * f2);
+}
+
+TEST(SmallSvd, ExtremeScalesKeepTheirAccuracy) {
+  // The QR shift squares entries: without scaling, 1e200 overflows and 1e-200 underflows and the
+  // iteration never converges. Scaled by a power of two inside, both come out as at scale 1.
+  const int64_t n = 17;
+  std::vector<double> sigma(static_cast<size_t>(n));
+  for (int64_t i = 0; i < n; ++i) sigma[i] = std::pow(10.0, -6.0 * static_cast<double>(i) / (n - 1));
+  const Mat u = random_orthogonal(n, 21), v = random_orthogonal(n, 22);
+  for (double scale : {1e200, 1e-200, 1e-305}) {
+    std::vector<double> scaled = sigma;
+    for (double& x : scaled) x *= scale;
+    const Mat a = compose(u, scaled, v, n);
+    const SmallSvd s = small_svd(a, n);
+    expect_valid(s, a, 1e-13);
+    for (int64_t i = 0; i < n; ++i) EXPECT_NEAR(s.sigma[i] / scale, sigma[i], 1e-13) << "scale " << scale << ", i = " << i;
+  }
+}
+
+TEST(SmallSvd, ManyKindsOfRandomMatrices) {
+  // A property sweep over sizes and structures (triangular, identity, rank-deficient, graded over
+  // 19 decades, the shift, sparse): orthonormal factors, σ ≥ 0 sorted and a = U Σ Vᵀ each time.
+  std::mt19937_64 rng(5);
+  std::normal_distribution<double> nd;
+  std::uniform_int_distribution<int> size(1, 60);
+  for (int trial = 0; trial < 140; ++trial) {
+    const int64_t n = size(rng);
+    const int kind = trial % 7;
+    Mat a(static_cast<size_t>(n * n), 0.0);
+    for (int64_t j = 0; j < n; ++j)
+      for (int64_t i = 0; i < n; ++i) {
+        double x = nd(rng);
+        if (kind == 1 && i > j) x = 0;
+        if (kind == 2) x = i == j ? 1.0 : 0.0;
+        if (kind == 3 && j >= n / 3) x = 0;
+        if (kind == 4) x *= std::pow(10.0, -static_cast<double>(i % 20));
+        if (kind == 5) x = j == i + 1 ? 1.0 : 0.0;
+        if (kind == 6 && (i + j) % 5 != 0) x = 0;
+        a[j * n + i] = x;
+      }
+    SCOPED_TRACE("n = " + std::to_string(n) + ", kind " + std::to_string(kind));
+    expect_valid(small_svd(a, n), a, 1e-12);
+  }
 }
 
 TEST(SmallSvd, NonFiniteInputComesBackAsNaN) {
