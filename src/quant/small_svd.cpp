@@ -17,7 +17,7 @@ namespace nibble {
 namespace {
 
 constexpr double kEps = std::numeric_limits<double>::epsilon();
-constexpr int kSweepsPerValue = 75;
+constexpr int kStepsPerValue = 75;
 
 // Column-major n × n matrix with (row, col) access.
 struct Dense {
@@ -202,8 +202,8 @@ struct Reduction {
       } else if (zero == hi) {
         clear_column(lo, hi);
       } else {
-        if (++steps > kSweepsPerValue * n)
-          fail("small_svd: the QR iteration did not converge in ", kSweepsPerValue * n, " steps (n = ", n, ")");
+        if (++steps > kStepsPerValue * n)
+          fail("small_svd: the QR iteration did not converge in ", kStepsPerValue * n, " steps (n = ", n, ")");
         qr_step(lo, hi);
       }
     }
