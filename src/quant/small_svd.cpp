@@ -11,6 +11,7 @@
 #include <numeric>
 
 #include "nibble/error.hpp"
+#include "quant/householder.hpp"
 
 namespace nibble {
 
@@ -56,6 +57,7 @@ void givens(double y, double z, double& c, double& s) {
 
 struct Reduction {
   Dense b, u, v;
+  std::vector<double> scratch;  // reflect_columns' d, reused
 
   // Rows p and q of B over columns [c0, c1], and columns p and q of U.
   void rotate_rows(int64_t p, int64_t q, int64_t c0, int64_t c1, double c, double s) {
@@ -68,23 +70,12 @@ struct Reduction {
     rotate(v.col(p), v.col(q), v.n, 1, c, s);
   }
 
-  // Householder reflector (I − β w wᵀ) that maps x [m] onto a multiple of e₁; w overwrites x.
-  static double householder(std::vector<double>& x) {
-    double norm2 = 0;
-    for (double t : x) norm2 += t * t;
-    if (norm2 == 0) return 0;
-    const double alpha = x[0] >= 0 ? -std::sqrt(norm2) : std::sqrt(norm2);
-    x[0] -= alpha;
-    double w2 = 0;
-    for (double t : x) w2 += t * t;
-    return w2 == 0 ? 0 : 2.0 / w2;
-  }
-
   // m ← m (I − β w wᵀ) on columns [c0, c0 + |w|) and rows [r0, n): d = m w, then m −= β d wᵀ,
   // both by whole columns (contiguous in memory).
-  static void reflect_columns(Dense& m, int64_t r0, int64_t c0, const std::vector<double>& w, double beta) {
+  void reflect_columns(Dense& m, int64_t r0, int64_t c0, const std::vector<double>& w, double beta) {
     const int64_t n = m.n, len = static_cast<int64_t>(w.size());
-    std::vector<double> d(static_cast<size_t>(n - r0), 0.0);
+    std::vector<double>& d = scratch;
+    d.assign(static_cast<size_t>(n - r0), 0.0);
     for (int64_t j = 0; j < len; ++j) {
       const double* col = m.col(c0 + j) + r0;
       for (int64_t r = 0; r < n - r0; ++r) d[r] += col[r] * w[j];
@@ -102,21 +93,18 @@ struct Reduction {
     std::vector<double> w;
     for (int64_t k = 0; k < n; ++k) {
       // left: zero B(k+1.., k); B ← H B, U ← U H
+      double alpha;  // the new B(k, k), also produced by the reflection below
       w.assign(b.col(k) + k, b.col(k) + n);
-      double beta = householder(w);
+      double beta = householder::make_reflector(w.data(), n - k, alpha);
       if (beta != 0) {
-        for (int64_t j = k; j < n; ++j) {
-          double d = 0;
-          for (int64_t i = k; i < n; ++i) d += w[i - k] * b(i, j);
-          for (int64_t i = k; i < n; ++i) b(i, j) -= beta * d * w[i - k];
-        }
+        for (int64_t j = k; j < n; ++j) householder::reflect(w.data(), beta, b.col(j) + k, n - k);
         reflect_columns(u, 0, k, w, beta);
       }
       if (k + 2 >= n) continue;
       // right: zero B(k, k+2..); B ← B H, V ← V H
       w.resize(static_cast<size_t>(n - k - 1));
       for (int64_t j = k + 1; j < n; ++j) w[j - k - 1] = b(k, j);
-      beta = householder(w);
+      beta = householder::make_reflector(w.data(), n - k - 1, alpha);
       if (beta == 0) continue;
       reflect_columns(b, k, k + 1, w, beta);
       reflect_columns(v, 0, k + 1, w, beta);
@@ -229,7 +217,7 @@ SmallSvd small_svd(const std::vector<double>& a, int64_t n) {
   double amax = 0;
   for (double t : a) amax = std::max(amax, std::abs(t));
   const int exponent = amax > 0 ? std::ilogb(amax) : 0;
-  Reduction r{Dense{n, a}, identity(n), identity(n)};
+  Reduction r{Dense{n, a}, identity(n), identity(n), {}};
   for (double& t : r.b.x) t = std::scalbn(t, -exponent);
   r.bidiagonalize();
   r.diagonalize();

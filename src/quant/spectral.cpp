@@ -18,6 +18,7 @@
 #include "nibble/error.hpp"
 #include "nibble/philox.hpp"
 #include "nibble/quant/small_svd.hpp"
+#include "quant/householder.hpp"
 
 namespace nibble {
 
@@ -178,27 +179,9 @@ std::vector<double> householder_qr(std::vector<double>& a, int64_t m, int64_t n,
   for (int64_t j = 0; j < n; ++j) {
     double* x = a.data() + j * m + j;
     const int64_t len = m - j;
-    double nrm2 = 0;
-    for (int64_t i = 0; i < len; ++i) nrm2 += x[i] * x[i];
-    const double nrm = std::sqrt(nrm2);
-    if (nrm == 0.0) {  // zero column: H_j = I
-      diag[j] = 0.0;
-      beta[j] = 0.0;
-      continue;
-    }
-    const double alpha = x[0] >= 0 ? -nrm : nrm;  // R_jj, sign chosen against cancellation
-    x[0] -= alpha;                                 // v = x - alpha e1
-    double vtv = 0;                                // ‖v‖²
-    for (int64_t i = 0; i < len; ++i) vtv += x[i] * x[i];
-    beta[j] = vtv > 0 ? 2.0 / vtv : 0.0;
-    diag[j] = alpha;
-    for (int64_t c = j + 1; c < n; ++c) {
-      double* y = a.data() + c * m + j;
-      double d = 0;
-      for (int64_t i = 0; i < len; ++i) d += x[i] * y[i];
-      d *= beta[j];
-      for (int64_t i = 0; i < len; ++i) y[i] -= d * x[i];
-    }
+    beta[j] = householder::make_reflector(x, len, diag[j]);  // a zero column: H_j = I
+    if (beta[j] == 0.0) continue;
+    for (int64_t c = j + 1; c < n; ++c) householder::reflect(x, beta[j], a.data() + c * m + j, len);
   }
   if (r) {
     r->assign(static_cast<size_t>(n * n), 0.0);
@@ -212,15 +195,7 @@ std::vector<double> householder_qr(std::vector<double>& a, int64_t m, int64_t n,
   for (int64_t c = 0; c < n; ++c) q[c * m + c] = 1.0;
   for (int64_t j = n - 1; j >= 0; --j) {
     if (beta[j] == 0.0) continue;
-    const double* v = a.data() + j * m + j;
-    const int64_t len = m - j;
-    for (int64_t c = j; c < n; ++c) {
-      double* y = q.data() + c * m + j;
-      double d = 0;
-      for (int64_t i = 0; i < len; ++i) d += v[i] * y[i];
-      d *= beta[j];
-      for (int64_t i = 0; i < len; ++i) y[i] -= d * v[i];
-    }
+    for (int64_t c = j; c < n; ++c) householder::reflect(a.data() + j * m + j, beta[j], q.data() + c * m + j, m - j);
   }
   return q;
 }
