@@ -11,8 +11,6 @@
 #include "nibble/quant/spectral.hpp"
 
 #include <algorithm>
-#include <cmath>
-#include <numeric>
 #include <thread>
 
 #include "nibble/error.hpp"
