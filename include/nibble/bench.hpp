@@ -26,6 +26,16 @@ struct GemmShape {
 };
 Json gpu_gemm_bench(const std::vector<GemmShape>& shapes, const std::vector<std::string>& recipes);
 
+// The GPU randomized SVD of metis's dY split (SPEC §4.3) piece by piece on [rows, cols] fp32
+// matrices at rank k (l = k + 8): each piece's median ms, how many times one SVD runs it
+// ("per_svd"; 0 for alternatives that are not used, -1 for the whole SVD), and the whole SVD.
+struct SpectralShape {
+  std::string name;
+  int64_t rows, cols;
+  int rank;
+};
+Json gpu_spectral_bench(const std::vector<SpectralShape>& shapes);
+
 // Dense bf16 tensor-core peak of the current GPU in FLOP/s (for MFU); 0 when unknown.
 double gpu_bf16_peak_flops();
 

@@ -101,31 +101,23 @@ int run_bench(const std::vector<std::string>& argv) {
   a.option("batch", "B", "sequences per training step", "16");
   a.option("seq", "T", "tokens per sequence", "1024");
   a.option("steps", "N", "timed training steps (after 2 warm-up steps)", "10");
-  a.option("only", "WHAT", "kernels | train | all", "all");
+  a.option("only", "WHAT", "kernels | spectral | train | all (spectral: metis's randomized SVD\npiece by piece, and the layers of --recipes)", "all");
   a.option("json", "FILE", "write the results as JSON");
   a.flag("profile", "also time every op of a training step (CUDA events) and print the breakdown");
   if (!a.parse(argv)) return 0;
   const std::string device = resolve_device(a.str("device"));
-  const std::string only = a.choice("only", {"kernels", "train", "all"});
+  const std::string only = a.choice("only", {"kernels", "spectral", "train", "all"});
   const std::vector<std::string> recipes = split_list(a.str("recipes"));
   for (const auto& r : recipes) (void)Recipe::preset(r);  // unknown names fail before any work
   Json out = Json::object();
   out["device"] = device == "cuda" ? cuda::device_summary() : std::string("cpu");
   const double peak = device == "cuda" ? bench::gpu_bf16_peak_flops() : 0.0;
   std::printf("device: %s\n", out.at("device").as_string().c_str());
-  if (only != "train") {
-    if (device != "cuda") fail("the kernel benchmarks need --device cuda (use --only train on the CPU)");
-    const Json q = bench::gpu_quantizer_bench(8192, 8192);
-    Table tq({"quantizer op (8192x8192 fp32)", "ms", "GB/s", "% of copy"});
-    for (const Json& r : q.at("results").as_array())
-      tq.row({r.at("op").as_string(), fmt(r.at("ms").as_double(), 3), fmt(r.at("gb_per_s").as_double(), 0),
-              fmt(r.at("pct_of_copy").as_double(), 1)});
-    std::printf("\n%s", tq.str().c_str());
-    out["quantizer"] = q;
-    const std::vector<bench::GemmShape> shapes = {{"124m qkv", 16384, 768, 2304},
-                                                  {"124m gate_up", 16384, 768, 4096},
-                                                  {"124m down", 16384, 2048, 768},
-                                                  {"350m gate_up", 8192, 1024, 5632}};
+  const std::vector<bench::GemmShape> shapes = {{"124m qkv", 16384, 768, 2304},
+                                                {"124m gate_up", 16384, 768, 4096},
+                                                {"124m down", 16384, 2048, 768},
+                                                {"350m gate_up", 8192, 1024, 5632}};
+  auto gemm_table = [&] {
     const Json g = bench::gpu_gemm_bench(shapes, recipes);
     Table tg({"shape (tokens x in -> out)", "recipe", "op", "ms", "TFLOP/s", "% cuBLAS bf16"});
     for (const Json& r : g.at("results").as_array())
@@ -133,8 +125,36 @@ int run_bench(const std::vector<std::string>& argv) {
               fmt(r.at("tflops").as_double(), 1), fmt(r.at("pct_of_cublas_bf16").as_double(), 1)});
     std::printf("\n%s", tg.str().c_str());
     out["gemm"] = g;
+  };
+  if (only != "train" && device != "cuda") fail("the kernel benchmarks need --device cuda (use --only train on the CPU)");
+  if (only == "spectral") {
+    // dY of the 124m layers at 16 × 1024 tokens, at the ranks metis gives them (K/16 capped at 64)
+    const Json s = bench::gpu_spectral_bench({{"124m qkv dY", 16384, 2304, 64},
+                                              {"124m gate_up dY", 16384, 4096, 64},
+                                              {"124m o, down dY", 16384, 768, 48}});
+    Table ts({"dY [rows, cols], l", "piece", "ms", "per SVD", "ms per SVD"});
+    for (const Json& r : s.at("results").as_array()) {
+      const int64_t per = r.at("per_svd").as_int64();
+      const double ms = r.at("ms").as_double();
+      ts.row({r.at("shape").as_string() + " [" + std::to_string(r.at("rows").as_int64()) + ", " +
+                  std::to_string(r.at("cols").as_int64()) + "], " + std::to_string(r.at("l").as_int64()),
+              r.at("op").as_string(), fmt(ms, 3), per > 0 ? std::to_string(per) : per == 0 ? "-" : "all",
+              per > 0 ? fmt(ms * static_cast<double>(per), 3) : per == 0 ? "-" : fmt(ms, 3)});
+    }
+    std::printf("\n%s", ts.str().c_str());
+    out["spectral"] = s;
+    gemm_table();
+  } else if (only != "train") {
+    const Json q = bench::gpu_quantizer_bench(8192, 8192);
+    Table tq({"quantizer op (8192x8192 fp32)", "ms", "GB/s", "% of copy"});
+    for (const Json& r : q.at("results").as_array())
+      tq.row({r.at("op").as_string(), fmt(r.at("ms").as_double(), 3), fmt(r.at("gb_per_s").as_double(), 0),
+              fmt(r.at("pct_of_copy").as_double(), 1)});
+    std::printf("\n%s", tq.str().c_str());
+    out["quantizer"] = q;
+    gemm_table();
   }
-  if (only != "kernels") {
+  if (only == "train" || only == "all") {
     Table tt({"model", "recipe", "batch x seq", "step ms", "tokens/s", "MFU %", "vs bf16"});
     Json rows = Json::array();
     for (const std::string& m : split_list(a.str("models"))) {

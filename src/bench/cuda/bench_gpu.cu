@@ -3,6 +3,7 @@
 #include <cuda_bf16.h>
 
 #include <algorithm>
+#include <chrono>
 #include <functional>
 #include <string>
 #include <vector>
@@ -14,7 +15,10 @@
 #include "nibble/philox.hpp"
 #include "nibble/quant/rht.hpp"
 #include "nibble/quant/synthetic.hpp"
+#include "nibble/quant/spectral.hpp"
 #include "nn/cuda/linear_cuda.hpp"
+#include "nn/cuda/spectral_cuda.hpp"
+#include "nn/cuda/spectral_parts.cuh"
 #include "ops/cuda/gemm.hpp"
 
 namespace nibble::bench {
@@ -178,6 +182,90 @@ Json gpu_gemm_bench(const std::vector<GemmShape>& shapes, const std::vector<std:
           }),
           3 * flops);
     }
+    NIBBLE_CUDA_CHECK(cudaDeviceSynchronize());
+  }
+  Json out = Json::object();
+  out["device"] = cuda::device_summary();
+  out["results"] = rows;
+  return out;
+}
+
+Json gpu_spectral_bench(const std::vector<SpectralShape>& shapes) {
+  namespace sp = cuda::spectral_parts;
+  Json rows = Json::array();
+  cudaStream_t st = nullptr;  // the default stream, as median_ms records its events there
+  for (const SpectralShape& sh : shapes) {
+    const int64_t m = sh.rows, n = sh.cols, l = sh.rank + 8, big = std::max(m, n);
+    sp::ensure_cholesky_fits(l);
+    cuda::DeviceScratch dg, dgd, dom, dy, dz, dq, dtmp, dsm;
+    const float* g = random_device(dg, m * n, 1e-3f, 5);
+    double* gd = dgd.as<double>(static_cast<size_t>(m * n));
+    double* om = dom.as<double>(static_cast<size_t>(big * l));
+    double* y = dy.as<double>(static_cast<size_t>(m * l));
+    double* z = dz.as<double>(static_cast<size_t>(n * l));
+    double* q = dq.as<double>(static_cast<size_t>(big * l));
+    double* tmp = dtmp.as<double>(static_cast<size_t>(big * l));
+    double* small = dsm.as<double>(static_cast<size_t>(3 * l * l));
+    const sp::OrthScratch sc{small, {small + l * l, small + 2 * l * l}};
+    sp::to_double(st, g, gd, m * n);
+    sp::fill_omega(st, om, n * l, 1, 2);
+    sp::dgemm_rm(st, false, false, m, l, n, gd, n, om, l, y, l);
+    sp::orth(st, y, m, l, q, tmp, sc, false);
+    sp::dgemm_rm(st, true, false, n, l, m, gd, n, q, l, z, l);
+    auto add = [&](const std::string& what, double ms, int per_svd) {
+      Json r = Json::object();
+      r["shape"] = sh.name;
+      r["rows"] = m;
+      r["cols"] = n;
+      r["l"] = l;
+      r["op"] = what;
+      r["ms"] = ms;
+      r["per_svd"] = per_svd;
+      rows.push_back(r);
+    };
+    // Per randomized SVD (2 power iterations): 6 tall products, 3 orthonormalisations of a
+    // [rows, l] and 3 of a [cols, l] block, each two passes of Gram + Cholesky + solve.
+    add("G to float64", median_ms([&] { sp::to_double(st, g, gd, m * n); }), 1);
+    add("Ω (Philox normals)", median_ms([&] { sp::fill_omega(st, om, n * l, 1, 2); }), 1);
+    add("G·Ω, G·Z (dgemm)", median_ms([&] { sp::dgemm_rm(st, false, false, m, l, n, gd, n, z, l, y, l); }), 3);
+    add("Gᵀ·Q (dgemm)", median_ms([&] { sp::dgemm_rm(st, true, false, n, l, m, gd, n, q, l, z, l); }), 3);
+    add("Gram of [rows, l] (dgemm)", median_ms([&] { sp::dgemm_rm(st, true, false, l, l, m, q, l, q, l, sc.gram, l); }), 6);
+    add("Gram of [cols, l] (dgemm)", median_ms([&] { sp::dgemm_rm(st, true, false, l, l, n, z, l, z, l, sc.gram, l); }), 6);
+    add("Gram of [rows, l] (dsyrk, alternative)", median_ms([&] {
+          const double one = 1.0, zero = 0.0;
+          NIBBLE_CUBLAS_V2_CHECK(cublasDsyrk(sp::handle(st), CUBLAS_FILL_MODE_LOWER, CUBLAS_OP_N, static_cast<int>(l),
+                                             static_cast<int>(m), &one, q, static_cast<int>(l), &zero, sc.gram,
+                                             static_cast<int>(l)));
+        }),
+        0);
+    sp::dgemm_rm(st, true, false, l, l, m, q, l, q, l, sc.gram, l);
+    for (int threads : {32, 64, 128, 256, 512, 1024})
+      add("Cholesky l×l, " + std::to_string(threads) + " threads" + (threads == 256 ? " (used)" : ""),
+          median_ms([&] { sp::cholesky_upper_device(st, sc.gram, l, sc.r[0], threads); }), threads == 256 ? 12 : 0);
+    add("solve [rows, l] R⁻¹ (dtrsm)", median_ms([&] { sp::solve_upper_right(st, q, m, l, sc.r[0], tmp); }), 6);
+    add("solve [cols, l] R⁻¹ (dtrsm)", median_ms([&] { sp::solve_upper_right(st, z, n, l, sc.r[0], tmp); }), 6);
+    add("orth [rows, l] (CholeskyQR2)", median_ms([&] { sp::orth(st, y, m, l, q, tmp, sc, false); }), 0);
+    add("orth [cols, l] (CholeskyQR2)", median_ms([&] { sp::orth(st, z, n, l, q, tmp, sc, false); }), 0);
+    {  // the host's small SVD of an l×l triangular factor (its time on this machine's CPU)
+      std::vector<double> r(static_cast<size_t>(l * l), 0.0), ur, vk;
+      std::vector<float> s;
+      for (int64_t i = 0; i < l; ++i)
+        for (int64_t j = i; j < l; ++j) r[j * l + i] = philox_normal(3, 4, static_cast<uint64_t>(i * l + j)) / (1 + i);
+      std::vector<double> t;
+      for (int rep = 0; rep < 9; ++rep) {
+        const auto t0 = std::chrono::steady_clock::now();
+        spectral_small_svd(r, l, sh.rank, ur, vk, s);
+        t.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
+      }
+      std::sort(t.begin(), t.end());
+      add("small SVD l×l (host)", t[t.size() / 2], 1);
+    }
+    cuda::DeviceLowRank lr;
+    SpectralSpec spec;
+    spec.rank = sh.rank;
+    spec.seed = 1;
+    add("randomized_svd_device (whole)", median_ms([&] { cuda::randomized_svd_device(g, m, n, spec, lr, st); }, 2, 7),
+        -1);
     NIBBLE_CUDA_CHECK(cudaDeviceSynchronize());
   }
   Json out = Json::object();

@@ -1,5 +1,6 @@
 // GPU randomized SVD (see spectral_cuda.hpp).
 #include "nn/cuda/spectral_cuda.hpp"
+#include "nn/cuda/spectral_parts.cuh"
 
 #include <cublas_v2.h>
 
@@ -12,13 +13,7 @@
 #include "nibble/philox.hpp"
 
 namespace nibble::cuda {
-namespace {
-
-#define NIBBLE_CUBLAS_V2_CHECK(call)                                                                   \
-  do {                                                                                                 \
-    const cublasStatus_t st_ = (call);                                                                 \
-    if (st_ != CUBLAS_STATUS_SUCCESS) ::nibble::fail("cuBLAS error ", static_cast<int>(st_), " in ", #call); \
-  } while (0)
+namespace spectral_parts {
 
 cublasHandle_t handle(cudaStream_t st) {
   static cublasHandle_t h = [] {
@@ -60,6 +55,15 @@ __global__ void scale_columns_kernel(const float* x, const float* s, float* out,
 }
 
 unsigned grid_for(int64_t n) { return static_cast<unsigned>(std::max<int64_t>((n + 255) / 256, 1)); }
+
+void to_double(cudaStream_t st, const float* x, double* y, int64_t n) {
+  to_double_kernel<<<grid_for(n), 256, 0, st>>>(x, y, n);
+  NIBBLE_CUDA_CHECK_LAUNCH();
+}
+void fill_omega(cudaStream_t st, double* o, int64_t n, uint64_t seed, uint32_t stream) {
+  omega_kernel<<<grid_for(n), 256, 0, st>>>(o, n, seed, stream);
+  NIBBLE_CUDA_CHECK_LAUNCH();
+}
 
 // Upper-triangular R with RᵀR = G (l×l, row-major), by Cholesky in one block, in shared memory;
 // a pivot that is not safely positive (a rank-deficient subspace, e.g. an all-zero gradient) is
@@ -115,8 +119,8 @@ void ensure_cholesky_fits(int64_t l) {
                                          static_cast<int>(bytes)));
 }
 
-void cholesky_upper_device(cudaStream_t st, const double* g, int64_t l, double* r) {
-  cholesky_upper_kernel<<<1, 256, static_cast<size_t>(l * l) * sizeof(double), st>>>(g, static_cast<int>(l), r);
+void cholesky_upper_device(cudaStream_t st, const double* g, int64_t l, double* r, int threads) {
+  cholesky_upper_kernel<<<1, threads, static_cast<size_t>(l * l) * sizeof(double), st>>>(g, static_cast<int>(l), r);
   NIBBLE_CUDA_CHECK_LAUNCH();
 }
 
@@ -130,12 +134,6 @@ void solve_upper_right(cudaStream_t st, const double* src, int64_t m, int64_t l,
                                      CUBLAS_DIAG_NON_UNIT, static_cast<int>(l), static_cast<int>(m), &one, r,
                                      static_cast<int>(l), dst, static_cast<int>(l)));
 }
-
-// Device buffers of one orthonormalisation: the Gram matrix and each pass's R (l×l each).
-struct OrthScratch {
-  double* gram;
-  double* r[2];
-};
 
 // CholeskyQR2 of y [m, l] (device, row-major) into q, on the stream without host round trips.
 // With want_r, also returns R (row-major, upper) with y = q R: the one sync of the call.
@@ -165,7 +163,9 @@ std::vector<double> orth(cudaStream_t st, const double* y, int64_t m, int64_t l,
   return rtot;
 }
 
-}  // namespace
+}  // namespace spectral_parts
+
+using namespace spectral_parts;
 
 void randomized_svd_device(const float* g, int64_t rows, int64_t cols, const SpectralSpec& spec, DeviceLowRank& lr,
                            cudaStream_t st) {
@@ -183,9 +183,8 @@ void randomized_svd_device(const float* g, int64_t rows, int64_t cols, const Spe
   double* small = tmp + std::max(rows, cols) * l;  // the Gram matrix, later the small factors
   const OrthScratch sc{small, {small + l * l, small + 2 * l * l}};
   double* prod = small + 3 * l * l;
-  to_double_kernel<<<grid_for(rows * cols), 256, 0, st>>>(g, gd, rows * cols);
-  omega_kernel<<<grid_for(cols * l), 256, 0, st>>>(omega, cols * l, spec.seed, spec.stream);
-  NIBBLE_CUDA_CHECK_LAUNCH();
+  to_double(st, g, gd, rows * cols);
+  fill_omega(st, omega, cols * l, spec.seed, spec.stream);
   dgemm_rm(st, false, false, rows, l, cols, gd, cols, omega, l, y, l);  // Y = G Ω
   for (int it = 0; it < spec.power_iters; ++it) {
     orth(st, y, rows, l, q, tmp, sc, false);
