@@ -205,12 +205,12 @@ Json gpu_spectral_bench(const std::vector<SpectralShape>& shapes) {
     double* z = dz.as<double>(static_cast<size_t>(n * l));
     double* q = dq.as<double>(static_cast<size_t>(big * l));
     double* tmp = dtmp.as<double>(static_cast<size_t>(big * l));
-    double* small = dsm.as<double>(static_cast<size_t>(3 * l * l));
-    const sp::OrthScratch sc{small, {small + l * l, small + 2 * l * l}};
+    double* small = dsm.as<double>(static_cast<size_t>(4 * l * l));
+    const sp::OrthScratch sc{small, {small + l * l, small + 2 * l * l}, small + 3 * l * l};
     sp::to_double(st, g, gd, m * n);
     sp::fill_omega(st, om, n * l, 1, 2);
     sp::dgemm_rm(st, false, false, m, l, n, gd, n, om, l, y, l);
-    sp::orth(st, y, m, l, q, tmp, sc, false);
+    sp::orth(st, y, m, l, q, tmp, sc, 1, false);
     sp::dgemm_rm(st, true, false, n, l, m, gd, n, q, l, z, l);
     auto add = [&](const std::string& what, double ms, int per_svd) {
       Json r = Json::object();
@@ -223,29 +223,26 @@ Json gpu_spectral_bench(const std::vector<SpectralShape>& shapes) {
       r["per_svd"] = per_svd;
       rows.push_back(r);
     };
-    // Per randomized SVD (2 power iterations): 6 tall products, 3 orthonormalisations of a
-    // [rows, l] and 3 of a [cols, l] block, each two passes of Gram + Cholesky + solve.
+    // Per randomized SVD (2 power iterations): 6 tall products; one CholeskyQR pass after each
+    // of the 4 products inside the iterations, two for each of the 2 final bases: 4 passes over
+    // a [rows, l] and 4 over a [cols, l] block, each a Gram matrix, a Cholesky factor and
+    // inverse, and a product by the inverse.
     add("G to float64", median_ms([&] { sp::to_double(st, g, gd, m * n); }), 1);
     add("Ω (Philox normals)", median_ms([&] { sp::fill_omega(st, om, n * l, 1, 2); }), 1);
     add("G·Ω, G·Z (dgemm)", median_ms([&] { sp::dgemm_rm(st, false, false, m, l, n, gd, n, z, l, y, l); }), 3);
     add("Gᵀ·Q (dgemm)", median_ms([&] { sp::dgemm_rm(st, true, false, n, l, m, gd, n, q, l, z, l); }), 3);
-    add("Gram of [rows, l] (dgemm)", median_ms([&] { sp::dgemm_rm(st, true, false, l, l, m, q, l, q, l, sc.gram, l); }), 6);
-    add("Gram of [cols, l] (dgemm)", median_ms([&] { sp::dgemm_rm(st, true, false, l, l, n, z, l, z, l, sc.gram, l); }), 6);
-    add("Gram of [rows, l] (dsyrk, alternative)", median_ms([&] {
-          const double one = 1.0, zero = 0.0;
-          NIBBLE_CUBLAS_V2_CHECK(cublasDsyrk(sp::handle(st), CUBLAS_FILL_MODE_LOWER, CUBLAS_OP_N, static_cast<int>(l),
-                                             static_cast<int>(m), &one, q, static_cast<int>(l), &zero, sc.gram,
-                                             static_cast<int>(l)));
-        }),
-        0);
+    add("Gram of [rows, l] (dgemm)", median_ms([&] { sp::dgemm_rm(st, true, false, l, l, m, q, l, q, l, sc.gram, l); }), 4);
+    add("Gram of [cols, l] (dgemm)", median_ms([&] { sp::dgemm_rm(st, true, false, l, l, n, z, l, z, l, sc.gram, l); }), 4);
     sp::dgemm_rm(st, true, false, l, l, m, q, l, q, l, sc.gram, l);
-    for (int threads : {32, 64, 128, 256, 512, 1024})
-      add("Cholesky l×l, " + std::to_string(threads) + " threads" + (threads == 256 ? " (used)" : ""),
-          median_ms([&] { sp::cholesky_upper_device(st, sc.gram, l, sc.r[0], threads); }), threads == 256 ? 12 : 0);
-    add("solve [rows, l] R⁻¹ (dtrsm)", median_ms([&] { sp::solve_upper_right(st, q, m, l, sc.r[0], tmp); }), 6);
-    add("solve [cols, l] R⁻¹ (dtrsm)", median_ms([&] { sp::solve_upper_right(st, z, n, l, sc.r[0], tmp); }), 6);
-    add("orth [rows, l] (CholeskyQR2)", median_ms([&] { sp::orth(st, y, m, l, q, tmp, sc, false); }), 0);
-    add("orth [cols, l] (CholeskyQR2)", median_ms([&] { sp::orth(st, z, n, l, q, tmp, sc, false); }), 0);
+    add("Cholesky factor and inverse, l×l", median_ms([&] { sp::cholesky_inverse_device(st, sc.gram, l, sc.r[0], sc.rinv); }),
+        8);
+    add("[rows, l]·R⁻¹ (dgemm)", median_ms([&] { sp::dgemm_rm(st, false, false, m, l, l, q, l, sc.rinv, l, tmp, l); }), 4);
+    add("[cols, l]·R⁻¹ (dgemm)", median_ms([&] { sp::dgemm_rm(st, false, false, n, l, l, z, l, sc.rinv, l, tmp, l); }), 4);
+    for (int passes : {1, 2}) {
+      const std::string tag = passes == 1 ? " (1 pass)" : " (CholeskyQR2)";
+      add("orth [rows, l]" + tag, median_ms([&] { sp::orth(st, y, m, l, q, tmp, sc, passes, false); }), 0);
+      add("orth [cols, l]" + tag, median_ms([&] { sp::orth(st, z, n, l, q, tmp, sc, passes, false); }), 0);
+    }
     {  // the host's small SVD of an l×l triangular factor (its time on this machine's CPU)
       std::vector<double> r(static_cast<size_t>(l * l), 0.0), ur, vk;
       std::vector<float> s;

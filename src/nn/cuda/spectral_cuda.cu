@@ -65,17 +65,22 @@ void fill_omega(cudaStream_t st, double* o, int64_t n, uint64_t seed, uint32_t s
   NIBBLE_CUDA_CHECK_LAUNCH();
 }
 
-// Upper-triangular R with RᵀR = G (l×l, row-major), by Cholesky in one block, in shared memory;
-// a pivot that is not safely positive (a rank-deficient subspace, e.g. an all-zero gradient) is
-// replaced by a tiny one so that the null directions come out as (near-)zero columns, which
-// carry σ = 0. Right-looking: step p subtracts r[p,i]·r[p,c] from every trailing entry, so each
-// entry sees its subtractions in the order p = 0, 1, ... as a sequential left-looking loop does
-// (the host loop this replaced; unfused, as everywhere here: the same R bit for bit, checked on
-// the host). It runs on the device so that an orthonormalisation needs no host round trip (those
-// round trips and the host arithmetic between them were most of a metis step).
-__global__ void cholesky_upper_kernel(const double* g, int l, double* r) {
-  extern __shared__ double a[];
-  __shared__ double floor_s, pivot_s;
+// The factors of one CholeskyQR pass, in one block, in shared memory: the upper-triangular R with
+// RᵀR = g (l×l, row-major) and its inverse (so that the pass's solve is a GEMM: a cuBLAS
+// triangular solve of a [16384, 72] block took as long as the rest of the pass). A pivot that is
+// not safely positive (a rank-deficient subspace, e.g. an all-zero gradient) is replaced by a
+// tiny one so that the null directions come out as (near-)zero columns, which carry σ = 0.
+//
+// Right-looking with one barrier per step: step j reads row j as it stands and divides its
+// entries by the pivot on the fly (the same correctly rounded __ddiv_rn each time) while it
+// updates the rows below; row j is stored divided one step later, when nothing reads it. So
+// each entry sees r[p,i]·r[p,c] subtracted in the order p = 0, 1, ... exactly as the
+// sequential host loop this replaced did: the same R bit for bit (SM90_Spectral checks it). A
+// barrier costs more than a step's arithmetic at these sizes, hence one, not three.
+__global__ void cholesky_inverse_kernel(const double* g, int l, double* r, double* rinv) {
+  extern __shared__ double a[];  // [l, l], then the l pivots
+  double* piv = a + l * l;
+  __shared__ double floor_s;
   const int tid = threadIdx.x, nt = blockDim.x;
   for (int idx = tid; idx < l * l; idx += nt) a[idx] = idx % l >= idx / l ? g[idx] : 0.0;
   if (tid == 0) {
@@ -85,73 +90,82 @@ __global__ void cholesky_upper_kernel(const double* g, int l, double* r) {
   }
   __syncthreads();
   for (int j = 0; j < l; ++j) {
-    if (tid == 0) {
-      const double d = a[j * l + j];
-      pivot_s = d > floor_s ? sqrt(d) : sqrt(floor_s);
-      a[j * l + j] = pivot_s;
+    const double d = a[j * l + j];
+    const double p = d > floor_s ? sqrt(d) : sqrt(floor_s);  // every thread, the same value
+    if (tid == 0) piv[j] = p;
+    if (j > 0) {  // row j − 1 is final: nothing reads it in this step
+      const int pr = j - 1;
+      for (int c = pr + tid; c < l; c += nt) a[pr * l + c] = c == pr ? piv[pr] : __ddiv_rn(a[pr * l + c], piv[pr]);
     }
-    __syncthreads();
-    for (int c = j + 1 + tid; c < l; c += nt) a[j * l + c] = __ddiv_rn(a[j * l + c], pivot_s);
-    __syncthreads();
     const int n = l - j - 1;
     for (int idx = tid; idx < n * n; idx += nt) {
       const int i = j + 1 + idx / n, c = j + 1 + idx % n;
-      if (c >= i) a[i * l + c] = __dsub_rn(a[i * l + c], __dmul_rn(a[j * l + i], a[j * l + c]));
+      if (c >= i)
+        a[i * l + c] = __dsub_rn(a[i * l + c], __dmul_rn(__ddiv_rn(a[j * l + i], p), __ddiv_rn(a[j * l + c], p)));
     }
     __syncthreads();
   }
+  if (tid == 0) a[(l - 1) * l + l - 1] = piv[l - 1];
+  __syncthreads();
   for (int idx = tid; idx < l * l; idx += nt) r[idx] = a[idx];
+  // R⁻¹ (upper) column by column, one warp per column: back substitution from R x = e_c, each
+  // lane keeping the entries p ≡ lane (mod 32) of x in rinv's column.
+  const int lane = tid % 32, nw = nt / 32;
+  for (int c = tid / 32; c < l; c += nw) {
+    for (int p = lane; p < l; p += 32) rinv[p * l + c] = p == c ? 1.0 : 0.0;
+    for (int i = c; i >= 0; --i) {
+      const int owner = i % 32;
+      double bi = lane == owner ? rinv[i * l + c] : 0.0;
+      bi = __shfl_sync(0xffffffffu, bi, owner);
+      const double xi = __ddiv_rn(bi, a[i * l + i]);
+      if (lane == owner) rinv[i * l + c] = xi;
+      for (int p = lane; p < i; p += 32) rinv[p * l + c] = __dsub_rn(rinv[p * l + c], __dmul_rn(xi, a[p * l + i]));
+    }
+  }
 }
 
-// The shared memory of cholesky_upper_kernel for l×l: checked (a clear error when the device
-// cannot give it) and, beyond the default 48 KiB, granted. Called before any work of a call.
+// Shared memory of cholesky_inverse_kernel for l×l (the factor and the pivots).
+size_t cholesky_shared_bytes(int64_t l) { return static_cast<size_t>(l * l + l) * sizeof(double); }
+
 void ensure_cholesky_fits(int64_t l) {
-  const size_t bytes = static_cast<size_t>(l * l) * sizeof(double);
+  const size_t bytes = cholesky_shared_bytes(l);
   if (bytes <= 48 * 1024) return;
   int dev = 0, optin = 0;
   NIBBLE_CUDA_CHECK(cudaGetDevice(&dev));
   NIBBLE_CUDA_CHECK(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev));
-  if (bytes + 64 > static_cast<size_t>(optin))  // + the kernel's two static doubles
+  if (bytes + 8 > static_cast<size_t>(optin))  // + the kernel's static double
     fail("spectral split: rank + oversample = ", l, " needs its ", l, "x", l,
          " float64 Cholesky factor in one block's shared memory (", bytes, " bytes; this GPU allows ", optin,
          "): use a smaller spectral_rank");
-  NIBBLE_CUDA_CHECK(cudaFuncSetAttribute(cholesky_upper_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+  NIBBLE_CUDA_CHECK(cudaFuncSetAttribute(cholesky_inverse_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                          static_cast<int>(bytes)));
 }
 
-void cholesky_upper_device(cudaStream_t st, const double* g, int64_t l, double* r, int threads) {
-  cholesky_upper_kernel<<<1, threads, static_cast<size_t>(l * l) * sizeof(double), st>>>(g, static_cast<int>(l), r);
+void cholesky_inverse_device(cudaStream_t st, const double* g, int64_t l, double* r, double* rinv) {
+  cholesky_inverse_kernel<<<1, 1024, cholesky_shared_bytes(l), st>>>(g, static_cast<int>(l), r, rinv);
   NIBBLE_CUDA_CHECK_LAUNCH();
 }
 
-// dst = src R⁻¹ for row-major src, dst [m, l] and R upper [l, l]: in column-major terms
-// dstᵀ = R⁻ᵀ srcᵀ, and the row-major R read column-major is Rᵀ (lower): one triangular solve.
-void solve_upper_right(cudaStream_t st, const double* src, int64_t m, int64_t l, const double* r, double* dst) {
-  if (dst != src)
-    NIBBLE_CUDA_CHECK(cudaMemcpyAsync(dst, src, static_cast<size_t>(m * l) * sizeof(double), cudaMemcpyDeviceToDevice, st));
-  const double one = 1.0;
-  NIBBLE_CUBLAS_V2_CHECK(cublasDtrsm(handle(st), CUBLAS_SIDE_LEFT, CUBLAS_FILL_MODE_LOWER, CUBLAS_OP_N,
-                                     CUBLAS_DIAG_NON_UNIT, static_cast<int>(l), static_cast<int>(m), &one, r,
-                                     static_cast<int>(l), dst, static_cast<int>(l)));
-}
-
-// CholeskyQR2 of y [m, l] (device, row-major) into q, on the stream without host round trips.
-// With want_r, also returns R (row-major, upper) with y = q R: the one sync of the call.
 std::vector<double> orth(cudaStream_t st, const double* y, int64_t m, int64_t l, double* q, double* tmp,
-                         const OrthScratch& sc, bool want_r) {
+                         const OrthScratch& sc, int passes, bool want_r) {
+  if (passes < 1 || passes > 2) fail("orth: passes must be 1 or 2, not ", passes);
   const double* src = y;
-  for (int pass = 0; pass < 2; ++pass) {
+  for (int pass = 0; pass < passes; ++pass) {
     dgemm_rm(st, true, false, l, l, m, src, l, src, l, sc.gram, l);  // G = srcᵀ src
-    cholesky_upper_device(st, sc.gram, l, sc.r[pass]);
-    double* dst = pass == 0 ? tmp : q;
-    solve_upper_right(st, src, m, l, sc.r[pass], dst);
+    cholesky_inverse_device(st, sc.gram, l, sc.r[pass], sc.rinv);
+    double* dst = pass + 1 == passes ? q : tmp;
+    dgemm_rm(st, false, false, m, l, l, src, l, sc.rinv, l, dst, l);  // dst = src R⁻¹
     src = dst;
   }
   if (!want_r) return {};
-  std::vector<double> r0(static_cast<size_t>(l * l)), r1(static_cast<size_t>(l * l));
+  std::vector<double> r0(static_cast<size_t>(l * l)), r1;
   NIBBLE_CUDA_CHECK(cudaMemcpyAsync(r0.data(), sc.r[0], r0.size() * 8, cudaMemcpyDeviceToHost, st));
-  NIBBLE_CUDA_CHECK(cudaMemcpyAsync(r1.data(), sc.r[1], r1.size() * 8, cudaMemcpyDeviceToHost, st));
+  if (passes == 2) {
+    r1.resize(r0.size());
+    NIBBLE_CUDA_CHECK(cudaMemcpyAsync(r1.data(), sc.r[1], r1.size() * 8, cudaMemcpyDeviceToHost, st));
+  }
   NIBBLE_CUDA_CHECK(cudaStreamSynchronize(st));
+  if (passes == 1) return r0;
   // R = R₁ R₀ (both upper triangular)
   std::vector<double> rtot(static_cast<size_t>(l * l), 0.0);
   for (int64_t i = 0; i < l; ++i)
@@ -179,23 +193,26 @@ void randomized_svd_device(const float* g, int64_t rows, int64_t cols, const Spe
   double* y = lr.work[2].as<double>(static_cast<size_t>(rows * l));
   double* z = lr.work[3].as<double>(static_cast<size_t>(cols * l));
   double* q = lr.work[4].as<double>(static_cast<size_t>(std::max(rows, cols) * l));
-  double* tmp = lr.work[5].as<double>(static_cast<size_t>(std::max(rows, cols) * l + 3 * l * l + std::max(rows, cols) * k));
+  double* tmp = lr.work[5].as<double>(static_cast<size_t>(std::max(rows, cols) * l + 4 * l * l + std::max(rows, cols) * k));
   double* small = tmp + std::max(rows, cols) * l;  // the Gram matrix, later the small factors
-  const OrthScratch sc{small, {small + l * l, small + 2 * l * l}};
-  double* prod = small + 3 * l * l;
+  const OrthScratch sc{small, {small + l * l, small + 2 * l * l}, small + 3 * l * l};
+  double* prod = small + 4 * l * l;
   to_double(st, g, gd, rows * cols);
   fill_omega(st, omega, cols * l, spec.seed, spec.stream);
   dgemm_rm(st, false, false, rows, l, cols, gd, cols, omega, l, y, l);  // Y = G Ω
+  // Between the power iterations one CholeskyQR pass suffices: it only has to keep the basis
+  // well conditioned for the next product (the subspace is the same whatever the basis); the
+  // two bases the factors are built from get two passes (CholeskyQR2: orthonormal to rounding).
   for (int it = 0; it < spec.power_iters; ++it) {
-    orth(st, y, rows, l, q, tmp, sc, false);
+    orth(st, y, rows, l, q, tmp, sc, 1, false);
     dgemm_rm(st, true, false, cols, l, rows, gd, cols, q, l, z, l);  // Z = Gᵀ Q
-    orth(st, z, cols, l, q, tmp, sc, false);
+    orth(st, z, cols, l, q, tmp, sc, 1, false);
     dgemm_rm(st, false, false, rows, l, cols, gd, cols, q, l, y, l);  // Y = G Z
   }
-  orth(st, y, rows, l, omega, tmp, sc, false);                     // Q [rows, l] (Ω's buffer is free)
+  orth(st, y, rows, l, omega, tmp, sc, 2, false);                  // Q [rows, l] (Ω's buffer is free)
   double* qy = omega;
   dgemm_rm(st, true, false, cols, l, rows, gd, cols, qy, l, z, l);  // Bᵀ = Gᵀ Q [cols, l]
-  const std::vector<double> r = orth(st, z, cols, l, q, tmp, sc, true);  // Bᵀ = Q_z R
+  const std::vector<double> r = orth(st, z, cols, l, q, tmp, sc, 2, true);  // Bᵀ = Q_z R
   // r row-major upper → column-major for the small SVD
   std::vector<double> rc(static_cast<size_t>(l * l));
   for (int64_t i = 0; i < l; ++i)

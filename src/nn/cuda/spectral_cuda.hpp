@@ -2,11 +2,13 @@
 // The spectral split of SPEC §4.3 on the GPU (metis): randomized_svd (quant/spectral.hpp) with
 // the same Gaussian test matrix Ω (Philox, element-indexed), the same subspace iterations and
 // the same small SVD (spectral_small_svd, on the host in float64); the tall products run as
-// float64 cuBLAS GEMMs and the orthonormalisations as CholeskyQR2 (two passes of: the l×l Gram
-// matrix, its Cholesky factor R in one block's shared memory, a triangular solve by R) instead of
-// Householder QR, all on the stream: only the last R and the small SVD's factors cross to the
-// host, once per call. The factors equal the CPU's up to rounding (and column signs, which cancel
-// in U S Vᵀ). l = rank + oversample is limited by shared memory (l² doubles: l up to 170 on sm_90).
+// float64 cuBLAS GEMMs and the orthonormalisations as CholeskyQR instead of Householder QR (per
+// pass: the l×l Gram matrix, its Cholesky factor and inverse in one block's shared memory, and a
+// GEMM by the inverse), all on the stream: only the last R and the small SVD's factors cross to
+// the host, once per call. Between power iterations one pass, for the two final bases two
+// (CholeskyQR2). The factors equal the CPU's up to rounding (and column signs, which cancel in
+// U S Vᵀ). l = rank + oversample is limited by shared memory (l² + l doubles: l up to 169 on
+// sm_90).
 #include <cuda_runtime.h>
 
 #include <cstdint>

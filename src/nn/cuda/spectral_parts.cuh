@@ -32,21 +32,22 @@ void fill_omega(cudaStream_t st, double* o, int64_t n, uint64_t seed, uint32_t s
 // Fails clearly when l×l doubles do not fit one block's shared memory; grants more than 48 KiB.
 void ensure_cholesky_fits(int64_t l);
 
-// Upper-triangular R (row-major l×l) with RᵀR = g, by one block of `threads` threads.
-void cholesky_upper_device(cudaStream_t st, const double* g, int64_t l, double* r, int threads = 256);
+// The upper-triangular R (row-major l×l) with RᵀR = g and its inverse, by one block.
+void cholesky_inverse_device(cudaStream_t st, const double* g, int64_t l, double* r, double* rinv);
 
-// dst [m, l] = src R⁻¹ (row-major; R upper l×l); dst may equal src.
-void solve_upper_right(cudaStream_t st, const double* src, int64_t m, int64_t l, const double* r, double* dst);
-
-// Device buffers of one orthonormalisation: the Gram matrix and each pass's R (l×l each).
+// Device buffers of one orthonormalisation (l×l each): the Gram matrix, each pass's R, and the
+// inverse of the current pass's R.
 struct OrthScratch {
   double* gram;
   double* r[2];
+  double* rinv;
 };
 
-// CholeskyQR2 of y [m, l] into q (tmp: [m, l] scratch). With want_r, also returns the host copy
-// of R (row-major upper) with y = q R, which synchronises the stream.
+// CholeskyQR of y [m, l] into q in 1 or 2 passes (2: CholeskyQR2, orthonormal to rounding),
+// each pass the Gram matrix, its Cholesky factor and inverse, and src·R⁻¹ as a GEMM; tmp: an
+// [m, l] scratch. With want_r, also returns the host copy of R (row-major upper, y = q R), which
+// synchronises the stream.
 std::vector<double> orth(cudaStream_t st, const double* y, int64_t m, int64_t l, double* q, double* tmp,
-                         const OrthScratch& sc, bool want_r);
+                         const OrthScratch& sc, int passes, bool want_r);
 
 }  // namespace nibble::cuda::spectral_parts

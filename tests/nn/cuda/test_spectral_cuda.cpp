@@ -1,6 +1,5 @@
-// SM90_Spectral: metis's randomized SVD on the device (nn/cuda/spectral_cuda.cu: CholeskyQR2 with
-// the Cholesky factor in shared memory and triangular solves, no host round trip until the small
-// SVD) against the CPU's (quant/spectral.cpp: Householder QR). Both use the same Ω and the same
+// SM90_Spectral: metis's randomized SVD on the device (nn/cuda/spectral_cuda.cu: CholeskyQR with
+// the Cholesky factor and its inverse in shared memory, no host round trip until the small SVD) against the CPU's (quant/spectral.cpp: Householder QR). Both use the same Ω and the same
 // subspace iterations, so in exact arithmetic they span the same subspace and give the same
 // U S Vᵀ; the float32 factors bound the agreement at ~1e-6. Skipped, not passed, without a GPU.
 #include <gtest/gtest.h>
@@ -17,6 +16,7 @@
 #include "nibble/error.hpp"
 #include "nibble/quant/spectral.hpp"
 #include "nn/cuda/spectral_cuda.hpp"
+#include "nn/cuda/spectral_parts.cuh"
 
 using namespace nibble;
 
@@ -101,7 +101,158 @@ SpectralSpec spec_of(int rank, int power_iters = 2, int oversample = 8) {
   return s;
 }
 
+// The sequential right-looking Cholesky loop the device kernel must equal bit for bit (the
+// build turns floating-point contraction off on both sides): R upper with RᵀR = g, pivots
+// floored at 1e-14 of the trace.
+std::vector<double> host_cholesky_upper(const std::vector<double>& g, int l) {
+  std::vector<double> a(g.size(), 0.0);
+  for (int i = 0; i < l; ++i)
+    for (int c = i; c < l; ++c) a[i * l + c] = g[i * l + c];
+  double tr = 0;
+  for (int i = 0; i < l; ++i) tr += g[i * l + i];
+  const double floor = std::max(tr, 1e-300) * 1e-14;
+  for (int j = 0; j < l; ++j) {
+    const double d = a[j * l + j];
+    const double p = d > floor ? std::sqrt(d) : std::sqrt(floor);
+    a[j * l + j] = p;
+    for (int c = j + 1; c < l; ++c) a[j * l + c] /= p;
+    for (int i = j + 1; i < l; ++i)
+      for (int c = i; c < l; ++c) a[i * l + c] -= a[j * l + i] * a[j * l + c];
+  }
+  return a;
+}
+
+// Gram matrix yᵀy of y [m, l] row-major, in float64.
+std::vector<double> gram_of(const std::vector<double>& y, int64_t m, int l) {
+  std::vector<double> g(static_cast<size_t>(l * l), 0.0);
+  for (int64_t t = 0; t < m; ++t)
+    for (int i = 0; i < l; ++i)
+      for (int c = 0; c < l; ++c) g[i * l + c] += y[t * l + i] * y[t * l + c];
+  return g;
+}
+
+template <typename T>
+T* upload(const std::vector<T>& h) {
+  T* d = nullptr;
+  EXPECT_EQ(cudaMalloc(&d, h.size() * sizeof(T)), cudaSuccess);
+  EXPECT_EQ(cudaMemcpy(d, h.data(), h.size() * sizeof(T), cudaMemcpyHostToDevice), cudaSuccess);
+  return d;
+}
+template <typename T>
+std::vector<T> fetch(const T* d, size_t n) {
+  std::vector<T> h(n);
+  EXPECT_EQ(cudaMemcpy(h.data(), d, n * sizeof(T), cudaMemcpyDeviceToHost), cudaSuccess);
+  return h;
+}
+
 }  // namespace
+
+TEST(SM90_Spectral, CholeskyFactorEqualsTheHostLoopAndItsInverseInverts) {
+  REQUIRE_GPU();
+  namespace sp = cuda::spectral_parts;
+  // well conditioned (l = 72, as metis's qkv), graded over 8 decades (the first pass of an
+  // orthonormalisation after a power iteration), and rank 3 of 8 (floored pivots)
+  struct Case {
+    const char* what;
+    int64_t m;
+    int l;
+    double grade;  // column t scaled by grade^t
+    int rank;      // columns beyond it are combinations of the first `rank`
+  };
+  for (const Case c : {Case{"l 72, well conditioned", 600, 72, 1.0, 72}, Case{"l 40, 6 decades", 400, 40, 0.7, 40},
+                       Case{"l 8, rank 3", 100, 8, 1.0, 3}}) {
+    std::mt19937 gen(11);
+    std::normal_distribution<double> n01(0.0, 1.0);
+    std::vector<double> y(static_cast<size_t>(c.m * c.l));
+    for (int64_t t = 0; t < c.m; ++t)
+      for (int i = 0; i < c.l; ++i)
+        y[t * c.l + i] = i < c.rank ? n01(gen) * std::pow(c.grade, i) : y[t * c.l + i % c.rank] * (1 + i);
+    const std::vector<double> g = gram_of(y, c.m, c.l);
+    const size_t ll = static_cast<size_t>(c.l * c.l);
+    double* dg = upload(g);
+    double* dr = upload(std::vector<double>(ll, -1.0));
+    double* dri = upload(std::vector<double>(ll, -1.0));
+    sp::ensure_cholesky_fits(c.l);
+    sp::cholesky_inverse_device(nullptr, dg, c.l, dr, dri);
+    ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+    const std::vector<double> r = fetch(dr, ll), ri = fetch(dri, ll);
+    cudaFree(dg);
+    cudaFree(dr);
+    cudaFree(dri);
+    const std::vector<double> want = host_cholesky_upper(g, c.l);
+    int differ = 0;
+    for (size_t i = 0; i < ll; ++i) differ += r[i] != want[i];
+    EXPECT_EQ(differ, 0) << c.what << ": entries of R that differ from the host loop";
+    // R R⁻¹ = I, to rounding scaled by |R| |R⁻¹| (large where pivots were floored)
+    double worst = 0;
+    bool finite = true;
+    for (int i = 0; i < c.l; ++i)
+      for (int j = 0; j < c.l; ++j) {
+        double v = 0, scale = 0;
+        for (int p = 0; p < c.l; ++p) {
+          v += r[i * c.l + p] * ri[p * c.l + j];
+          scale += std::fabs(r[i * c.l + p] * ri[p * c.l + j]);
+        }
+        finite = finite && std::isfinite(v);
+        if (j < i) {
+          EXPECT_EQ(ri[i * c.l + j], 0.0) << c.what << ": R⁻¹ not upper triangular at " << i << "," << j;
+        }
+        worst = std::max(worst, std::fabs(v - (i == j ? 1.0 : 0.0)) / std::max(scale, 1.0));
+      }
+    std::printf("  %-24s R differs in %d entries; max |R R⁻¹ − I| / (|R| |R⁻¹|) %.2e\n", c.what, differ, worst);
+    EXPECT_TRUE(finite) << c.what;
+    EXPECT_LT(worst, 1e-13) << c.what;
+  }
+}
+
+TEST(SM90_Spectral, OnePassOrthonormalisesAWellConditionedBlockAndTwoPassesAnIllConditionedOne) {
+  REQUIRE_GPU();
+  namespace sp = cuda::spectral_parts;
+  const int64_t m = 3000;
+  const int l = 24;
+  // κ about 10: one pass is orthonormal to rounding; κ about 1e6: one pass is off by about
+  // κ²ε (1e-4), the second pass repairs it
+  for (const double grade : {0.9, 0.55}) {
+    std::mt19937 gen(12);
+    std::normal_distribution<double> n01(0.0, 1.0);
+    std::vector<double> y(static_cast<size_t>(m * l));
+    for (int64_t t = 0; t < m; ++t)
+      for (int i = 0; i < l; ++i) y[t * l + i] = n01(gen) * std::pow(grade, i);
+    double* dy = upload(y);
+    double* dq = upload(std::vector<double>(y.size(), 0.0));
+    double* dt = upload(std::vector<double>(y.size(), 0.0));
+    double* small = upload(std::vector<double>(static_cast<size_t>(4 * l * l), 0.0));
+    const sp::OrthScratch sc{small, {small + l * l, small + 2 * l * l}, small + 3 * l * l};
+    sp::ensure_cholesky_fits(l);
+    for (int passes : {1, 2}) {
+      const std::vector<double> rr = sp::orth(nullptr, dy, m, l, dq, dt, sc, passes, true);
+      const std::vector<double> q = fetch(dq, y.size());
+      const std::vector<double> qtq = gram_of(q, m, l);
+      double orth_err = 0, recon = 0, norm = 0;
+      for (int i = 0; i < l; ++i)
+        for (int j = 0; j < l; ++j) orth_err = std::max(orth_err, std::fabs(qtq[i * l + j] - (i == j ? 1.0 : 0.0)));
+      for (int64_t t = 0; t < m; ++t)  // y = q R
+        for (int j = 0; j < l; ++j) {
+          double v = 0;
+          for (int p = 0; p <= j; ++p) v += q[t * l + p] * rr[p * l + j];
+          recon += (v - y[t * l + j]) * (v - y[t * l + j]);
+          norm += y[t * l + j] * y[t * l + j];
+        }
+      const double rel = std::sqrt(recon / norm);
+      std::printf("  grade %.1f, %d pass(es): max |QᵀQ − I| %.2e, |QR − Y| / |Y| %.2e\n", grade, passes, orth_err, rel);
+      EXPECT_LT(rel, grade > 0.8 ? 1e-13 : 1e-9) << grade << " " << passes;
+      if (passes == 2 || grade > 0.8) {
+        EXPECT_LT(orth_err, 1e-12) << grade << " " << passes;
+      } else {
+        EXPECT_GT(orth_err, 1e-8) << "the ill-conditioned block should need the 2nd pass";
+      }
+    }
+    cudaFree(dy);
+    cudaFree(dq);
+    cudaFree(dt);
+    cudaFree(small);
+  }
+}
 
 TEST(SM90_Spectral, DeviceFactorsMatchTheCpu) {
   REQUIRE_GPU();
