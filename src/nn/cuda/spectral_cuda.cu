@@ -71,15 +71,16 @@ void fill_omega(cudaStream_t st, double* o, int64_t n, uint64_t seed, uint32_t s
 // not safely positive (a rank-deficient subspace, e.g. an all-zero gradient) is replaced by a
 // tiny one so that the null directions come out as (near-)zero columns, which carry σ = 0.
 //
-// Right-looking with one barrier per step: step j reads row j as it stands and divides its
-// entries by the pivot on the fly (the same correctly rounded __ddiv_rn each time) while it
-// updates the rows below; row j is stored divided one step later, when nothing reads it. So
-// each entry sees r[p,i]·r[p,c] subtracted in the order p = 0, 1, ... exactly as the
-// sequential host loop this replaced did: the same R bit for bit (SM90_Spectral checks it). A
-// barrier costs more than a step's arithmetic at these sizes, hence one, not three.
+// At these sizes a block barrier costs more than a step's arithmetic, so the factorization takes
+// one per step: step j reads row j as it stands and scales its entries by the pivot's reciprocal
+// on the fly while it updates the rows below; row j is stored scaled one step later, when
+// nothing reads it. Each entry sees r[p,i]·r[p,c] subtracted in the order p = 0, 1, ... as in the
+// sequential loop of SM90_Spectral's reference, bit for bit. The inverse then goes one warp per
+// column, by back substitution with the column's entries in registers (p ≡ lane mod 32).
+constexpr int kMaxL = 192;  // registers per lane for a column of R⁻¹: kMaxL / 32
 __global__ void cholesky_inverse_kernel(const double* g, int l, double* r, double* rinv) {
-  extern __shared__ double a[];  // [l, l], then the l pivots
-  double* piv = a + l * l;
+  extern __shared__ double a[];  // [l, l], then the l reciprocal pivots
+  double* inv_piv = a + l * l;
   __shared__ double floor_s;
   const int tid = threadIdx.x, nt = blockDim.x;
   for (int idx = tid; idx < l * l; idx += nt) a[idx] = idx % l >= idx / l ? g[idx] : 0.0;
@@ -91,35 +92,49 @@ __global__ void cholesky_inverse_kernel(const double* g, int l, double* r, doubl
   __syncthreads();
   for (int j = 0; j < l; ++j) {
     const double d = a[j * l + j];
-    const double p = d > floor_s ? sqrt(d) : sqrt(floor_s);  // every thread, the same value
-    if (tid == 0) piv[j] = p;
+    const double ip = __drcp_rn(d > floor_s ? __dsqrt_rn(d) : __dsqrt_rn(floor_s));  // every thread, the same
+    if (tid == 0) inv_piv[j] = ip;
     if (j > 0) {  // row j − 1 is final: nothing reads it in this step
       const int pr = j - 1;
-      for (int c = pr + tid; c < l; c += nt) a[pr * l + c] = c == pr ? piv[pr] : __ddiv_rn(a[pr * l + c], piv[pr]);
+      for (int c = pr + tid; c < l; c += nt)
+        a[pr * l + c] = c == pr ? __drcp_rn(inv_piv[pr]) : __dmul_rn(a[pr * l + c], inv_piv[pr]);
     }
     const int n = l - j - 1;
     for (int idx = tid; idx < n * n; idx += nt) {
       const int i = j + 1 + idx / n, c = j + 1 + idx % n;
       if (c >= i)
-        a[i * l + c] = __dsub_rn(a[i * l + c], __dmul_rn(__ddiv_rn(a[j * l + i], p), __ddiv_rn(a[j * l + c], p)));
+        a[i * l + c] = __dsub_rn(a[i * l + c], __dmul_rn(__dmul_rn(a[j * l + i], ip), __dmul_rn(a[j * l + c], ip)));
     }
     __syncthreads();
   }
-  if (tid == 0) a[(l - 1) * l + l - 1] = piv[l - 1];
+  if (tid == 0) a[(l - 1) * l + l - 1] = __drcp_rn(inv_piv[l - 1]);
   __syncthreads();
   for (int idx = tid; idx < l * l; idx += nt) r[idx] = a[idx];
-  // R⁻¹ (upper) column by column, one warp per column: back substitution from R x = e_c, each
-  // lane keeping the entries p ≡ lane (mod 32) of x in rinv's column.
+  constexpr int kPer = kMaxL / 32;
   const int lane = tid % 32, nw = nt / 32;
   for (int c = tid / 32; c < l; c += nw) {
-    for (int p = lane; p < l; p += 32) rinv[p * l + c] = p == c ? 1.0 : 0.0;
+    double x[kPer];
+#pragma unroll
+    for (int q = 0; q < kPer; ++q) x[q] = lane + 32 * q == c ? 1.0 : 0.0;
     for (int i = c; i >= 0; --i) {
-      const int owner = i % 32;
-      double bi = lane == owner ? rinv[i * l + c] : 0.0;
+      const int owner = i % 32, slot = i / 32;
+      double bi = 0.0;
+#pragma unroll
+      for (int q = 0; q < kPer; ++q)
+        if (q == slot) bi = x[q];
       bi = __shfl_sync(0xffffffffu, bi, owner);
-      const double xi = __ddiv_rn(bi, a[i * l + i]);
-      if (lane == owner) rinv[i * l + c] = xi;
-      for (int p = lane; p < i; p += 32) rinv[p * l + c] = __dsub_rn(rinv[p * l + c], __dmul_rn(xi, a[p * l + i]));
+      const double xi = __dmul_rn(bi, inv_piv[i]);
+#pragma unroll
+      for (int q = 0; q < kPer; ++q) {
+        const int p = lane + 32 * q;
+        if (p == i) x[q] = xi;
+        else if (p < i) x[q] = __dsub_rn(x[q], __dmul_rn(xi, a[p * l + i]));
+      }
+    }
+#pragma unroll
+    for (int q = 0; q < kPer; ++q) {
+      const int p = lane + 32 * q;
+      if (p < l) rinv[p * l + c] = x[q];
     }
   }
 }
@@ -128,6 +143,9 @@ __global__ void cholesky_inverse_kernel(const double* g, int l, double* r, doubl
 size_t cholesky_shared_bytes(int64_t l) { return static_cast<size_t>(l * l + l) * sizeof(double); }
 
 void ensure_cholesky_fits(int64_t l) {
+  if (l > kMaxL)
+    fail("spectral split: rank + oversample = ", l, " is more than the GPU Cholesky's ", kMaxL,
+         ": use a smaller spectral_rank");
   const size_t bytes = cholesky_shared_bytes(l);
   if (bytes <= 48 * 1024) return;
   int dev = 0, optin = 0;
@@ -141,8 +159,8 @@ void ensure_cholesky_fits(int64_t l) {
                                          static_cast<int>(bytes)));
 }
 
-void cholesky_inverse_device(cudaStream_t st, const double* g, int64_t l, double* r, double* rinv) {
-  cholesky_inverse_kernel<<<1, 1024, cholesky_shared_bytes(l), st>>>(g, static_cast<int>(l), r, rinv);
+void cholesky_inverse_device(cudaStream_t st, const double* g, int64_t l, double* r, double* rinv, int threads) {
+  cholesky_inverse_kernel<<<1, threads, cholesky_shared_bytes(l), st>>>(g, static_cast<int>(l), r, rinv);
   NIBBLE_CUDA_CHECK_LAUNCH();
 }
 

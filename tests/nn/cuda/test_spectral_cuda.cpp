@@ -103,7 +103,7 @@ SpectralSpec spec_of(int rank, int power_iters = 2, int oversample = 8) {
 
 // The sequential right-looking Cholesky loop the device kernel must equal bit for bit (the
 // build turns floating-point contraction off on both sides): R upper with RᵀR = g, pivots
-// floored at 1e-14 of the trace.
+// floored at 1e-14 of the trace, each row scaled by the reciprocal of its pivot.
 std::vector<double> host_cholesky_upper(const std::vector<double>& g, int l) {
   std::vector<double> a(g.size(), 0.0);
   for (int i = 0; i < l; ++i)
@@ -113,9 +113,9 @@ std::vector<double> host_cholesky_upper(const std::vector<double>& g, int l) {
   const double floor = std::max(tr, 1e-300) * 1e-14;
   for (int j = 0; j < l; ++j) {
     const double d = a[j * l + j];
-    const double p = d > floor ? std::sqrt(d) : std::sqrt(floor);
-    a[j * l + j] = p;
-    for (int c = j + 1; c < l; ++c) a[j * l + c] /= p;
+    const double ip = 1.0 / (d > floor ? std::sqrt(d) : std::sqrt(floor));
+    a[j * l + j] = 1.0 / ip;
+    for (int c = j + 1; c < l; ++c) a[j * l + c] *= ip;
     for (int i = j + 1; i < l; ++i)
       for (int c = i; c < l; ++c) a[i * l + c] -= a[j * l + i] * a[j * l + c];
   }
@@ -218,6 +218,19 @@ TEST(SM90_Spectral, OnePassOrthonormalisesAWellConditionedBlockAndTwoPassesAnIll
     std::vector<double> y(static_cast<size_t>(m * l));
     for (int64_t t = 0; t < m; ++t)
       for (int i = 0; i < l; ++i) y[t * l + i] = n01(gen) * std::pow(grade, i);
+    // random plane rotations of the columns: the singular values stay, the columns stop being
+    // an orthogonal set scaled (which a Cholesky factor undoes exactly whatever the scales)
+    std::uniform_int_distribution<int> col(0, l - 1);
+    for (int rot = 0; rot < 8 * l; ++rot) {
+      const int i = col(gen), j = col(gen);
+      if (i == j) continue;
+      const double th = n01(gen), cs = std::cos(th), sn = std::sin(th);
+      for (int64_t t = 0; t < m; ++t) {
+        const double u = y[t * l + i], v = y[t * l + j];
+        y[t * l + i] = cs * u - sn * v;
+        y[t * l + j] = sn * u + cs * v;
+      }
+    }
     double* dy = upload(y);
     double* dq = upload(std::vector<double>(y.size(), 0.0));
     double* dt = upload(std::vector<double>(y.size(), 0.0));
@@ -240,7 +253,7 @@ TEST(SM90_Spectral, OnePassOrthonormalisesAWellConditionedBlockAndTwoPassesAnIll
         }
       const double rel = std::sqrt(recon / norm);
       std::printf("  grade %.1f, %d pass(es): max |QᵀQ − I| %.2e, |QR − Y| / |Y| %.2e\n", grade, passes, orth_err, rel);
-      EXPECT_LT(rel, grade > 0.8 ? 1e-13 : 1e-9) << grade << " " << passes;
+      EXPECT_LT(rel, grade > 0.8 ? 1e-13 : 1e-8) << grade << " " << passes;
       if (passes == 2 || grade > 0.8) {
         EXPECT_LT(orth_err, 1e-12) << grade << " " << passes;
       } else {
