@@ -234,9 +234,11 @@ Json gpu_spectral_bench(const std::vector<SpectralShape>& shapes) {
     add("Gram of [rows, l] (dgemm)", median_ms([&] { sp::dgemm_rm(st, true, false, l, l, m, q, l, q, l, sc.gram, l); }), 4);
     add("Gram of [cols, l] (dgemm)", median_ms([&] { sp::dgemm_rm(st, true, false, l, l, n, z, l, z, l, sc.gram, l); }), 4);
     sp::dgemm_rm(st, true, false, l, l, m, q, l, q, l, sc.gram, l);
+    add("Cholesky factor alone, l×l, 1024 threads",
+        median_ms([&] { sp::cholesky_inverse_device(st, sc.gram, l, sc.r[0], nullptr, 1024); }), 0);
     for (int threads : {128, 256, 512, 1024})
-      add("Cholesky factor and inverse, l×l, " + std::to_string(threads) + " threads" + (threads == 256 ? " (used)" : ""),
-          median_ms([&] { sp::cholesky_inverse_device(st, sc.gram, l, sc.r[0], sc.rinv, threads); }), threads == 256 ? 8 : 0);
+      add("Cholesky factor and inverse, l×l, " + std::to_string(threads) + " threads" + (threads == 1024 ? " (used)" : ""),
+          median_ms([&] { sp::cholesky_inverse_device(st, sc.gram, l, sc.r[0], sc.rinv, threads); }), threads == 1024 ? 8 : 0);
     add("[rows, l]·R⁻¹ (dgemm)", median_ms([&] { sp::dgemm_rm(st, false, false, m, l, l, q, l, sc.rinv, l, tmp, l); }), 4);
     add("[cols, l]·R⁻¹ (dgemm)", median_ms([&] { sp::dgemm_rm(st, false, false, n, l, l, z, l, sc.rinv, l, tmp, l); }), 4);
     for (int passes : {1, 2}) {

@@ -79,11 +79,12 @@ void fill_omega(cudaStream_t st, double* o, int64_t n, uint64_t seed, uint32_t s
 // column, by back substitution with the column's entries in registers (p ≡ lane mod 32).
 constexpr int kMaxL = 192;  // registers per lane for a column of R⁻¹: kMaxL / 32
 __global__ void cholesky_inverse_kernel(const double* g, int l, double* r, double* rinv) {
-  extern __shared__ double a[];  // [l, l], then the l reciprocal pivots
-  double* inv_piv = a + l * l;
+  extern __shared__ double a[];  // [l, ld], then the l reciprocal pivots
+  const int ld = l | 1;           // an odd row stride: a warp reading down a column hits distinct banks
+  double* inv_piv = a + l * ld;
   __shared__ double floor_s;
   const int tid = threadIdx.x, nt = blockDim.x;
-  for (int idx = tid; idx < l * l; idx += nt) a[idx] = idx % l >= idx / l ? g[idx] : 0.0;
+  for (int idx = tid; idx < l * l; idx += nt) a[idx / l * ld + idx % l] = idx % l >= idx / l ? g[idx] : 0.0;
   if (tid == 0) {
     double tr = 0;
     for (int i = 0; i < l; ++i) tr = __dadd_rn(tr, g[i * l + i]);
@@ -91,25 +92,26 @@ __global__ void cholesky_inverse_kernel(const double* g, int l, double* r, doubl
   }
   __syncthreads();
   for (int j = 0; j < l; ++j) {
-    const double d = a[j * l + j];
+    const double d = a[j * ld + j];
     const double ip = __drcp_rn(d > floor_s ? __dsqrt_rn(d) : __dsqrt_rn(floor_s));  // every thread, the same
     if (tid == 0) inv_piv[j] = ip;
     if (j > 0) {  // row j − 1 is final: nothing reads it in this step
       const int pr = j - 1;
       for (int c = pr + tid; c < l; c += nt)
-        a[pr * l + c] = c == pr ? __drcp_rn(inv_piv[pr]) : __dmul_rn(a[pr * l + c], inv_piv[pr]);
+        a[pr * ld + c] = c == pr ? __drcp_rn(inv_piv[pr]) : __dmul_rn(a[pr * ld + c], inv_piv[pr]);
     }
-    const int n = l - j - 1;
-    for (int idx = tid; idx < n * n; idx += nt) {
-      const int i = j + 1 + idx / n, c = j + 1 + idx % n;
-      if (c >= i)
-        a[i * l + c] = __dsub_rn(a[i * l + c], __dmul_rn(__dmul_rn(a[j * l + i], ip), __dmul_rn(a[j * l + c], ip)));
+    // the trailing upper triangle: a warp per row (rows dealt round-robin), its lanes along it
+    for (int i = j + 1 + tid / 32; i < l; i += nt / 32) {
+      const double rji = __dmul_rn(a[j * ld + i], ip);
+      for (int c = i + tid % 32; c < l; c += 32)
+        a[i * ld + c] = __dsub_rn(a[i * ld + c], __dmul_rn(rji, __dmul_rn(a[j * ld + c], ip)));
     }
     __syncthreads();
   }
-  if (tid == 0) a[(l - 1) * l + l - 1] = __drcp_rn(inv_piv[l - 1]);
+  if (tid == 0) a[(l - 1) * ld + l - 1] = __drcp_rn(inv_piv[l - 1]);
   __syncthreads();
-  for (int idx = tid; idx < l * l; idx += nt) r[idx] = a[idx];
+  for (int idx = tid; idx < l * l; idx += nt) r[idx] = a[idx / l * ld + idx % l];
+  if (!rinv) return;  // the factor alone (bench)
   constexpr int kPer = kMaxL / 32;
   const int lane = tid % 32, nw = nt / 32;
   for (int c = tid / 32; c < l; c += nw) {
@@ -128,7 +130,7 @@ __global__ void cholesky_inverse_kernel(const double* g, int l, double* r, doubl
       for (int q = 0; q < kPer; ++q) {
         const int p = lane + 32 * q;
         if (p == i) x[q] = xi;
-        else if (p < i) x[q] = __dsub_rn(x[q], __dmul_rn(xi, a[p * l + i]));
+        else if (p < i) x[q] = __dsub_rn(x[q], __dmul_rn(xi, a[p * ld + i]));
       }
     }
 #pragma unroll
@@ -140,7 +142,7 @@ __global__ void cholesky_inverse_kernel(const double* g, int l, double* r, doubl
 }
 
 // Shared memory of cholesky_inverse_kernel for l×l (the factor and the pivots).
-size_t cholesky_shared_bytes(int64_t l) { return static_cast<size_t>(l * l + l) * sizeof(double); }
+size_t cholesky_shared_bytes(int64_t l) { return static_cast<size_t>(l * (l | 1) + l) * sizeof(double); }
 
 void ensure_cholesky_fits(int64_t l) {
   if (l > kMaxL)

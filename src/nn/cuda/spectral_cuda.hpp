@@ -7,7 +7,7 @@
 // GEMM by the inverse), all on the stream: only the last R and the small SVD's factors cross to
 // the host, once per call. Between power iterations one pass, for the two final bases two
 // (CholeskyQR2). The factors equal the CPU's up to rounding (and column signs, which cancel in
-// U S Vᵀ). l = rank + oversample is limited by shared memory (l² + l doubles: l up to 169 on
+// U S Vᵀ). l = rank + oversample is limited by shared memory (l·(l | 1) + l doubles: l up to 169 on
 // sm_90).
 #include <cuda_runtime.h>
 

@@ -32,10 +32,10 @@ void fill_omega(cudaStream_t st, double* o, int64_t n, uint64_t seed, uint32_t s
 // Fails clearly when l×l doubles do not fit one block's shared memory; grants more than 48 KiB.
 void ensure_cholesky_fits(int64_t l);
 
-// The upper-triangular R (row-major l×l) with RᵀR = g and its inverse, by one block of
-// `threads` (a multiple of 32).
+// The upper-triangular R (row-major l×l) with RᵀR = g and its inverse (unless rinv is null), by
+// one block of `threads` (a multiple of 32).
 void cholesky_inverse_device(cudaStream_t st, const double* g, int64_t l, double* r, double* rinv,
-                             int threads = 256);
+                             int threads = 1024);
 
 // Device buffers of one orthonormalisation (l×l each): the Gram matrix, each pass's R, and the
 // inverse of the current pass's R.
