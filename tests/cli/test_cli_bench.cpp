@@ -34,6 +34,7 @@ TEST(CliBench, BadChoicesAreOneLineErrors) {
     EXPECT_NE(r.out.find(needle), std::string::npos) << args << "\n" << r.out;
   };
   expect_error("bench --device cpu --only kernels", "--device cuda");
+  expect_error("bench --device cpu --only spectral", "--device cuda");
   expect_error("bench --device cpu --only train --recipes bf16,nope", "nope");
   expect_error("bench --device cpu --only train --models tiny --seq 100000", "max_seq");
 }
