@@ -4,6 +4,7 @@
 // U S Vᵀ; the float32 factors bound the agreement at ~1e-6. Skipped, not passed, without a GPU.
 #include <gtest/gtest.h>
 
+#include "support/device_buffers.hpp"
 #include "support/gpu.hpp"
 
 #include <cuda_runtime.h>
@@ -41,12 +42,6 @@ std::vector<float> low_rank_plus_noise(int64_t rows, int64_t cols, int signal, d
   return g;
 }
 
-std::vector<float> download(const cuda::DeviceScratch& d, size_t n) {
-  std::vector<float> h(n);
-  EXPECT_EQ(cudaMemcpy(h.data(), d.get<float>(), n * sizeof(float), cudaMemcpyDeviceToHost), cudaSuccess);
-  return h;
-}
-
 struct Agreement {
   double recon_rel = 0;  // ‖U S Vᵀ (GPU) − U S Vᵀ (CPU)‖_F / ‖U S Vᵀ (CPU)‖_F
   double sigma_rel = 0;  // max_t |σ_t(GPU) − σ_t(CPU)| / σ_0(CPU)
@@ -56,9 +51,7 @@ struct Agreement {
 
 Agreement compare(const std::vector<float>& g, int64_t rows, int64_t cols, const SpectralSpec& spec) {
   const LowRank cpu = randomized_svd(g.data(), rows, cols, spec);
-  float* dg = nullptr;
-  EXPECT_EQ(cudaMalloc(&dg, g.size() * sizeof(float)), cudaSuccess);
-  EXPECT_EQ(cudaMemcpy(dg, g.data(), g.size() * sizeof(float), cudaMemcpyHostToDevice), cudaSuccess);
+  float* dg = to_device(g);
   cuda::DeviceLowRank dlr;
   cudaStream_t st = nullptr;
   EXPECT_EQ(cudaStreamCreate(&st), cudaSuccess);
@@ -68,9 +61,9 @@ Agreement compare(const std::vector<float>& g, int64_t rows, int64_t cols, const
   a.gpu.rows = rows;
   a.gpu.cols = cols;
   a.gpu.rank = dlr.rank;
-  a.gpu.u = download(dlr.u, static_cast<size_t>(rows * dlr.rank));
-  a.gpu.v = download(dlr.v, static_cast<size_t>(cols * dlr.rank));
-  a.gpu.s = download(dlr.s, static_cast<size_t>(dlr.rank));
+  a.gpu.u = from_device(dlr.u.get<float>(), static_cast<size_t>(rows * dlr.rank));
+  a.gpu.v = from_device(dlr.v.get<float>(), static_cast<size_t>(cols * dlr.rank));
+  a.gpu.s = from_device(dlr.s.get<float>(), static_cast<size_t>(dlr.rank));
   cudaStreamDestroy(st);
   cudaFree(dg);
   EXPECT_EQ(a.gpu.rank, cpu.rank);
@@ -131,20 +124,6 @@ std::vector<double> gram_of(const std::vector<double>& y, int64_t m, int l) {
   return g;
 }
 
-template <typename T>
-T* upload(const std::vector<T>& h) {
-  T* d = nullptr;
-  EXPECT_EQ(cudaMalloc(&d, h.size() * sizeof(T)), cudaSuccess);
-  EXPECT_EQ(cudaMemcpy(d, h.data(), h.size() * sizeof(T), cudaMemcpyHostToDevice), cudaSuccess);
-  return d;
-}
-template <typename T>
-std::vector<T> fetch(const T* d, size_t n) {
-  std::vector<T> h(n);
-  EXPECT_EQ(cudaMemcpy(h.data(), d, n * sizeof(T), cudaMemcpyDeviceToHost), cudaSuccess);
-  return h;
-}
-
 }  // namespace
 
 TEST(SM90_Spectral, CholeskyFactorEqualsTheHostLoopAndItsInverseInverts) {
@@ -170,13 +149,13 @@ TEST(SM90_Spectral, CholeskyFactorEqualsTheHostLoopAndItsInverseInverts) {
         y[t * c.l + i] = i < c.rank ? n01(gen) * std::pow(c.grade, i) : y[t * c.l + i % c.rank] * (1 + i);
     const std::vector<double> g = gram_of(y, c.m, c.l);
     const size_t ll = static_cast<size_t>(c.l * c.l);
-    double* dg = upload(g);
-    double* dr = upload(std::vector<double>(ll, -1.0));
-    double* dri = upload(std::vector<double>(ll, -1.0));
+    double* dg = to_device(g);
+    double* dr = to_device(std::vector<double>(ll, -1.0));
+    double* dri = to_device(std::vector<double>(ll, -1.0));
     sp::ensure_cholesky_fits(c.l);
     sp::cholesky_inverse_device(nullptr, dg, c.l, dr, dri);
     ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
-    const std::vector<double> r = fetch(dr, ll), ri = fetch(dri, ll);
+    const std::vector<double> r = from_device(dr, ll), ri = from_device(dri, ll);
     cudaFree(dg);
     cudaFree(dr);
     cudaFree(dri);
@@ -232,15 +211,15 @@ TEST(SM90_Spectral, OnePassOrthonormalisesAWellConditionedBlockAndTwoPassesAnIll
         y[t * l + j] = sn * u + cs * v;
       }
     }
-    double* dy = upload(y);
-    double* dq = upload(std::vector<double>(y.size(), 0.0));
-    double* dt = upload(std::vector<double>(y.size(), 0.0));
-    double* small = upload(std::vector<double>(static_cast<size_t>(4 * l * l), 0.0));
+    double* dy = to_device(y);
+    double* dq = to_device(std::vector<double>(y.size(), 0.0));
+    double* dt = to_device(std::vector<double>(y.size(), 0.0));
+    double* small = to_device(std::vector<double>(static_cast<size_t>(4 * l * l), 0.0));
     const sp::OrthScratch sc{small, {small + l * l, small + 2 * l * l}, small + 3 * l * l};
     sp::ensure_cholesky_fits(l);
     for (int passes : {1, 2}) {
       const std::vector<double> rr = sp::orth(nullptr, dy, m, l, dq, dt, sc, passes, true);
-      const std::vector<double> q = fetch(dq, y.size());
+      const std::vector<double> q = from_device(dq, y.size());
       const std::vector<double> qtq = gram_of(q, m, l);
       double orth_err = 0, recon = 0, norm = 0;
       for (int i = 0; i < l; ++i)

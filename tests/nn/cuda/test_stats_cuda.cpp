@@ -17,18 +17,11 @@
 #include "nibble/quant/stats.hpp"
 #include "nibble/quant/synthetic.hpp"
 #include "nn/cuda/stats_cuda.hpp"
+#include "support/device_buffers.hpp"
 
 using namespace nibble;
 
 namespace {
-
-template <class T>
-T* to_device(const std::vector<T>& h) {
-  T* d = nullptr;
-  EXPECT_EQ(cudaMalloc(&d, h.size() * sizeof(T)), cudaSuccess);
-  EXPECT_EQ(cudaMemcpy(d, h.data(), h.size() * sizeof(T), cudaMemcpyHostToDevice), cudaSuccess);
-  return d;
-}
 
 double rel(double a, double b) { return a == b ? 0.0 : std::fabs(a - b) / std::max(std::fabs(a), std::fabs(b)); }
 
