@@ -17,7 +17,8 @@
 #   several sweeps in one call, their runs shared out over the GPUs together (each sweep's
 #   results come back as study-MODEL-TOKENS.tgz):
 #     bash scripts/study-sweep.sh 124m:100000000:nvfp4-mean,ufp4:2 60m:50000000:bf16,nvfp4:1,2
-#   env: CALL_SECONDS (the device call's limit, default 560: a step that collects --stats-every or evaluates can run past the step boundary the time limit waits for), GPUS (default: all visible),
+#   env: CALL_SECONDS (the device call's limit, default 560: a step that collects --stats-every or evaluates can run past the step boundary the time limit waits for),
+#        MARGIN (seconds kept back at the end of a call for the last step, the checkpoint and the copy back; default 45), GPUS (default: all visible),
 #        GTEST_FILTER (run these GPU tests first, building them), STATS_PROBE and STEP_PROBE (see below), BATCH, SEQ, LR, EVAL_EVERY,
 #        EVAL_BATCHES, SAVE_EVERY, STATS_EVERY (the runs' --stats-every), ANALYZE (recipes whose
 #        finished runs `nibble analyze` studies on their GPU: checkpoint, formats, stats), DATA_FILES (default "english code-c": ../shared/corpus files
