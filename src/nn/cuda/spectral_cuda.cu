@@ -71,49 +71,73 @@ void fill_omega(cudaStream_t st, double* o, int64_t n, uint64_t seed, uint32_t s
 // not safely positive (a rank-deficient subspace, e.g. an all-zero gradient) is replaced by a
 // tiny one so that the null directions come out as (near-)zero columns, which carry σ = 0.
 //
-// At these sizes a block barrier costs more than a step's arithmetic, so the factorization takes
-// one per step: step j reads row j as it stands and scales its entries by the pivot's reciprocal
-// on the fly while it updates the rows below; row j is stored scaled one step later, when
-// nothing reads it. Each entry sees r[p,i]·r[p,c] subtracted in the order p = 0, 1, ... as in the
-// sequential loop of SM90_Spectral's reference, bit for bit. The inverse then goes one warp per
-// column, by back substitution with the column's entries in registers (p ≡ lane mod 32).
-constexpr int kMaxL = 192;  // registers per lane for a column of R⁻¹: kMaxL / 32
-__global__ void cholesky_inverse_kernel(const double* g, int l, double* r, double* rinv) {
-  extern __shared__ double a[];  // [l, ld], then the l reciprocal pivots
+// The kernel is latency-bound (one SM, l dependent steps), so each step has one barrier and a
+// short critical path: step j reads row j as it stands and scales its entries by the pivot's
+// reciprocal on the fly while it updates the rows below; row j is stored scaled one step later,
+// when nothing reads it; and the thread that finishes the next diagonal entry computes the next
+// reciprocal pivot at once, before the barrier. Each entry of R sees r[p,i]·r[p,c] subtracted in
+// the order p = 0, 1, ... as in the sequential loop of SM90_Spectral's reference, bit for bit.
+//
+// R⁻¹: the same row operations applied to the identity give W = R⁻ᵀ (lower), in the same steps
+// at no extra barrier, when W fits in shared memory too (l ≤ 119 on sm_90); otherwise one warp
+// per column by back substitution afterwards, the column's entries in registers.
+constexpr int kMaxL = 192;  // registers per lane for a column of R⁻¹ in the fallback: kMaxL / 32
+__global__ void cholesky_inverse_kernel(const double* g, int l, double* r, double* rinv, bool w_shared) {
+  extern __shared__ double a[];  // [l, ld], the l reciprocal pivots, then W [l, ld] if w_shared
   const int ld = l | 1;           // an odd row stride: a warp reading down a column hits distinct banks
   double* inv_piv = a + l * ld;
+  double* w = w_shared && rinv ? inv_piv + l : nullptr;
   __shared__ double floor_s;
-  const int tid = threadIdx.x, nt = blockDim.x;
-  for (int idx = tid; idx < l * l; idx += nt) a[idx / l * ld + idx % l] = idx % l >= idx / l ? g[idx] : 0.0;
+  const int tid = threadIdx.x, nt = blockDim.x, lane = tid % 32, nw = nt / 32;
+  for (int idx = tid; idx < l * l; idx += nt) {
+    const int i = idx / l, c = idx % l;
+    a[i * ld + c] = c >= i ? g[idx] : 0.0;
+    if (w) w[i * ld + c] = c == i ? 1.0 : 0.0;
+  }
   if (tid == 0) {
     double tr = 0;
     for (int i = 0; i < l; ++i) tr = __dadd_rn(tr, g[i * l + i]);
     floor_s = __dmul_rn(fmax(tr, 1e-300), 1e-14);
+    inv_piv[0] = __drcp_rn(g[0] > floor_s ? __dsqrt_rn(g[0]) : __dsqrt_rn(floor_s));
   }
   __syncthreads();
   for (int j = 0; j < l; ++j) {
-    const double d = a[j * ld + j];
-    const double ip = __drcp_rn(d > floor_s ? __dsqrt_rn(d) : __dsqrt_rn(floor_s));  // every thread, the same
-    if (tid == 0) inv_piv[j] = ip;
+    const double ip = inv_piv[j];
     if (j > 0) {  // row j − 1 is final: nothing reads it in this step
       const int pr = j - 1;
-      for (int c = pr + tid; c < l; c += nt)
-        a[pr * ld + c] = c == pr ? __drcp_rn(inv_piv[pr]) : __dmul_rn(a[pr * ld + c], inv_piv[pr]);
+      const double ipr = inv_piv[pr];
+      for (int c = pr + tid; c < l; c += nt) a[pr * ld + c] = c == pr ? __drcp_rn(ipr) : __dmul_rn(a[pr * ld + c], ipr);
+      if (w)
+        for (int c = tid; c <= pr; c += nt) w[pr * ld + c] = __dmul_rn(w[pr * ld + c], ipr);
     }
-    // the trailing upper triangle: a warp per row (rows dealt round-robin), its lanes along it
-    for (int i = j + 1 + tid / 32; i < l; i += nt / 32) {
+    // the rows below: a warp per row (dealt round-robin), its lanes along it; row j + 1's
+    // diagonal is its warp 0's lane 0's first entry, whose pivot that lane computes straight away
+    for (int i = j + 1 + tid / 32; i < l; i += nw) {
       const double rji = __dmul_rn(a[j * ld + i], ip);
-      for (int c = i + tid % 32; c < l; c += 32)
-        a[i * ld + c] = __dsub_rn(a[i * ld + c], __dmul_rn(rji, __dmul_rn(a[j * ld + c], ip)));
+      for (int c = i + lane; c < l; c += 32) {
+        const double v = __dsub_rn(a[i * ld + c], __dmul_rn(rji, __dmul_rn(a[j * ld + c], ip)));
+        a[i * ld + c] = v;
+        if (c == j + 1 && i == j + 1) inv_piv[j + 1] = __drcp_rn(v > floor_s ? __dsqrt_rn(v) : __dsqrt_rn(floor_s));
+      }
+      if (w)
+        for (int c = lane; c <= j; c += 32) w[i * ld + c] = __dsub_rn(w[i * ld + c], __dmul_rn(rji, __dmul_rn(w[j * ld + c], ip)));
     }
     __syncthreads();
   }
-  if (tid == 0) a[(l - 1) * ld + l - 1] = __drcp_rn(inv_piv[l - 1]);
+  {
+    const int pr = l - 1;
+    if (tid == 0) a[pr * ld + pr] = __drcp_rn(inv_piv[pr]);
+    if (w)
+      for (int c = tid; c <= pr; c += nt) w[pr * ld + c] = __dmul_rn(w[pr * ld + c], inv_piv[pr]);
+  }
   __syncthreads();
   for (int idx = tid; idx < l * l; idx += nt) r[idx] = a[idx / l * ld + idx % l];
   if (!rinv) return;  // the factor alone (bench)
+  if (w) {
+    for (int idx = tid; idx < l * l; idx += nt) rinv[idx] = w[idx % l * ld + idx / l];  // R⁻¹ = Wᵀ
+    return;
+  }
   constexpr int kPer = kMaxL / 32;
-  const int lane = tid % 32, nw = nt / 32;
   for (int c = tid / 32; c < l; c += nw) {
     double x[kPer];
 #pragma unroll
@@ -141,28 +165,45 @@ __global__ void cholesky_inverse_kernel(const double* g, int l, double* r, doubl
   }
 }
 
-// Shared memory of cholesky_inverse_kernel for l×l (the factor and the pivots).
-size_t cholesky_shared_bytes(int64_t l) { return static_cast<size_t>(l * (l | 1) + l) * sizeof(double); }
+// Shared memory of cholesky_inverse_kernel for l×l: the factor and the pivots, and W when
+// with_w (+ the kernel's static double).
+size_t cholesky_shared_bytes(int64_t l, bool with_w) {
+  return static_cast<size_t>((with_w ? 2 : 1) * l * (l | 1) + l + 1) * sizeof(double);
+}
+
+int max_shared_per_block() {
+  static const int optin = [] {
+    int dev = 0, v = 0;
+    NIBBLE_CUDA_CHECK(cudaGetDevice(&dev));
+    NIBBLE_CUDA_CHECK(cudaDeviceGetAttribute(&v, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev));
+    return v;
+  }();
+  return optin;
+}
+
+bool inverse_in_shared(int64_t l) {
+  return cholesky_shared_bytes(l, true) <= static_cast<size_t>(max_shared_per_block());
+}
 
 void ensure_cholesky_fits(int64_t l) {
   if (l > kMaxL)
     fail("spectral split: rank + oversample = ", l, " is more than the GPU Cholesky's ", kMaxL,
          ": use a smaller spectral_rank");
-  const size_t bytes = cholesky_shared_bytes(l);
-  if (bytes <= 48 * 1024) return;
-  int dev = 0, optin = 0;
-  NIBBLE_CUDA_CHECK(cudaGetDevice(&dev));
-  NIBBLE_CUDA_CHECK(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev));
-  if (bytes + 8 > static_cast<size_t>(optin))  // + the kernel's static double
+  const size_t bytes = cholesky_shared_bytes(l, inverse_in_shared(l));
+  if (bytes > static_cast<size_t>(max_shared_per_block()))
     fail("spectral split: rank + oversample = ", l, " needs its ", l, "x", l,
-         " float64 Cholesky factor in one block's shared memory (", bytes, " bytes; this GPU allows ", optin,
-         "): use a smaller spectral_rank");
-  NIBBLE_CUDA_CHECK(cudaFuncSetAttribute(cholesky_inverse_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                         static_cast<int>(bytes)));
+         " float64 Cholesky factor in one block's shared memory (", bytes, " bytes; this GPU allows ",
+         max_shared_per_block(), "): use a smaller spectral_rank");
+  const size_t dynamic = bytes - sizeof(double);  // less the kernel's static double
+  if (dynamic > 48 * 1024)
+    NIBBLE_CUDA_CHECK(cudaFuncSetAttribute(cholesky_inverse_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                           static_cast<int>(dynamic)));
 }
 
 void cholesky_inverse_device(cudaStream_t st, const double* g, int64_t l, double* r, double* rinv, int threads) {
-  cholesky_inverse_kernel<<<1, threads, cholesky_shared_bytes(l), st>>>(g, static_cast<int>(l), r, rinv);
+  const bool ws = inverse_in_shared(l);
+  cholesky_inverse_kernel<<<1, threads, cholesky_shared_bytes(l, ws) - sizeof(double), st>>>(g, static_cast<int>(l), r,
+                                                                                              rinv, ws);
   NIBBLE_CUDA_CHECK_LAUNCH();
 }
 
@@ -220,14 +261,16 @@ void randomized_svd_device(const float* g, int64_t rows, int64_t cols, const Spe
   to_double(st, g, gd, rows * cols);
   fill_omega(st, omega, cols * l, spec.seed, spec.stream);
   dgemm_rm(st, false, false, rows, l, cols, gd, cols, omega, l, y, l);  // Y = G Ω
-  // Between the power iterations one CholeskyQR pass suffices: it only has to keep the basis
-  // well conditioned for the next product (the subspace is the same whatever the basis); the
-  // two bases the factors are built from get two passes (CholeskyQR2: orthonormal to rounding).
+  // Inside the power iterations one CholeskyQR pass per iteration, of Y only: it has to keep
+  // the basis well enough conditioned for the next two products (Y = G Gᵀ Q squares the
+  // spread of σ over the subspace; in float64 that loses only directions far below what a 4-bit
+  // residual resolves), not orthonormal, and the subspace is the same whatever the basis (the
+  // CPU reference orthonormalises Z as well, with Householder). The two bases the factors are
+  // built from get two passes (CholeskyQR2: orthonormal to rounding).
   for (int it = 0; it < spec.power_iters; ++it) {
     orth(st, y, rows, l, q, tmp, sc, 1, false);
     dgemm_rm(st, true, false, cols, l, rows, gd, cols, q, l, z, l);  // Z = Gᵀ Q
-    orth(st, z, cols, l, q, tmp, sc, 1, false);
-    dgemm_rm(st, false, false, rows, l, cols, gd, cols, q, l, y, l);  // Y = G Z
+    dgemm_rm(st, false, false, rows, l, cols, gd, cols, z, l, y, l);  // Y = G Z
   }
   orth(st, y, rows, l, omega, tmp, sc, 2, false);                  // Q [rows, l] (Ω's buffer is free)
   double* qy = omega;

@@ -5,10 +5,10 @@
 // float64 cuBLAS GEMMs and the orthonormalisations as CholeskyQR instead of Householder QR (per
 // pass: the l×l Gram matrix, its Cholesky factor and inverse in one block's shared memory, and a
 // GEMM by the inverse), all on the stream: only the last R and the small SVD's factors cross to
-// the host, once per call. Between power iterations one pass, for the two final bases two
-// (CholeskyQR2). The factors equal the CPU's up to rounding (and column signs, which cancel in
+// the host, once per call. In each power iteration one pass, of the [rows, l] block only; for
+// the two final bases two (CholeskyQR2). The factors equal the CPU's up to rounding (and column signs, which cancel in
 // U S Vᵀ). l = rank + oversample is limited by shared memory (l·(l | 1) + l doubles: l up to 169 on
-// sm_90).
+// sm_90; up to 119 the inverse is built in the factorization's steps, beyond in a second phase).
 #include <cuda_runtime.h>
 
 #include <cstdint>

@@ -129,8 +129,9 @@ std::vector<double> gram_of(const std::vector<double>& y, int64_t m, int l) {
 TEST(SM90_Spectral, CholeskyFactorEqualsTheHostLoopAndItsInverseInverts) {
   REQUIRE_GPU();
   namespace sp = cuda::spectral_parts;
-  // well conditioned (l = 72, as metis's qkv), graded over 8 decades (the first pass of an
-  // orthonormalisation after a power iteration), and rank 3 of 8 (floored pivots)
+  // well conditioned (l = 72, as metis's qkv), graded over 6 decades (the first pass of an
+  // orthonormalisation after a power iteration), rank 3 of 8 (floored pivots), and l = 128,
+  // where the inverse no longer fits in shared memory beside the factor (back substitution)
   struct Case {
     const char* what;
     int64_t m;
@@ -139,7 +140,7 @@ TEST(SM90_Spectral, CholeskyFactorEqualsTheHostLoopAndItsInverseInverts) {
     int rank;      // columns beyond it are combinations of the first `rank`
   };
   for (const Case c : {Case{"l 72, well conditioned", 600, 72, 1.0, 72}, Case{"l 40, 6 decades", 400, 40, 0.7, 40},
-                       Case{"l 8, rank 3", 100, 8, 1.0, 3}}) {
+                       Case{"l 8, rank 3", 100, 8, 1.0, 3}, Case{"l 128, inverse afterwards", 700, 128, 0.97, 128}}) {
     std::mt19937 gen(11);
     std::normal_distribution<double> n01(0.0, 1.0);
     std::vector<double> y(static_cast<size_t>(c.m * c.l));
