@@ -5,7 +5,9 @@
 # RECIPES x SEEDS that are missing, e.g. a second seed only some recipes have, leave the report
 # marked incomplete, with the finished runs in the table).
 # Tarballs are applied in the order given, so list them oldest first: a later call's copy of a run
-# has more of it. Unfinished runs are skipped (and named).
+# has more of it. An unfinished run is kept only while DEST has no finished copy and no longer
+# log of it; the report compares it with the other runs of its seed at the evaluations it reached
+# ("Unfinished runs"), outside the table of finished runs.
 #
 #   bash scripts/study-collect.sh DEST MODEL TOKENS RECIPES SEEDS study.tgz...
 #   e.g. bash scripts/study-collect.sh docs/study/124m-100M 124m 100000000 bf16,nvfp4 1,2 /work/.device/*/study.tgz
@@ -18,19 +20,29 @@ shift 5
 NIBBLE=${NIBBLE:-build-main/nibble}
 [ -x "$NIBBLE" ] || { echo "no $NIBBLE: build nibble first (or set NIBBLE)" >&2; exit 2; }
 mkdir -p "$DEST"
-# Only finished runs (with final/trainer.json) are merged: a run a call stopped half-way restarts
-# from step 0 on the next machine (its checkpoint stays behind), so its partial log is not kept.
+# A run a call stopped half-way restarts from step 0 on the next machine (its checkpoint stays
+# behind), so a later tarball may hold a shorter log of it than an earlier one: an unfinished
+# run replaces DEST's copy only when DEST's is unfinished too and has fewer log rows. (A seed's
+# run is bit-identical from machine to machine, docs/gpu-runs.md run 57, so the longer log is
+# the same run, further on.)
 STAGE=$(mktemp -d)
 trap 'rm -rf "$STAGE"' EXIT
+rows() { [ -f "$1/metrics.jsonl" ] && wc -l <"$1/metrics.jsonl" || echo 0; }
 for t in "$@"; do
   rm -rf "${STAGE:?}"/*
   tar xzf "$t" -C "$STAGE"
   for r in "$STAGE"/runs/*; do
     [ -d "$r" ] || continue
+    name=$(basename "$r"); have="$DEST/runs/$name"
     if [ -f "$r/final/trainer.json" ]; then
-      mkdir -p "$DEST/runs" && rm -rf "$DEST/runs/$(basename "$r")" && cp -r "$r" "$DEST/runs/"
+      mkdir -p "$DEST/runs" && rm -rf "$have" && cp -r "$r" "$DEST/runs/"
+    elif [ -f "$have/final/trainer.json" ]; then
+      echo "kept the finished $name over the unfinished one from $t"
+    elif [ "$(rows "$r")" -gt "$(rows "$have")" ]; then
+      mkdir -p "$DEST/runs" && rm -rf "$have" && cp -r "$r" "$DEST/runs/"
+      echo "unfinished run $name from $t: $(rows "$r") log rows (compared at its evaluations)"
     else
-      echo "skipped unfinished run $(basename "$r") from $t"
+      echo "kept the unfinished $name already there (as long or longer) over the one from $t"
     fi
   done
 done

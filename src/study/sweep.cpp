@@ -36,6 +36,13 @@ bool run_finished(const std::string& dir, int64_t steps) {
   return Json::parse(read_file(f.string()), f.string()).at("step").as_int64() == steps;
 }
 
+// An unfinished run with at least one logged row (a run killed before its first log window
+// leaves an empty or no metrics.jsonl).
+bool has_logged(const std::string& dir) {
+  const fs::path m = fs::path(dir) / "metrics.jsonl";
+  return fs::exists(m) && !report::read_metrics_jsonl(m.string()).rows.empty();
+}
+
 int64_t resumable_step(const std::string& dir) {
   if (!fs::exists(fs::path(dir) / "latest")) return -1;
   const std::string ck = resolve_checkpoint_dir(dir);
@@ -253,21 +260,25 @@ std::string sweep_run_dir(const std::string& out, const std::string& recipe, uin
 Json SweepResult::to_json() const {
   Json j = Json::object();
   j["complete"] = complete;
-  Json rs = Json::array();
-  for (const SweepRun& r : runs) {
-    Json x = Json::object();
-    x["recipe"] = r.recipe;
-    x["seed"] = r.seed;
-    x["dir"] = r.dir;
-    x["steps"] = r.steps;
-    x["tokens"] = r.tokens;
-    x["final_train_loss"] = r.final_train_loss;
-    x["final_val_loss"] = r.final_val_loss;
-    x["tokens_per_s"] = r.tokens_per_s;
-    x["hardware"] = r.hardware;
-    rs.push_back(x);
-  }
-  j["runs"] = rs;
+  const auto runs_json = [](const std::vector<SweepRun>& list) {
+    Json rs = Json::array();
+    for (const SweepRun& r : list) {
+      Json x = Json::object();
+      x["recipe"] = r.recipe;
+      x["seed"] = r.seed;
+      x["dir"] = r.dir;
+      x["steps"] = r.steps;
+      x["tokens"] = r.tokens;
+      x["final_train_loss"] = r.final_train_loss;  // of an unfinished run: its last 5% so far
+      x["final_val_loss"] = r.final_val_loss;      // of an unfinished run: its last evaluation
+      x["tokens_per_s"] = r.tokens_per_s;
+      x["hardware"] = r.hardware;
+      rs.push_back(x);
+    }
+    return rs;
+  };
+  j["runs"] = runs_json(runs);
+  j["unfinished"] = runs_json(unfinished);
   Json rc = Json::array();
   for (const SweepRecipe& r : recipes) {
     Json x = Json::object();
@@ -341,6 +352,7 @@ SweepResult summarize(const SweepConfig& cfg) {
       const std::string dir = sweep_run_dir(cfg.out, name, seed);
       if (!run_finished(dir, cfg.base.steps)) {
         res.complete = false;
+        if (has_logged(dir)) res.unfinished.push_back(read_run(name, seed, dir));
         continue;
       }
       res.runs.push_back(read_run(name, seed, dir));
@@ -412,7 +424,10 @@ void write_sweep_report(const SweepConfig& cfg, const SweepResult& r) {
         "seed against the bf16 run of the same seed and averaged over the seeds both have (gap seeds); its ± is the " +
         "max − min of those paired gaps. tokens/s: the mean over seeds; step time vs bf16: each run against the " +
         "bf16 runs on the same hardware (— when there are none).\n\n";
-  if (!r.complete) md += "**Incomplete:** some runs have not finished; the table shows the finished ones.\n\n";
+  if (!r.complete)
+    md += std::string("**Incomplete:** some runs have not finished; the table shows the finished ones") +
+          (r.unfinished.empty() ? "" : " (those that logged are compared at their evaluations under \"Unfinished runs\")") +
+          ".\n\n";
   report::MarkdownTable t({"recipe", "seeds", "train loss", "±", "val loss", "±", "val gap to bf16", "±",
                            "gap seeds", "train gap", "tokens/s", "step time vs bf16", "hardware"},
                           {report::Align::Left, report::Align::Right, report::Align::Right, report::Align::Right,
@@ -447,7 +462,14 @@ void write_sweep_report(const SweepConfig& cfg, const SweepResult& r) {
       gap_s.push_back({s.recipe, g.x, g.y});
     }
   }
+  // an unfinished run's curves as far as they go, one seed each, named as such
+  for (const SweepRun& u : r.unfinished) {
+    const std::string name = u.recipe + " seed " + std::to_string(u.seed) + " (unfinished)";
+    train_s.push_back({name, u.curve_tokens, u.curve_train});
+    val_s.push_back({name, u.eval_tokens, u.eval_val});
+  }
   if (!gap_s.empty()) md += "![gap to bf16](gap.svg)\n";
+  if (!r.unfinished.empty()) md += "\n" + unfinished_runs_section(cfg, r);
   report::PlotOptions o;
   o.x_label = "tokens";
   o.y_label = "cross-entropy (nats/token)";

@@ -307,3 +307,86 @@ TEST(Sweep, StepTimeIsPairedWithBf16OnTheSameHardware) {
   EXPECT_EQ(short_hardware("NVIDIA H200, fp32 activations"), "H200");
   EXPECT_EQ(short_hardware("cpu"), "cpu");
 }
+
+// An unfinished run against the other runs of its seed at the evaluations it reached, with the
+// gaps worked out by hand.
+TEST(Sweep, AnUnfinishedRunIsComparedAtTheEvaluationsItReached) {
+  const auto run = [](const std::string& recipe, uint64_t seed, std::vector<double> tokens, std::vector<double> val) {
+    SweepRun r;
+    r.recipe = recipe;
+    r.seed = seed;
+    r.eval_tokens = std::move(tokens);
+    r.eval_val = std::move(val);
+    return r;
+  };
+  const std::vector<double> all = {100, 200, 300, 400, 500, 600};
+  const std::vector<SweepRun> runs = {
+      run("bf16", 1, all, {5, 4, 3, 2.5, 2.0, 1.6}),
+      run("nvfp4", 1, all, {5.5, 4.4, 3.3, 2.6, 2.1, 1.7}),
+      run("ufp4", 1, {100, 200, 400}, {5, 4, 2.75}),  // no evaluation at 300 tokens
+      run("bf16", 2, all, {9, 9, 9, 9, 9, 9}),        // another seed: never a reference here
+      run("mxfp4", 2, all, {9, 9, 9, 9, 9, 9}),
+  };
+  const SweepRun metis = run("metis", 1, {100, 200, 300, 400, 450}, {5.25, 4.2, 3.6, 2.5, 2.3});  // stopped at 450
+  const MatchedGaps m = matched_gaps(runs, metis);
+  // the last four evaluations that bf16 seed 1 also made (450 it did not)
+  ASSERT_EQ(m.tokens, (std::vector<double>{100, 200, 300, 400}));
+  ASSERT_EQ(m.recipes, (std::vector<std::string>{"metis", "nvfp4", "ufp4"}));
+  const std::vector<std::vector<double>> want = {{5, 5, 20, 0}, {10, 10, 10, 4}, {0, 0, NAN, 10}};
+  for (size_t k = 0; k < want.size(); ++k)
+    for (size_t e = 0; e < want[k].size(); ++e) {
+      if (std::isnan(want[k][e])) {
+        EXPECT_TRUE(std::isnan(m.gap_pct[k][e])) << m.recipes[k] << " at " << m.tokens[e];
+      } else {
+        EXPECT_NEAR(m.gap_pct[k][e], want[k][e], 1e-12) << m.recipes[k] << " at " << m.tokens[e];
+      }
+    }
+  EXPECT_EQ(matched_gaps(runs, metis, 2).tokens, (std::vector<double>{300, 400}));
+  EXPECT_TRUE(matched_gaps(runs, run("metis", 3, all, {1, 1, 1, 1, 1, 1})).tokens.empty());  // no bf16 of seed 3
+  EXPECT_TRUE(matched_gaps(runs, run("metis", 1, {450}, {2.3})).tokens.empty());             // nothing in common
+}
+
+// A sweep stopped inside its second run reports that run beside bf16 at its evaluation, with the
+// number recomputed from the two runs' own logs.
+TEST(Sweep, TheReportComparesAStoppedRunFromItsOwnLog) {
+  ScratchDir d;
+  SweepConfig s = small_sweep(d, "stopped");
+  s.seeds = {1};
+  SweepOptions stop = quiet();
+  stop.stop_after_steps = 17;  // bf16 finished (10 steps), nvfp4 stopped after 7 (evaluated at step 5)
+  run_sweep(s, stop);
+  const SweepResult r = summarize_sweep(s);
+  EXPECT_FALSE(r.complete);
+  ASSERT_EQ(r.runs.size(), 1u);
+  ASSERT_EQ(r.unfinished.size(), 1u);
+  EXPECT_EQ(r.unfinished[0].recipe, "nvfp4");
+  EXPECT_EQ(r.unfinished[0].steps, 7);
+  write_sweep_report(s, r);
+  // step 5's validation loss of each run, read straight from metrics.jsonl
+  const auto val_at_step5 = [](const std::string& dir) -> double {
+    const report::MetricsLog log = report::read_metrics_jsonl(dir + "/metrics.jsonl");
+    const std::vector<double> step = log.column("step"), val = log.column("val_loss");
+    for (size_t i = 0; i < step.size(); ++i)
+      if (step[i] == 5 && std::isfinite(val[i])) return val[i];
+    return NAN;
+  };
+  const double b = val_at_step5(sweep_run_dir(s.out, "bf16", 1)), n = val_at_step5(sweep_run_dir(s.out, "nvfp4", 1));
+  ASSERT_TRUE(std::isfinite(b) && std::isfinite(n));
+  const double g = 100.0 * (n - b) / b;
+  const std::string md = read_file(s.out + "/results.md");
+  const size_t section = md.find("## Unfinished runs");
+  ASSERT_NE(section, std::string::npos) << md;
+  EXPECT_NE(md.find("**nvfp4, seed 1**: step 7 of 10", section), std::string::npos) << md;
+  const size_t row = md.find("| nvfp4", section);
+  ASSERT_NE(row, std::string::npos) << md;
+  const std::string line = md.substr(row, md.find('\n', row) - row);
+  const std::string cell = (g >= 0 ? "+" : "") + report::fmt_fixed(g, 2) + "% |";
+  EXPECT_EQ(line.substr(line.size() - cell.size()), cell) << line;
+  const Json j = Json::parse(read_file(s.out + "/results.json"), "results.json");
+  ASSERT_EQ(j.at("unfinished").as_array().size(), 1u);
+  EXPECT_EQ(j.at("unfinished").as_array()[0].at("steps").as_int64(), 7);
+  EXPECT_NE(read_file(s.out + "/val_loss.svg").find("nvfp4 seed 1 (unfinished)"), std::string::npos);
+  // once it finishes, it leaves the section and joins the table
+  ASSERT_TRUE(run_sweep(s, quiet()).complete);
+  EXPECT_EQ(read_file(s.out + "/results.md").find("## Unfinished runs"), std::string::npos);
+}

@@ -94,7 +94,9 @@ int run_sweep(const std::vector<std::string>& argv) {
     const SweepResult r = nibble::summarize_sweep(s);
     nibble::write_sweep_report(s, r);
     std::printf("%s/results.md: %zu of %zu runs%s\n", s.out.c_str(), r.runs.size(), s.recipes.size() * s.seeds.size(),
-                r.complete ? "" : " (incomplete)");
+                r.complete ? ""
+                           : (" (incomplete; " + std::to_string(r.unfinished.size()) +
+                              " unfinished compared at their evaluations)").c_str());
     return 0;
   }
   const SweepResult r = nibble::run_sweep(s, o);

@@ -37,7 +37,7 @@ struct SweepOptions {
 // last one) is too noisy to compare recipes by.
 double tail_mean(const std::vector<double>& step, const std::vector<double>& loss_avg, double fraction);
 
-// One finished run, read back from its directory.
+// One run, read back from its directory (finished, or from what an unfinished one logged).
 struct SweepRun {
   std::string recipe;
   uint64_t seed = 0;
@@ -98,9 +98,27 @@ struct SweepRecipe {
 struct SweepResult {
   std::vector<SweepRun> runs;
   std::vector<SweepRecipe> recipes;
+  // Runs of the configuration that logged but have not finished (a time limit stopped them, or
+  // their machine went away with the checkpoint). They stay out of every table above and are
+  // compared only at the evaluations they reached (matched_gaps).
+  std::vector<SweepRun> unfinished;
   bool complete = false;  // every run finished
   Json to_json() const;
 };
+
+// An unfinished run beside the other runs of its seed, at the same evaluations: the learning-rate
+// schedule is fixed by the configured steps, so runs of one seed at one step have seen the same
+// batches under the same learning rate whether or not they went on to finish.
+struct MatchedGaps {
+  std::vector<double> tokens;                // the run's last (up to `last`) evaluations that the seed's bf16 run made
+  std::vector<std::string> recipes;          // the run's recipe first, then the seed's other non-bf16 runs
+  std::vector<std::vector<double>> gap_pct;  // [recipe][evaluation]: (val − bf16 val) / bf16 val · 100; NaN where it did not evaluate
+};
+// `runs`: every run of the sweep that may share `run`'s seed (finished and unfinished). Empty
+// tokens when the seed has no bf16 run or none of its evaluations matches the run's.
+MatchedGaps matched_gaps(const std::vector<SweepRun>& runs, const SweepRun& run, size_t last = 4);
+// The report's "Unfinished runs" section (empty when there are none).
+std::string unfinished_runs_section(const SweepConfig& cfg, const SweepResult& r);
 
 std::string sweep_run_dir(const std::string& out, const std::string& recipe, uint64_t seed);
 
