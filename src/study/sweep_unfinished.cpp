@@ -67,6 +67,10 @@ std::string unfinished_runs_section(const SweepConfig& cfg, const SweepResult& r
           std::to_string(cfg.base.steps) + " (" + report::fmt_si(u.tokens) + " of " + report::fmt_si(total) +
           " tokens), " + report::fmt_si(u.tokens_per_s) + " tokens/s";
     const MatchedGaps m = matched_gaps(all, u);
+    if (u.recipe == "bf16") {  // the reference itself: the seed's gaps wait for it
+      md += "; the reference of seed " + std::to_string(u.seed) + ", so that seed's gaps are not in the tables until it finishes.\n\n";
+      continue;
+    }
     if (m.tokens.empty()) {
       md += "; no evaluation in common with a bf16 run of seed " + std::to_string(u.seed) + ".\n\n";
       continue;

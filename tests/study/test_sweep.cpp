@@ -344,6 +344,21 @@ TEST(Sweep, AnUnfinishedRunIsComparedAtTheEvaluationsItReached) {
   EXPECT_EQ(matched_gaps(runs, metis, 2).tokens, (std::vector<double>{300, 400}));
   EXPECT_TRUE(matched_gaps(runs, run("metis", 3, all, {1, 1, 1, 1, 1, 1})).tokens.empty());  // no bf16 of seed 3
   EXPECT_TRUE(matched_gaps(runs, run("metis", 1, {450}, {2.3})).tokens.empty());             // nothing in common
+  // the report section: a table for metis, and an unfinished bf16 named as its seed's reference
+  SweepConfig cfg;
+  cfg.base.steps = 6;
+  cfg.base.batch = 1;
+  cfg.base.seq = 100;
+  SweepResult res;
+  res.runs = runs;
+  res.unfinished = {metis, run("bf16", 3, {100}, {5})};
+  res.unfinished[0].steps = 4;
+  const std::string md = unfinished_runs_section(cfg, res);
+  EXPECT_NE(md.find("**metis, seed 1**: step 4 of 6"), std::string::npos) << md;
+  EXPECT_NE(md.find("| metis  |     +5.00% |     +5.00% |    +20.00% |     +0.00% |"), std::string::npos) << md;
+  EXPECT_NE(md.find("| ufp4   |     +0.00% |     +0.00% |          — |    +10.00% |"), std::string::npos) << md;
+  EXPECT_NE(md.find("the reference of seed 3"), std::string::npos) << md;
+  EXPECT_EQ(unfinished_runs_section(cfg, SweepResult{}), "");
 }
 
 // A sweep stopped inside its second run reports that run beside bf16 at its evaluation, with the
