@@ -106,13 +106,18 @@ std::string write_runs_report(const std::vector<std::string>& dirs, const std::s
   }
   report::MarkdownTable t(head, align);
   std::vector<report::Series> train_s, val_s;
+  bool any_unfinished = false;
   for (const fs::path& d : runs) {
     const LoadedRun l = load_run(d);
     const TrainConfig& c = l.config;
     const SweepRun& r = l.run;
     const std::string label = d.filename().string();
+    // a run that stopped short of its configured steps: its "final" losses are from mid-schedule
+    const bool unfinished = r.steps < c.steps;
+    any_unfinished = any_unfinished || unfinished;
     std::vector<std::string> row = {label, c.model.name, l.recipe, std::to_string(c.seed), c.device,
-                                    std::to_string(r.steps), report::fmt_si(r.tokens),
+                                    std::to_string(r.steps) + (unfinished ? " of " + std::to_string(c.steps) : ""),
+                                    report::fmt_si(r.tokens),
                                     report::fmt_fixed(r.final_train_loss, 4),
                                     std::isfinite(r.final_val_loss) ? report::fmt_fixed(r.final_val_loss, 4) : "—",
                                     report::fmt_si(r.tokens_per_s)};
@@ -146,6 +151,10 @@ std::string write_runs_report(const std::vector<std::string>& dirs, const std::s
     md += " Steps to baseline val: the first step at which a run's validation loss reaches the final one of `" +
           baseline + "` (" + report::fmt_fixed(target, 4) + "), linear between evaluations; speed-up = the baseline's " +
           report::fmt_fixed(base_steps, 0) + " steps ÷ that.";
+  if (any_unfinished)
+    md += " Steps \"N of M\": the run stopped after N of its M configured steps (a time limit, or a lost machine), "
+          "so its losses are from the middle of its learning-rate schedule, not comparable with finished runs' final "
+          "ones; compare it at equal tokens on the plots (or in a sweep report's \"Unfinished runs\").";
   md += "\n\n";
   md += t.str() + "\n![training loss](loss.svg)\n\n![validation loss](val_loss.svg)\n";
   write_file_atomic((fs::path(out) / "report.md").string(), md, Durability::Fsync);

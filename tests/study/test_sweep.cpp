@@ -401,6 +401,11 @@ TEST(Sweep, TheReportComparesAStoppedRunFromItsOwnLog) {
   ASSERT_EQ(j.at("unfinished").as_array().size(), 1u);
   EXPECT_EQ(j.at("unfinished").as_array()[0].at("steps").as_int64(), 7);
   EXPECT_NE(read_file(s.out + "/val_loss.svg").find("nvfp4 seed 1 (unfinished)"), std::string::npos);
+  // `nibble report` marks it too, and only it
+  const std::string rep = write_runs_report({s.out}, d.file("rep"));
+  EXPECT_NE(rep.find("| 7 of 10 |"), std::string::npos) << rep;
+  EXPECT_NE(rep.find("stopped after N of its M configured steps"), std::string::npos) << rep;
+  EXPECT_EQ(rep.find("10 of 10"), std::string::npos) << rep;
   // once it finishes, it leaves the section and joins the table
   ASSERT_TRUE(run_sweep(s, quiet()).complete);
   EXPECT_EQ(read_file(s.out + "/results.md").find("## Unfinished runs"), std::string::npos);
