@@ -36,13 +36,6 @@ bool run_finished(const std::string& dir, int64_t steps) {
   return Json::parse(read_file(f.string()), f.string()).at("step").as_int64() == steps;
 }
 
-// An unfinished run with at least one logged row (a run killed before its first log window
-// leaves an empty or no metrics.jsonl).
-bool has_logged(const std::string& dir) {
-  const fs::path m = fs::path(dir) / "metrics.jsonl";
-  return fs::exists(m) && !report::read_metrics_jsonl(m.string()).rows.empty();
-}
-
 int64_t resumable_step(const std::string& dir) {
   if (!fs::exists(fs::path(dir) / "latest")) return -1;
   const std::string ck = resolve_checkpoint_dir(dir);
@@ -108,7 +101,11 @@ double paired_step_time(const std::vector<SweepRun>& runs, const std::string& re
   return n > 0 ? sum / n : kNaN;
 }
 
-SweepRun read_run(const std::string& recipe, uint64_t seed, const std::string& dir) {
+namespace {
+
+// read_run on a log already read (summarize reads an unfinished run's log once, to see whether
+// it has any rows, and builds the run from that).
+SweepRun run_from_log(const std::string& recipe, uint64_t seed, const std::string& dir, const report::MetricsLog& log) {
   SweepRun r;
   r.recipe = recipe;
   r.seed = seed;
@@ -123,7 +120,6 @@ SweepRun read_run(const std::string& recipe, uint64_t seed, const std::string& d
     const Json t = Json::parse(read_file(trainer.string()), trainer.string());
     if (t.contains("device_name") && t.at("device_name").is_string()) r.hardware = short_hardware(t.at("device_name").as_string());
   }
-  const report::MetricsLog log = report::read_metrics_jsonl((fs::path(dir) / "metrics.jsonl").string());
   const std::vector<double> step = log.column("step"), tokens = log.column("tokens"), train = log.column("loss_avg"),
                             val = log.column("val_loss"), tps = log.column("tokens_per_s");
   if (step.empty()) fail(dir, "/metrics.jsonl: no rows");
@@ -141,6 +137,12 @@ SweepRun read_run(const std::string& recipe, uint64_t seed, const std::string& d
       r.eval_val.push_back(val[i]);
     }
   return r;
+}
+
+}  // namespace
+
+SweepRun read_run(const std::string& recipe, uint64_t seed, const std::string& dir) {
+  return run_from_log(recipe, seed, dir, report::read_metrics_jsonl((fs::path(dir) / "metrics.jsonl").string()));
 }
 
 namespace {
@@ -352,7 +354,11 @@ SweepResult summarize(const SweepConfig& cfg) {
       const std::string dir = sweep_run_dir(cfg.out, name, seed);
       if (!run_finished(dir, cfg.base.steps)) {
         res.complete = false;
-        if (has_logged(dir)) res.unfinished.push_back(read_run(name, seed, dir));
+        // one that has logged (a run killed before its first log window has no rows)
+        const fs::path m = fs::path(dir) / "metrics.jsonl";
+        if (fs::exists(m))
+          if (const report::MetricsLog log = report::read_metrics_jsonl(m.string()); !log.rows.empty())
+            res.unfinished.push_back(run_from_log(name, seed, dir, log));
         continue;
       }
       res.runs.push_back(read_run(name, seed, dir));
