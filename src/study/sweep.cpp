@@ -281,6 +281,14 @@ Json SweepResult::to_json() const {
   };
   j["runs"] = runs_json(runs);
   j["unfinished"] = runs_json(unfinished);
+  Json ns = Json::array();
+  for (const auto& [recipe, seed] : not_started) {
+    Json x = Json::object();
+    x["recipe"] = recipe;
+    x["seed"] = seed;
+    ns.push_back(x);
+  }
+  j["not_started"] = ns;
   Json rc = Json::array();
   for (const SweepRecipe& r : recipes) {
     Json x = Json::object();
@@ -356,9 +364,12 @@ SweepResult summarize(const SweepConfig& cfg) {
         res.complete = false;
         // one that has logged (a run killed before its first log window has no rows)
         const fs::path m = fs::path(dir) / "metrics.jsonl";
-        if (fs::exists(m))
-          if (const report::MetricsLog log = report::read_metrics_jsonl(m.string()); !log.rows.empty())
-            res.unfinished.push_back(run_from_log(name, seed, dir, log));
+        report::MetricsLog log;
+        if (fs::exists(m)) log = report::read_metrics_jsonl(m.string());
+        if (log.rows.empty())
+          res.not_started.emplace_back(name, seed);
+        else
+          res.unfinished.push_back(run_from_log(name, seed, dir, log));
         continue;
       }
       res.runs.push_back(read_run(name, seed, dir));
@@ -430,10 +441,21 @@ void write_sweep_report(const SweepConfig& cfg, const SweepResult& r) {
         "seed against the bf16 run of the same seed and averaged over the seeds both have (gap seeds); its ± is the " +
         "max − min of those paired gaps. tokens/s: the mean over seeds; step time vs bf16: each run against the " +
         "bf16 runs on the same hardware (— when there are none).\n\n";
-  if (!r.complete)
-    md += std::string("**Incomplete:** some runs have not finished; the table shows the finished ones") +
-          (r.unfinished.empty() ? "" : " (those that logged are compared at their evaluations under \"Unfinished runs\")") +
-          ".\n\n";
+  if (!r.complete) {
+    const size_t all = r.runs.size() + r.unfinished.size() + r.not_started.size();
+    md += "**Incomplete:** " + std::to_string(r.runs.size()) + " of " + std::to_string(all) +
+          " runs have finished; the table shows those.";
+    if (!r.unfinished.empty())
+      md += " " + std::to_string(r.unfinished.size()) + " logged but stopped short (compared at their evaluations " +
+            "under \"Unfinished runs\").";
+    if (!r.not_started.empty()) {
+      md += " Not started:";
+      for (size_t i = 0; i < r.not_started.size(); ++i)
+        md += std::string(i ? ", " : " ") + r.not_started[i].first + " seed " + std::to_string(r.not_started[i].second);
+      md += ".";
+    }
+    md += "\n\n";
+  }
   report::MarkdownTable t({"recipe", "seeds", "train loss", "±", "val loss", "±", "val gap to bf16", "±",
                            "gap seeds", "train gap", "tokens/s", "step time vs bf16", "hardware"},
                           {report::Align::Left, report::Align::Right, report::Align::Right, report::Align::Right,

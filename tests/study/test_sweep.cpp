@@ -182,8 +182,16 @@ TEST(CliSweep, TokensSeedsAndErrors) {
   ASSERT_EQ(sum.code, 0) << sum.out;
   EXPECT_FALSE(fs::exists(d.file("s/runs/nvfp4-seed1")));
   const std::string md = read_file(d.file("s/results.md"));
-  EXPECT_NE(md.find("Incomplete"), std::string::npos) << md;
+  // two of the three runs finished; the third never started and is named, in the page and the json
+  EXPECT_NE(md.find("**Incomplete:** 2 of 3 runs have finished"), std::string::npos) << md;
+  EXPECT_NE(md.find("Not started: nvfp4 seed 1."), std::string::npos) << md;
+  EXPECT_EQ(md.find("stopped short"), std::string::npos) << md;
   EXPECT_NE(md.find("| ufp4"), std::string::npos) << md;
+  const Json sj = Json::parse(read_file(d.file("s/results.json")), "results.json");
+  ASSERT_EQ(sj.at("not_started").as_array().size(), 1u);
+  EXPECT_EQ(sj.at("not_started").as_array()[0].at("recipe").as_string(), "nvfp4");
+  EXPECT_EQ(sj.at("not_started").as_array()[0].at("seed").as_int64(), 1);
+  EXPECT_TRUE(sj.at("unfinished").as_array().empty());
   auto expect_error = [&](const std::string& args, const std::string& needle) {
     const auto e = nibble::testing::run_nibble(base + args);
     EXPECT_NE(e.code, 0) << args << "\n" << e.out;
@@ -376,6 +384,7 @@ TEST(Sweep, TheReportComparesAStoppedRunFromItsOwnLog) {
   ASSERT_EQ(r.unfinished.size(), 1u);
   EXPECT_EQ(r.unfinished[0].recipe, "nvfp4");
   EXPECT_EQ(r.unfinished[0].steps, 7);
+  EXPECT_TRUE(r.not_started.empty());  // nvfp4 logged, so it is unfinished, not unstarted
   write_sweep_report(s, r);
   // step 5's validation loss of each run, read straight from metrics.jsonl
   const auto val_at_step5 = [](const std::string& dir) -> double {
@@ -389,6 +398,8 @@ TEST(Sweep, TheReportComparesAStoppedRunFromItsOwnLog) {
   ASSERT_TRUE(std::isfinite(b) && std::isfinite(n));
   const double g = 100.0 * (n - b) / b;
   const std::string md = read_file(s.out + "/results.md");
+  EXPECT_NE(md.find("**Incomplete:** 1 of 2 runs have finished; the table shows those. 1 logged but stopped short"),
+            std::string::npos) << md;
   const size_t section = md.find("## Unfinished runs");
   ASSERT_NE(section, std::string::npos) << md;
   EXPECT_NE(md.find("**nvfp4, seed 1**: step 7 of 10", section), std::string::npos) << md;

@@ -96,7 +96,8 @@ int run_sweep(const std::vector<std::string>& argv) {
     std::printf("%s/results.md: %zu of %zu runs%s\n", s.out.c_str(), r.runs.size(), s.recipes.size() * s.seeds.size(),
                 r.complete ? ""
                            : (" (incomplete; " + std::to_string(r.unfinished.size()) +
-                              " unfinished compared at their evaluations)").c_str());
+                              " unfinished compared at their evaluations, " + std::to_string(r.not_started.size()) +
+                              " not started)").c_str());
     return 0;
   }
   const SweepResult r = nibble::run_sweep(s, o);

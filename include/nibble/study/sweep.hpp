@@ -102,6 +102,9 @@ struct SweepResult {
   // their machine went away with the checkpoint). They stay out of every table above and are
   // compared only at the evaluations they reached (matched_gaps).
   std::vector<SweepRun> unfinished;
+  // Runs of the configuration with no log at all (never started, or killed before their first
+  // log window): named in the report so that a seed left out on purpose reads as such.
+  std::vector<std::pair<std::string, uint64_t>> not_started;  // (recipe, seed)
   bool complete = false;  // every run finished
   Json to_json() const;
 };
