@@ -283,9 +283,10 @@ void randomized_svd_device(const float* g, int64_t rows, int64_t cols, const Spe
   std::vector<double> ur, vk;
   std::vector<float> sk;
   spectral_small_svd(rc, l, k, ur, vk, sk);
-  // U = Q vk [rows, k], V = Q_z ur [cols, k]. The small factors go up in one copy, as row-major
-  // [l, k] each, vk then ur, into `small` (4 l² doubles, k ≤ l): a copy from pageable host memory
-  // waits for the stream, so one copy instead of three is one wait instead of three.
+  // U = Q vk [rows, k], V = Q_z ur [cols, k]. Both small factors go up in one copy, as row-major
+  // [l, k] each, vk then ur, into `small` (4 l² doubles, k ≤ l), so nothing has to wait between
+  // the U and V products. (A copy from pageable host memory already waits for the stream, so
+  // the explicit sync this replaced cost little: run 62 measured no change in a metis step.)
   std::vector<double> factors(static_cast<size_t>(2 * l * k));
   for (int64_t t = 0; t < l; ++t)
     for (int64_t c = 0; c < k; ++c) {
